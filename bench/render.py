@@ -1,0 +1,134 @@
+"""Benchmark: rendering a slice trajectory, against a bare ``grid_sample`` and against MONAI resampling.
+
+Prints, per case, medians of several runs in one process and the ratios:
+
+* ``full / bare``: our full path (``RandSliceTrajectory`` + ``RenderSlices``: validation, foreground box, walk,
+  points and sampling) over one bare ``torch.nn.functional.grid_sample`` of the same precomputed points
+  (target <= 1.2);
+* ``monai_volume / full``: rendering each slice by resampling the whole volume into the slice's frame with MONAI
+  ``SpatialResample`` (output = the full volume extent, one plane kept), over our full path (target >= 100);
+* ``monai_plane / full``: MONAI ``SpatialResample`` straight onto each slice's (h, w, 1) grid, a fairer per-slice
+  baseline, over our full path.
+
+Run: ``python bench/render.py [--repeats 7] [--large]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.transforms import SpatialResample
+
+from monai_slicenav.geometry import Pose, slice_points
+from monai_slicenav.phantom import shepp_logan_volume
+from monai_slicenav.transforms import RandSliceTrajectory, RenderSlices, world_to_grid
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time (ms) of each candidate, run in rotation so that machine load drifts hit all alike."""
+    for fn in candidates.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
+def precomputed_grid(volume: MetaTensor, poses: Pose, size: int) -> torch.Tensor:
+    """The exact normalised points our renderer samples, built outside the timed region."""
+    to_grid = world_to_grid(volume.affine, volume.shape[1:]).float()
+    points = slice_points(poses, (size, size))  # (T, h, w, 3) world mm
+    return (points @ to_grid[:3, :3].T + to_grid[:3, 3])[None]  # (1, T, h, w, 3)
+
+
+def slice_frame_affine(pose: Pose, size: int, depth: int) -> torch.Tensor:
+    """Affine of a (size, size, depth) grid whose middle plane is the slice at ``pose`` (rows, cols, normal)."""
+    step = float(pose.spacing)
+    axes = torch.stack([pose.rotation[:, 1], pose.rotation[:, 0], pose.rotation[:, 2]], dim=1) * step
+    origin = pose.center - axes @ torch.tensor([(size - 1) / 2, (size - 1) / 2, (depth - 1) / 2])
+    affine = torch.eye(4, dtype=torch.float64)
+    affine[:3, :3], affine[:3, 3] = axes.double(), origin.double()
+    return affine
+
+
+def monai_render(volume: MetaTensor, poses: Pose, size: int, depth: int) -> torch.Tensor:
+    """Per-slice MONAI resampling onto a (size, size, depth) grid, keeping the middle plane."""
+    resample = SpatialResample(mode="bilinear", padding_mode="zeros", dtype=torch.float32)
+    planes = []
+    for t in range(poses.batch_shape[0]):
+        out = resample(volume, dst_affine=slice_frame_affine(poses[t], size, depth), spatial_size=(size, size, depth))
+        planes.append(out[..., (depth - 1) // 2])
+    return torch.stack(planes)
+
+
+def run_case(shape: int, steps: int, size: int, repeats: int, monai_repeats: int) -> None:
+    volume = shepp_logan_volume(shape)
+    sampler = RandSliceTrajectory(steps - 1, size, mode="mixed")
+    sampler.set_random_state(0)
+    renderer = RenderSlices(size)
+    poses, _ = sampler(volume)
+    grid = precomputed_grid(volume, poses, size)
+    data = volume.as_tensor()[None]
+
+    ours = renderer(volume, poses)
+    bare_out = F.grid_sample(data, grid, align_corners=False)[0].permute(1, 0, 2, 3)
+    depth = 2 * (max(shape * 1.0, size * float(poses.spacing.max())) // 2) + 1  # odd: a true middle plane
+    monai_out = monai_render(volume, poses[:2], size, int(depth))
+    print(
+        f"check: |ours - bare| = {float((ours - bare_out).abs().max()):.2e}, "
+        f"|ours - monai| = {float((ours[:2] - monai_out).abs().max()):.2e} (intensities in [0, 1])"
+    )
+
+    def full() -> torch.Tensor:
+        p, _ = sampler(volume)
+        return renderer(volume, p)
+
+    fast = interleaved_medians(
+        {
+            "full": full,
+            "bare": lambda: F.grid_sample(data, grid, align_corners=False),
+            "trajectory": lambda: sampler(volume),
+        },
+        repeats,
+    )
+    slow = interleaved_medians(
+        {
+            "monai_volume": lambda: monai_render(volume, poses, size, int(depth)),
+            "monai_plane": lambda: monai_render(volume, poses, size, 1),
+        },
+        monai_repeats,
+    )
+    t_full, t_bare, t_traj = fast["full"], fast["bare"], fast["trajectory"]
+    t_monai_volume, t_monai_plane = slow["monai_volume"], slow["monai_plane"]
+    print(f"case {shape}^3 volume, {steps} slices of {size}^2 ({torch.get_num_threads()} threads)")
+    print(f"  bare grid_sample          {t_bare:10.1f} ms")
+    print(f"  full path (ours)          {t_full:10.1f} ms   (trajectory sampling alone {t_traj:.1f} ms)")
+    print(f"  MONAI whole-volume/slice  {t_monai_volume:10.1f} ms")
+    print(f"  MONAI plane/slice         {t_monai_plane:10.1f} ms")
+    print(f"  ratio full / bare           {t_full / t_bare:8.2f}x  (target <= 1.2)")
+    print(f"  ratio monai_volume / full   {t_monai_volume / t_full:8.1f}x  (target >= 100)")
+    print(f"  ratio monai_plane / full    {t_monai_plane / t_full:8.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=21, help="timed runs per measurement (median reported)")
+    parser.add_argument("--monai-repeats", type=int, default=3, help="timed runs of the slow MONAI baselines")
+    parser.add_argument("--large", action="store_true", help="also run 256^3 with 64 slices of 256^2")
+    args = parser.parse_args()
+    run_case(160, 32, 128, args.repeats, args.monai_repeats)
+    if args.large:
+        run_case(256, 64, 256, args.repeats, args.monai_repeats)
+
+
+if __name__ == "__main__":
+    main()

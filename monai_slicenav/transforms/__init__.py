@@ -1,0 +1,26 @@
+"""MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
+
+from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
+from .trajectory import (
+    START_ORIENTATIONS,
+    TRAJECTORY_MODES,
+    RandSliceTrajectory,
+    RandSliceTrajectoryD,
+    RandSliceTrajectoryd,
+    RandSliceTrajectoryDict,
+)
+
+__all__ = [
+    "RenderSlices",
+    "RenderSlicesd",
+    "RenderSlicesD",
+    "RenderSlicesDict",
+    "render_slices",
+    "world_to_grid",
+    "START_ORIENTATIONS",
+    "TRAJECTORY_MODES",
+    "RandSliceTrajectory",
+    "RandSliceTrajectoryd",
+    "RandSliceTrajectoryD",
+    "RandSliceTrajectoryDict",
+]

@@ -1,0 +1,301 @@
+"""Random slice-navigation trajectories: smooth, bounded random walks of slice poses inside the foreground.
+
+The random transform only samples numbers (``randomize``); the walk itself is deterministic given those numbers
+and the volume, so ``(volume, poses)`` rebuilds the rendered slices exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import TransformBackends
+
+from ..geometry import ACTION_DIM, CANONICAL_ORIENTATIONS, Pose, as_slice_size, axis_angle_to_matrix, canonical_rotation
+from ..volume import as_volume, foreground_box, voxel_sizes
+
+__all__ = [
+    "TRAJECTORY_MODES",
+    "START_ORIENTATIONS",
+    "RandSliceTrajectory",
+    "RandSliceTrajectoryd",
+    "RandSliceTrajectoryD",
+    "RandSliceTrajectoryDict",
+]
+
+# Which action components (delta-centre xyz, delta-rotation xyz, delta-log-spacing) each mode moves.
+TRAJECTORY_MODES: dict[str, tuple[int, ...]] = {
+    "scroll": (2,),
+    "tilt": (3, 4, 5),
+    "zoom": (6,),
+    "mixed": (0, 1, 2, 3, 4, 5, 6),
+}
+START_ORIENTATIONS = ("canonical", "random", *CANONICAL_ORIENTATIONS)
+_BOX_TOLERANCE = 1e-6  # voxels
+
+
+class RandSliceTrajectory(RandomizableTransform):
+    """Sample ``num_steps + 1`` slice poses and the ``num_steps`` actions between them.
+
+    Each step moves the slice by a smooth random walk (momentum on a velocity, bounded per step), in the frame of
+    the current slice. Centres stay inside the foreground bounding box: a step that would leave it bounces
+    (the translation velocity is reversed) or, failing that, keeps the centre in place. Spacing stays within
+    ``zoom_range`` of the base spacing the same way.
+
+    Args:
+        num_steps: T, the number of actions (T + 1 poses).
+        spatial_size: slice size (h, w) in pixels the trajectory is meant for; sets the default spacing.
+        mode: ``{"scroll", "tilt", "zoom", "mixed"}``: translation along the normal, rotations, spacing changes,
+            or all of them plus in-plane shifts. Defaults to ``"mixed"``.
+        start_orientation: ``{"canonical", "random", "axial", "coronal", "sagittal"}``: ``"canonical"`` draws one of
+            the three RAS views, ``"random"`` a uniformly random rotation. Defaults to ``"canonical"``.
+        spacing: base in-plane pixel size in mm; ``None`` fits the foreground's largest extent into the slice,
+            never finer than the finest voxel size.
+        zoom_range: (min, max) spacing as multiples of the base spacing. Defaults to (0.5, 2.0).
+        max_translation: largest centre displacement per step, in mm. Defaults to 2.0.
+        max_rotation: largest rotation per step, in radians. Defaults to 0.05 (about 3 degrees).
+        max_log_zoom: largest |delta log spacing| per step. Defaults to 0.05.
+        momentum: in [0, 1): how much of the previous step's velocity is kept; higher is smoother. Defaults to 0.8.
+        threshold: voxels above it (in any channel) are foreground. Defaults to 0.0.
+
+    Raises:
+        ValueError: for a bad argument, or at call time for an invalid volume or an empty foreground.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        num_steps: int,
+        spatial_size: Sequence[int] | int,
+        mode: str = "mixed",
+        start_orientation: str = "canonical",
+        spacing: float | None = None,
+        zoom_range: tuple[float, float] = (0.5, 2.0),
+        max_translation: float = 2.0,
+        max_rotation: float = 0.05,
+        max_log_zoom: float = 0.05,
+        momentum: float = 0.8,
+        threshold: float = 0.0,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+        if mode not in TRAJECTORY_MODES:
+            raise ValueError(f"mode must be one of {tuple(TRAJECTORY_MODES)}, got {mode!r}.")
+        if start_orientation not in START_ORIENTATIONS:
+            raise ValueError(f"start_orientation must be one of {START_ORIENTATIONS}, got {start_orientation!r}.")
+        if spacing is not None and not spacing > 0:
+            raise ValueError(f"spacing must be > 0 mm or None, got {spacing}.")
+        if not 0 < zoom_range[0] <= 1 <= zoom_range[1]:
+            raise ValueError(f"zoom_range must satisfy 0 < min <= 1 <= max, got {zoom_range}.")
+        if min(max_translation, max_rotation, max_log_zoom) < 0:
+            raise ValueError("max_translation, max_rotation and max_log_zoom must be >= 0.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        self.num_steps = int(num_steps)
+        self.spatial_size = as_slice_size(spatial_size)
+        self.mode = mode
+        self.start_orientation = start_orientation
+        self.spacing = spacing
+        self.zoom_range = (float(zoom_range[0]), float(zoom_range[1]))
+        self.max_translation = float(max_translation)
+        self.max_rotation = float(max_rotation)
+        self.max_log_zoom = float(max_log_zoom)
+        self.momentum = float(momentum)
+        self.threshold = float(threshold)
+        self._start_fraction = np.full(3, 0.5)
+        self._orientation = "axial"
+        self._quaternion = np.array([1.0, 0.0, 0.0, 0.0])
+        self._noise = np.zeros((self.num_steps, ACTION_DIM))
+
+    def randomize(self, data: object = None) -> None:
+        """Draw every random number of one trajectory from ``self.R``."""
+        super().randomize(None)
+        self._start_fraction = self.R.uniform(0.0, 1.0, size=3)
+        names = list(CANONICAL_ORIENTATIONS)
+        if self.start_orientation == "canonical":
+            self._orientation = names[self.R.randint(len(names))]
+        else:
+            self._orientation = self.start_orientation
+        quaternion = self.R.normal(size=4)
+        self._quaternion = quaternion / np.linalg.norm(quaternion)
+        self._noise = self.R.normal(size=(self.num_steps, ACTION_DIM))
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True, name: str = "image") -> tuple[Pose, torch.Tensor]:
+        """Sample a trajectory on ``img`` (C, X, Y, Z); ``name`` labels it in error messages.
+
+        Returns:
+            poses with batch shape (T + 1,) and float32 actions (T, 7), ``poses[t + 1] == apply_action(poses[t],
+            actions[t])``.
+        """
+        data, affine = as_volume(img, name)
+        if randomize:
+            self.randomize()
+        lo, hi = (b.numpy().astype(np.float64) for b in foreground_box(data, self.threshold, name))
+        affine_np = affine.numpy()
+        world_to_voxel = np.linalg.inv(affine_np[:3, :3])
+        start_voxel = lo + self._start_fraction * (hi - lo)
+        steps = self._velocity_steps()
+
+        step_rotations = axis_angle_to_matrix(torch.from_numpy(steps[:, 3:6])).numpy()  # (T, 3, 3)
+        rotations = [self._start_rotation()]
+        for step_rotation in step_rotations:
+            rotations.append(rotations[-1] @ step_rotation)
+        rotation = np.stack(rotations)  # (T + 1, 3, 3)
+
+        # Translations in voxel units, so the foreground box is axis-aligned whatever the affine.
+        voxel_steps = np.einsum("ij,tjk,tk->ti", world_to_voxel, rotation[:-1], steps[:, :3])  # (T, 3)
+        steps[:, :3] *= _bounce_factors(voxel_steps, start_voxel, lo, hi)[:, None]
+        log_zoom_range = np.log(np.asarray(self.zoom_range))
+        steps[:, 6] *= _bounce_factors(steps[:, 6:], np.zeros(1), log_zoom_range[:1], log_zoom_range[1:])
+
+        world_steps = np.einsum("tij,tj->ti", rotation[:-1], steps[:, :3])  # (T, 3)
+        start_center = affine_np[:3, :3] @ start_voxel + affine_np[:3, 3]
+        center = start_center + np.concatenate([np.zeros((1, 3)), np.cumsum(world_steps, axis=0)])
+        log_zoom = np.concatenate([[0.0], np.cumsum(steps[:, 6])])
+        spacing = self._base_spacing(affine, lo, hi) * np.exp(log_zoom)
+        poses = Pose(
+            torch.from_numpy(center).float(), torch.from_numpy(rotation).float(), torch.from_numpy(spacing).float()
+        )
+        return poses, torch.from_numpy(steps).float()
+
+    def _base_spacing(self, affine: torch.Tensor, lo: np.ndarray, hi: np.ndarray) -> float:
+        if self.spacing is not None:
+            return self.spacing
+        sizes = voxel_sizes(affine).numpy()
+        extent_mm = float(((hi - lo + 1) * sizes).max())
+        return max(float(sizes.min()), extent_mm / max(self.spatial_size))
+
+    def _start_rotation(self) -> np.ndarray:
+        if self.start_orientation != "random":
+            return canonical_rotation(self._orientation, dtype=torch.float64).numpy()
+        w, x, y, z = self._quaternion
+        return np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+            ]
+        )
+
+    def _velocity_steps(self) -> np.ndarray:
+        """Per-step actions from the drawn noise: an AR(1) velocity per component, norm-clipped per group."""
+        bounds = np.array([self.max_translation] * 3 + [self.max_rotation] * 3 + [self.max_log_zoom])
+        active = np.zeros(ACTION_DIM)
+        active[list(TRAJECTORY_MODES[self.mode])] = 1.0
+        innovation = math.sqrt(1.0 - self.momentum**2)
+        velocity = self._noise[0] * bounds
+        steps = np.empty_like(self._noise)
+        for t in range(self.num_steps):
+            if t:
+                velocity = self.momentum * velocity + innovation * self._noise[t] * bounds
+            steps[t] = velocity * active
+        for group, bound in ((slice(0, 3), self.max_translation), (slice(3, 6), self.max_rotation)):
+            norms = np.linalg.norm(steps[:, group], axis=1, keepdims=True)
+            steps[:, group] *= np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+        steps[:, 6] = np.clip(steps[:, 6], -self.max_log_zoom, self.max_log_zoom)
+        return steps
+
+
+def _bounce_factors(increments: np.ndarray, start: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per-step factors in {1, -1, 0} keeping the walk ``start + cumsum(factors * increments)`` inside [lo, hi].
+
+    At the first step that leaves the box, that step and all later ones are reversed (a bounce); if the reversed
+    step still leaves the box, that step is dropped (factor 0). ``start`` must lie inside the box.
+
+    Args:
+        increments: (T, d) steps; start: (d,) start point; lo, hi: (d,) inclusive box bounds.
+    """
+    factors = np.ones(len(increments))
+    first_unchecked = 0
+    while True:
+        positions = start + np.cumsum(increments * factors[:, None], axis=0)
+        outside = ((positions < lo - _BOX_TOLERANCE) | (positions > hi + _BOX_TOLERANCE)).any(axis=1)
+        bad = np.flatnonzero(outside[first_unchecked:])
+        if bad.size == 0:
+            return factors
+        k = first_unchecked + int(bad[0])
+        factors[k:] *= -1
+        before = positions[k - 1] if k else start
+        moved = before + factors[k] * increments[k]
+        if ((moved < lo - _BOX_TOLERANCE) | (moved > hi + _BOX_TOLERANCE)).any():
+            factors[k] = 0.0
+        first_unchecked = k + 1
+
+
+class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
+    """Dictionary wrapper of :class:`RandSliceTrajectory`.
+
+    Samples one trajectory on the volume under the single key in ``keys`` and stores the packed poses
+    (T + 1, 13) under ``pose_key`` and the actions (T, 7) under ``action_key``; the volume is left unchanged.
+
+    Args:
+        keys: one key, the reference volume whose affine and foreground define the trajectory.
+        num_steps, spatial_size, mode, start_orientation, spacing, zoom_range, max_translation, max_rotation,
+            max_log_zoom, momentum, threshold: as in :class:`RandSliceTrajectory`.
+        pose_key: output key of the packed poses. Defaults to ``"poses"``.
+        action_key: output key of the actions. Defaults to ``"actions"``.
+        allow_missing_keys: return the data unchanged when the key is absent.
+    """
+
+    backend = RandSliceTrajectory.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_steps: int,
+        spatial_size: Sequence[int] | int,
+        mode: str = "mixed",
+        start_orientation: str = "canonical",
+        spacing: float | None = None,
+        zoom_range: tuple[float, float] = (0.5, 2.0),
+        max_translation: float = 2.0,
+        max_rotation: float = 0.05,
+        max_log_zoom: float = 0.05,
+        momentum: float = 0.8,
+        threshold: float = 0.0,
+        pose_key: str = "poses",
+        action_key: str = "actions",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        if len(self.keys) != 1:
+            raise ValueError(f"RandSliceTrajectoryd takes exactly one reference key, got {self.keys}.")
+        self.sampler = RandSliceTrajectory(
+            num_steps,
+            spatial_size,
+            mode,
+            start_orientation,
+            spacing,
+            zoom_range,
+            max_translation,
+            max_rotation,
+            max_log_zoom,
+            momentum,
+            threshold,
+        )
+        self.pose_key = pose_key
+        self.action_key = action_key
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.sampler.randomize()
+            poses, actions = self.sampler(d[key], randomize=False, name=str(key))
+            d[self.pose_key] = poses.as_tensor()
+            d[self.action_key] = actions
+        return d
+
+
+RandSliceTrajectoryD = RandSliceTrajectoryDict = RandSliceTrajectoryd

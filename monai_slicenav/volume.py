@@ -1,0 +1,145 @@
+"""Checks and helpers for channel-first 3D volumes and their affines.
+
+A volume is a (C, X, Y, Z) tensor; voxel ``(x, y, z)`` sits at ``affine @ (x, y, z, 1)`` in world millimetres.
+A :class:`monai.data.MetaTensor` carries its affine; a plain tensor or array means the identity affine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from .geometry import Pose
+
+__all__ = ["as_volume", "check_affine", "voxel_sizes", "foreground_box", "voxel_slice_pose"]
+
+# Smallest |det| of the affine's 3x3 part (mm^3 per voxel) accepted as non-singular.
+_MIN_DETERMINANT = 1e-9
+
+
+def as_volume(img: torch.Tensor | np.ndarray, name: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a channel-first 3D volume and return ``(data, affine)``.
+
+    Args:
+        img: channel-first (C, X, Y, Z) tensor, MetaTensor or array.
+        name: how the volume is named in error messages (a key or file name).
+
+    Returns:
+        the data as a plain tensor (floating point is kept, integers are kept) and its (4, 4) float64 affine.
+
+    Raises:
+        TypeError: when ``img`` is not a tensor or array.
+        ValueError: when it is not 4-D, is empty, holds NaN/Inf, or its affine is singular.
+    """
+    if isinstance(img, np.ndarray):
+        img = torch.from_numpy(img)
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, MetaTensor or numpy array, got {type(img).__name__}.")
+    if img.ndim != 4:
+        raise ValueError(
+            f"{name}: expected a channel-first 3D volume (C, X, Y, Z) with 4 dims, got shape {tuple(img.shape)}."
+        )
+    if img.numel() == 0:
+        raise ValueError(f"{name}: the volume is empty (shape {tuple(img.shape)}).")
+    affine = img.affine if isinstance(img, MetaTensor) else None
+    data = img.as_tensor() if isinstance(img, MetaTensor) else img
+    if not _all_finite(data):
+        raise ValueError(f"{name}: the volume holds NaN or Inf values.")
+    if affine is None:
+        affine = torch.eye(4, dtype=torch.float64)
+    return data, check_affine(affine, name)
+
+
+def _all_finite(data: torch.Tensor) -> bool:
+    """True when no value is NaN/Inf. A NaN or Inf makes the sum non-finite, so one reduction decides the common
+    case without allocating a full-size mask; only a non-finite sum (overflow or a real NaN) checks elementwise."""
+    if not data.is_floating_point():
+        return True
+    return bool(torch.isfinite(data.sum())) or bool(torch.isfinite(data).all())
+
+
+def check_affine(affine: torch.Tensor | np.ndarray, name: str = "image") -> torch.Tensor:
+    """Return ``affine`` as a (4, 4) float64 tensor after checking that it is finite and invertible.
+
+    Raises:
+        ValueError: for a wrong shape, non-finite values, a zero voxel spacing or a singular matrix.
+    """
+    affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
+    if affine.shape != (4, 4):
+        raise ValueError(f"{name}: expected a (4, 4) affine, got shape {tuple(affine.shape)}.")
+    if not bool(torch.isfinite(affine).all()):
+        raise ValueError(f"{name}: the affine holds NaN or Inf values.")
+    spacing = voxel_sizes(affine)
+    if bool((spacing == 0).any()):
+        raise ValueError(f"{name}: the affine has a zero voxel spacing {spacing.tolist()} (mm per voxel).")
+    if abs(float(torch.linalg.det(affine[:3, :3]))) < _MIN_DETERMINANT:
+        raise ValueError(f"{name}: the affine is singular:\n{affine.numpy()}")
+    return affine
+
+
+def voxel_sizes(affine: torch.Tensor) -> torch.Tensor:
+    """Voxel size (3,) in mm along each array axis: the norms of the affine's first three columns."""
+    return affine[:3, :3].norm(dim=0)
+
+
+def foreground_box(
+    data: torch.Tensor, threshold: float = 0.0, name: str = "image"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel bounding box (inclusive ``lo``, ``hi``, each (3,) int64) of voxels above ``threshold`` in any channel.
+
+    Raises:
+        ValueError: when no voxel exceeds ``threshold``.
+    """
+    # Max-projections (two passes over the volume, no full-size mask) give each axis' foreground profile.
+    peak = data[0] if data.shape[0] == 1 else data.amax(dim=0)  # (X, Y, Z)
+    peak_xy = peak.amax(dim=2)  # (X, Y)
+    profiles = (peak_xy.amax(dim=1), peak_xy.amax(dim=0), peak.amax(dim=(0, 1)))
+    extents = []
+    for profile in profiles:
+        hits = torch.nonzero(profile > threshold).flatten()
+        if hits.numel() == 0:
+            raise ValueError(
+                f"{name}: empty foreground, no voxel is above the threshold {threshold} "
+                f"(value range [{float(data.min())}, {float(data.max())}])."
+            )
+        extents.append((hits[0], hits[-1]))
+    lo = torch.stack([e[0] for e in extents])
+    hi = torch.stack([e[1] for e in extents])
+    return lo, hi
+
+
+def voxel_slice_pose(
+    affine: torch.Tensor, spatial_shape: Sequence[int], axis: int, index: int, dtype: torch.dtype = torch.float32
+) -> tuple[Pose, tuple[int, int]]:
+    """The pose whose pixel grid is exactly voxel plane ``index`` along array ``axis``.
+
+    Rendering it at the returned (h, w) reproduces ``img[:, index]`` (axis 0), ``img[:, :, index]`` (axis 1) or
+    ``img[:, :, :, index]`` (axis 2): rows follow the first remaining array axis, columns the second.
+
+    Raises:
+        ValueError: when the two in-plane voxel sizes differ or the in-plane axes are not orthogonal (no
+            single square pixel spacing can then hit every voxel centre).
+    """
+    affine = check_affine(affine)
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}.")
+    row_axis, col_axis = (a for a in range(3) if a != axis)
+    sizes = voxel_sizes(affine)
+    row_dir, col_dir = affine[:3, row_axis], affine[:3, col_axis]
+    if not torch.isclose(sizes[row_axis], sizes[col_axis], rtol=1e-6):
+        raise ValueError(
+            f"In-plane voxel sizes differ ({float(sizes[row_axis])} vs {float(sizes[col_axis])} mm): "
+            "a square-pixel slice cannot hit every voxel centre."
+        )
+    if abs(float(row_dir @ col_dir)) > 1e-6 * float(sizes[row_axis]) ** 2:
+        raise ValueError("The in-plane voxel axes are not orthogonal in world space.")
+    u, v = col_dir / sizes[col_axis], row_dir / sizes[row_axis]
+    rotation = torch.stack([u, v, torch.linalg.cross(u, v)], dim=-1)
+    centre_voxel = torch.tensor([(n - 1) / 2 for n in spatial_shape], dtype=torch.float64)
+    centre_voxel[axis] = index
+    center = affine[:3, :3] @ centre_voxel + affine[:3, 3]
+    pose = Pose(center.to(dtype), rotation.to(dtype), sizes[row_axis].to(dtype))
+    return pose, (int(spatial_shape[row_axis]), int(spatial_shape[col_axis]))
