@@ -58,7 +58,7 @@ class RandSliceTrajectory(RandomizableTransform):
         zoom_range: (min, max) spacing as multiples of the base spacing. Defaults to (0.5, 2.0).
         max_translation: largest centre displacement per step, in mm. Defaults to 2.0.
         max_rotation: largest rotation per step, in radians. Defaults to 0.05 (about 3 degrees).
-        max_log_zoom: largest |delta log spacing| per step. Defaults to 0.05.
+        max_log_zoom: largest |delta log spacing| per step. Defaults to 0.03.
         momentum: in [0, 1): how much of the previous step's velocity is kept; higher is smoother. Defaults to 0.8.
         threshold: voxels above it (in any channel) are foreground. Defaults to 0.0.
 
@@ -78,7 +78,7 @@ class RandSliceTrajectory(RandomizableTransform):
         zoom_range: tuple[float, float] = (0.5, 2.0),
         max_translation: float = 2.0,
         max_rotation: float = 0.05,
-        max_log_zoom: float = 0.05,
+        max_log_zoom: float = 0.03,
         momentum: float = 0.8,
         threshold: float = 0.0,
     ) -> None:
@@ -184,8 +184,9 @@ class RandSliceTrajectory(RandomizableTransform):
         )
 
     def _velocity_steps(self) -> np.ndarray:
-        """Per-step actions from the drawn noise: an AR(1) velocity per component, norm-clipped per group."""
-        bounds = np.array([self.max_translation] * 3 + [self.max_rotation] * 3 + [self.max_log_zoom])
+        """Per-step actions from the drawn noise: an AR(1) velocity per component whose stationary standard
+        deviation is half the bound (so steps vary in size), then norm-clipped per group to the bound."""
+        bounds = 0.5 * np.array([self.max_translation] * 3 + [self.max_rotation] * 3 + [self.max_log_zoom])
         active = np.zeros(ACTION_DIM)
         active[list(TRAJECTORY_MODES[self.mode])] = 1.0
         innovation = math.sqrt(1.0 - self.momentum**2)
@@ -256,7 +257,7 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         zoom_range: tuple[float, float] = (0.5, 2.0),
         max_translation: float = 2.0,
         max_rotation: float = 0.05,
-        max_log_zoom: float = 0.05,
+        max_log_zoom: float = 0.03,
         momentum: float = 0.8,
         threshold: float = 0.0,
         pose_key: str = "poses",

@@ -1,0 +1,59 @@
+"""File input and output: loading volumes with clear errors, atomic writes that never leave half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from .volume import as_volume
+
+__all__ = ["load_volume", "atomic_write_bytes", "atomic_write_json"]
+
+
+def load_volume(path: str | os.PathLike) -> MetaTensor:
+    """Load a NIfTI (or any MONAI-readable) 3D volume as a channel-first (C, X, Y, Z) MetaTensor with its affine.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file cannot be read, or is not a valid 3D volume (see :func:`~.volume.as_volume`);
+            the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    try:
+        img = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+    except Exception as err:  # readers raise many types (nibabel, gzip, EOF, ...): report them all as bad input
+        raise ValueError(f"{path}: cannot read the image ({type(err).__name__}: {err}).") from err
+    as_volume(img, name=str(path))
+    return img
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader never sees a partial file, and an existing file is only replaced once the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, payload: object) -> Path:
+    """Write ``payload`` as indented JSON, atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
