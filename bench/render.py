@@ -5,6 +5,7 @@ Prints, per case, medians of several runs in one process and the ratios:
 * ``full / bare``: our full path (``RandSliceTrajectory`` + ``RenderSlices``: validation, foreground box, walk,
   points and sampling) over one bare ``torch.nn.functional.grid_sample`` of the same precomputed points
   (target <= 1.2);
+* ``render-only / bare``: the same without trajectory sampling (poses given), i.e. without the foreground box;
 * ``monai_volume / full``: rendering each slice by resampling the whole volume into the slice's frame with MONAI
   ``SpatialResample`` (output = the full volume extent, one plane kept), over our full path (target >= 100);
 * ``monai_plane / full``: MONAI ``SpatialResample`` straight onto each slice's (h, w, 1) grid, a fairer per-slice
@@ -97,6 +98,7 @@ def run_case(shape: int, steps: int, size: int, repeats: int, monai_repeats: int
             "full": full,
             "bare": lambda: F.grid_sample(data, grid, align_corners=False),
             "trajectory": lambda: sampler(volume),
+            "render": lambda: renderer(volume, poses),
         },
         repeats,
     )
@@ -107,14 +109,16 @@ def run_case(shape: int, steps: int, size: int, repeats: int, monai_repeats: int
         },
         monai_repeats,
     )
-    t_full, t_bare, t_traj = fast["full"], fast["bare"], fast["trajectory"]
+    t_full, t_bare, t_traj, t_render = fast["full"], fast["bare"], fast["trajectory"], fast["render"]
     t_monai_volume, t_monai_plane = slow["monai_volume"], slow["monai_plane"]
     print(f"case {shape}^3 volume, {steps} slices of {size}^2 ({torch.get_num_threads()} threads)")
     print(f"  bare grid_sample          {t_bare:10.1f} ms")
     print(f"  full path (ours)          {t_full:10.1f} ms   (trajectory sampling alone {t_traj:.1f} ms)")
     print(f"  MONAI whole-volume/slice  {t_monai_volume:10.1f} ms")
     print(f"  MONAI plane/slice         {t_monai_plane:10.1f} ms")
+    print(f"  render only (ours)        {t_render:10.1f} ms   (validation + points + sampling, poses given)")
     print(f"  ratio full / bare           {t_full / t_bare:8.2f}x  (target <= 1.2)")
+    print(f"  ratio render-only / bare    {t_render / t_bare:8.2f}x")
     print(f"  ratio monai_volume / full   {t_monai_volume / t_full:8.1f}x  (target >= 100)")
     print(f"  ratio monai_plane / full    {t_monai_plane / t_full:8.1f}x")
 

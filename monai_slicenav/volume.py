@@ -20,12 +20,16 @@ __all__ = ["as_volume", "check_affine", "voxel_sizes", "foreground_box", "voxel_
 _MIN_DETERMINANT = 1e-9
 
 
-def as_volume(img: torch.Tensor | np.ndarray, name: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+def as_volume(
+    img: torch.Tensor | np.ndarray, name: str = "image", check_values: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a channel-first 3D volume and return ``(data, affine)``.
 
     Args:
         img: channel-first (C, X, Y, Z) tensor, MetaTensor or array.
         name: how the volume is named in error messages (a key or file name).
+        check_values: check for NaN/Inf (one pass over the data); callers that check values themselves, during
+            a pass they make anyway, turn it off.
 
     Returns:
         the data as a plain tensor (floating point is kept, integers are kept) and its (4, 4) float64 affine.
@@ -46,7 +50,7 @@ def as_volume(img: torch.Tensor | np.ndarray, name: str = "image") -> tuple[torc
         raise ValueError(f"{name}: the volume is empty (shape {tuple(img.shape)}).")
     affine = img.affine if isinstance(img, MetaTensor) else None
     data = img.as_tensor() if isinstance(img, MetaTensor) else img
-    if not _all_finite(data):
+    if check_values and not _all_finite(data):
         raise ValueError(f"{name}: the volume holds NaN or Inf values.")
     if affine is None:
         affine = torch.eye(4, dtype=torch.float64)
@@ -68,15 +72,16 @@ def check_affine(affine: torch.Tensor | np.ndarray, name: str = "image") -> torc
         ValueError: for a wrong shape, non-finite values, a zero voxel spacing or a singular matrix.
     """
     affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
-    if affine.shape != (4, 4):
-        raise ValueError(f"{name}: expected a (4, 4) affine, got shape {tuple(affine.shape)}.")
-    if not bool(torch.isfinite(affine).all()):
+    matrix = affine.numpy()  # checks of a 4x4 run in numpy: a small torch op costs ~10x more per call
+    if matrix.shape != (4, 4):
+        raise ValueError(f"{name}: expected a (4, 4) affine, got shape {matrix.shape}.")
+    if not np.isfinite(matrix).all():
         raise ValueError(f"{name}: the affine holds NaN or Inf values.")
-    spacing = voxel_sizes(affine)
-    if bool((spacing == 0).any()):
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    if (spacing == 0).any():
         raise ValueError(f"{name}: the affine has a zero voxel spacing {spacing.tolist()} (mm per voxel).")
-    if abs(float(torch.linalg.det(affine[:3, :3]))) < _MIN_DETERMINANT:
-        raise ValueError(f"{name}: the affine is singular:\n{affine.numpy()}")
+    if abs(np.linalg.det(matrix[:3, :3])) < _MIN_DETERMINANT:
+        raise ValueError(f"{name}: the affine is singular:\n{matrix}")
     return affine
 
 
@@ -90,25 +95,33 @@ def foreground_box(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Voxel bounding box (inclusive ``lo``, ``hi``, each (3,) int64) of voxels above ``threshold`` in any channel.
 
+    Max-projections find it without a full-size mask: one pass over the volume for the (X, Y) profile, then one
+    over the X extent of the box for the Z profile. NaN and +Inf propagate through the maxima and are reported here;
+    a -Inf voxel cannot move the box (it is below any threshold) and is left to the renderer's check.
+
     Raises:
-        ValueError: when no voxel exceeds ``threshold``.
+        ValueError: when no voxel exceeds ``threshold``, or the volume holds NaN or +Inf.
     """
-    # Max-projections (two passes over the volume, no full-size mask) give each axis' foreground profile.
     peak = data[0] if data.shape[0] == 1 else data.amax(dim=0)  # (X, Y, Z)
     peak_xy = peak.amax(dim=2)  # (X, Y)
-    profiles = (peak_xy.amax(dim=1), peak_xy.amax(dim=0), peak.amax(dim=(0, 1)))
-    extents = []
-    for profile in profiles:
-        hits = torch.nonzero(profile > threshold).flatten()
-        if hits.numel() == 0:
-            raise ValueError(
-                f"{name}: empty foreground, no voxel is above the threshold {threshold} "
-                f"(value range [{float(data.min())}, {float(data.max())}])."
-            )
-        extents.append((hits[0], hits[-1]))
-    lo = torch.stack([e[0] for e in extents])
-    hi = torch.stack([e[1] for e in extents])
-    return lo, hi
+    if not bool(torch.isfinite(peak_xy).all()):
+        raise ValueError(f"{name}: the volume holds NaN or Inf values.")
+    x_lo, x_hi = _profile_extent(peak_xy.amax(dim=1), threshold, name, data)
+    y_lo, y_hi = _profile_extent(peak_xy.amax(dim=0), threshold, name, data)
+    # reduce the contiguous X slab first (a strided (X, Y) sub-box reduction is ~10x slower on CPU)
+    z_profile = peak[x_lo : x_hi + 1].amax(dim=0)[y_lo : y_hi + 1].amax(dim=0)
+    z_lo, z_hi = _profile_extent(z_profile, threshold, name, data)
+    return torch.tensor([x_lo, y_lo, z_lo]), torch.tensor([x_hi, y_hi, z_hi])
+
+
+def _profile_extent(profile: torch.Tensor, threshold: float, name: str, data: torch.Tensor) -> tuple[int, int]:
+    hits = torch.nonzero(profile > threshold).flatten()
+    if hits.numel() == 0:
+        raise ValueError(
+            f"{name}: empty foreground, no voxel is above the threshold {threshold} "
+            f"(value range [{float(data.min())}, {float(data.max())}])."
+        )
+    return int(hits[0]), int(hits[-1])
 
 
 def voxel_slice_pose(

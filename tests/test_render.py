@@ -193,7 +193,7 @@ class TestInvalidInput:
 class TestRenderSlicesd:
     def test_dictionary_rendering(self):
         image = MetaTensor(smooth_volume(channels=1), affine=anisotropic_flipped_affine(2))
-        label = MetaTensor((image > 0.5).float(), affine=image.affine)
+        label = MetaTensor((image.as_tensor() > 0.5).float(), affine=image.affine)
         pose, size = voxel_slice_pose(image.affine, image.shape[1:], 2, 4)
         data = {"image": image, "label": label, "poses": pose.as_tensor()[None]}
         out = RenderSlicesd(

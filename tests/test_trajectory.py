@@ -163,3 +163,11 @@ class TestInvalid:
     def test_dictionary_needs_one_key(self):
         with pytest.raises(ValueError, match="exactly one reference key"):
             RandSliceTrajectoryd(("image", "label"), num_steps=2, spatial_size=8)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_volume_rejected(value):
+    img = blob_volume()
+    img[0, 1, 1, 1] = value
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        sample(0, img=img)

@@ -74,11 +74,12 @@ def render_slices(
     center = (linear @ pose64.center[..., None])[..., 0] + offset  # (B, T, 3)
     axes = linear @ (pose64.rotation[..., :2] * pose64.spacing[..., None, None])  # (B, T, 3, 2)
     dtype = volume.dtype if volume.is_floating_point() else torch.float32
-    rows = (torch.arange(h, dtype=dtype, device=volume.device) - (h - 1) / 2)[:, None, None]  # (h, 1, 1)
-    cols = (torch.arange(w, dtype=dtype, device=volume.device) - (w - 1) / 2)[None, :, None]  # (1, w, 1)
-    u = axes[..., 0].to(dtype)[:, :, None, None, :]  # (B, T, 1, 1, 3)
-    v = axes[..., 1].to(dtype)[:, :, None, None, :]
-    grid = center.to(dtype)[:, :, None, None, :] + cols * u + rows * v  # (B, T, h, w, 3)
+    rows = (torch.arange(h, dtype=dtype, device=volume.device) - (h - 1) / 2)[:, None]  # (h, 1)
+    cols = (torch.arange(w, dtype=dtype, device=volume.device) - (w - 1) / 2)[None, :]  # (1, w)
+    center, u, v = (x.to(dtype)[:, :, :, None, None] for x in (center, axes[..., 0], axes[..., 1]))  # (B, T, 3, 1, 1)
+    grid = torch.empty(batch, steps, h, w, 3, dtype=dtype, device=volume.device)
+    for k in range(3):  # one coordinate at a time: ~2x faster on CPU than one broadcast over a trailing dim of 3
+        torch.add(center[:, :, k] + cols * u[:, :, k], rows * v[:, :, k], out=grid[..., k])
     sampled = F.grid_sample(
         volume.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=False
     )  # (B, C, T, h, w)

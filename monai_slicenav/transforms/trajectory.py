@@ -16,7 +16,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 
 from ..geometry import ACTION_DIM, CANONICAL_ORIENTATIONS, Pose, as_slice_size, axis_angle_to_matrix, canonical_rotation
-from ..volume import as_volume, foreground_box, voxel_sizes
+from ..volume import as_volume, foreground_box
 
 __all__ = [
     "TRAJECTORY_MODES",
@@ -133,7 +133,7 @@ class RandSliceTrajectory(RandomizableTransform):
             poses with batch shape (T + 1,) and float32 actions (T, 7), ``poses[t + 1] == apply_action(poses[t],
             actions[t])``.
         """
-        data, affine = as_volume(img, name)
+        data, affine = as_volume(img, name, check_values=False)  # foreground_box reports NaN/Inf in its own pass
         if randomize:
             self.randomize()
         lo, hi = (b.numpy().astype(np.float64) for b in foreground_box(data, self.threshold, name))
@@ -158,16 +158,16 @@ class RandSliceTrajectory(RandomizableTransform):
         start_center = affine_np[:3, :3] @ start_voxel + affine_np[:3, 3]
         center = start_center + np.concatenate([np.zeros((1, 3)), np.cumsum(world_steps, axis=0)])
         log_zoom = np.concatenate([[0.0], np.cumsum(steps[:, 6])])
-        spacing = self._base_spacing(affine, lo, hi) * np.exp(log_zoom)
+        spacing = self._base_spacing(affine_np, lo, hi) * np.exp(log_zoom)
         poses = Pose(
             torch.from_numpy(center).float(), torch.from_numpy(rotation).float(), torch.from_numpy(spacing).float()
         )
         return poses, torch.from_numpy(steps).float()
 
-    def _base_spacing(self, affine: torch.Tensor, lo: np.ndarray, hi: np.ndarray) -> float:
+    def _base_spacing(self, affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
         if self.spacing is not None:
             return self.spacing
-        sizes = voxel_sizes(affine).numpy()
+        sizes = np.linalg.norm(affine[:3, :3], axis=0)  # voxel sizes in mm
         extent_mm = float(((hi - lo + 1) * sizes).max())
         return max(float(sizes.min()), extent_mm / max(self.spatial_size))
 
@@ -190,12 +190,11 @@ class RandSliceTrajectory(RandomizableTransform):
         active = np.zeros(ACTION_DIM)
         active[list(TRAJECTORY_MODES[self.mode])] = 1.0
         innovation = math.sqrt(1.0 - self.momentum**2)
-        velocity = self._noise[0] * bounds
-        steps = np.empty_like(self._noise)
-        for t in range(self.num_steps):
-            if t:
-                velocity = self.momentum * velocity + innovation * self._noise[t] * bounds
-            steps[t] = velocity * active
+        # AR(1) in closed form: v_t = m^t b n_0 + sum_{1 <= s <= t} m^(t - s) c b n_s, with c = sqrt(1 - m^2)
+        lags = np.arange(self.num_steps)[:, None] - np.arange(self.num_steps)[None, :]
+        weights = np.where(lags >= 0, self.momentum ** np.maximum(lags, 0), 0.0)
+        weights[:, 1:] *= innovation
+        steps = (weights @ (self._noise * bounds)) * active
         for group, bound in ((slice(0, 3), self.max_translation), (slice(3, 6), self.max_rotation)):
             norms = np.linalg.norm(steps[:, group], axis=1, keepdims=True)
             steps[:, group] *= np.minimum(1.0, bound / np.maximum(norms, 1e-12))
