@@ -1,6 +1,13 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
 from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
+from .synth import (
+    RandSynthAppearance,
+    RandSynthAppearanced,
+    RandSynthLabelEnsembled,
+    SynthLabelEnsemble,
+    SynthLabelEnsembled,
+)
 from .trajectory import (
     START_ORIENTATIONS,
     TRAJECTORY_MODES,
@@ -17,6 +24,11 @@ __all__ = [
     "RenderSlicesDict",
     "render_slices",
     "world_to_grid",
+    "RandSynthAppearance",
+    "RandSynthAppearanced",
+    "RandSynthLabelEnsembled",
+    "SynthLabelEnsemble",
+    "SynthLabelEnsembled",
     "START_ORIENTATIONS",
     "TRAJECTORY_MODES",
     "RandSliceTrajectory",
