@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
+from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose
 
 from monai_slicenav.geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, canonical_rotation, relative
@@ -171,3 +171,20 @@ def test_non_finite_volume_rejected(value):
     img[0, 1, 1, 1] = value
     with pytest.raises(ValueError, match="NaN or Inf"):
         sample(0, img=img)
+
+
+def test_several_trajectories_per_volume():
+    img = blob_volume()
+    chain = Compose(
+        [RandSliceTrajectoryd("image", num_steps=3, spatial_size=12, num_samples=3), RenderSlicesd("image", 12)]
+    ).set_random_state(0)
+    out = chain({"image": img})
+    assert isinstance(out, list) and len(out) == 3
+    assert len({tuple(o["poses"][0].tolist()) for o in out}) == 3  # three different trajectories
+    for o in out:
+        assert torch.equal(o["image"], RenderSlices(12)(img, Pose.from_tensor(o["poses"])))
+    loader = DataLoader(Dataset([{"image": img}] * 2, transform=chain), batch_size=2)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (6, 4, 1, 12, 12)  # 2 volumes x 3 trajectories, flattened into the batch
+    with pytest.raises(ValueError, match="num_samples"):
+        RandSliceTrajectoryd("image", num_steps=3, spatial_size=12, num_samples=0)

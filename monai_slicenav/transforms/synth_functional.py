@@ -24,12 +24,13 @@ def centred_affine(spatial_size: Sequence[int], spacing: float) -> torch.Tensor:
     return affine
 
 
-def smooth_noise(rng: np.random.RandomState, channels: int, spatial_size: Sequence[int], grid: int = _NOISE_GRID):
-    """(channels, X, Y, Z) float32 smooth random field with unit standard deviation per channel (trilinear
-    upsampling of coarse Gaussian noise)."""
+def smooth_noise(
+    rng: np.random.RandomState, channels: int, spatial_size: Sequence[int], grid: int = _NOISE_GRID
+) -> torch.Tensor:
+    """(channels, X, Y, Z) float32 smooth random field: trilinear upsampling of unit Gaussian noise on a coarse
+    ``grid^3`` lattice (so the control points, not every voxel, have unit standard deviation)."""
     coarse = torch.from_numpy(rng.standard_normal((1, channels, grid, grid, grid)).astype(np.float32))
-    field = F.interpolate(coarse, size=tuple(spatial_size), mode="trilinear", align_corners=True)[0]
-    return field / field.flatten(1).std(dim=1).clamp_min(1e-6)[:, None, None, None]
+    return F.interpolate(coarse, size=tuple(spatial_size), mode="trilinear", align_corners=True)[0]
 
 
 def _random_rotation(rng: np.random.RandomState) -> torch.Tensor:
@@ -110,7 +111,7 @@ def synth_label_ensemble(
         labels[box][(quadric + amplitude * bumps[box] < 1.0) & inside[box]] = first_label + rank
     if clean:
         labels = boundary_median(labels)
-    present = torch.unique(labels)
+    present = torch.nonzero(torch.bincount(labels.flatten())).flatten()
     lookup = torch.zeros(int(present.max()) + 1, dtype=torch.int64)
     lookup[present] = torch.arange(len(present)) if bool(present[0] == 0) else torch.arange(1, len(present) + 1)
     return lookup[labels]
@@ -120,13 +121,12 @@ def boundary_median(labels: torch.Tensor) -> torch.Tensor:
     """3x3x3 median filter of an integer (X, Y, Z) map with replicate padding, computed at boundaries only.
 
     Equal to ``monai.networks.layers.median_filter`` (a voxel with a uniform neighbourhood is its own median), but
-    that evaluates 27 neighbours everywhere: about 1.3 s for 128^3 on this CPU, against ~0.1 s here, which matters
+    that evaluates 27 neighbours everywhere: about 1.3 s for 128^3 on this CPU, against ~0.15 s here, which matters
     for on-the-fly synthesis.
     """
-    padded = F.pad(labels[None, None].float(), (1, 1, 1, 1, 1, 1), mode="replicate")[0, 0]
-    high = F.max_pool3d(padded[None, None], 3, stride=1)[0, 0]
-    low = -F.max_pool3d(-padded[None, None], 3, stride=1)[0, 0]
-    boundary = torch.nonzero(high != low)  # (N, 3) voxels whose neighbourhood is not uniform
+    padded = F.pad(labels[None, None].to(torch.int32), (1, 1, 1, 1, 1, 1), mode="replicate")[0, 0]
+    # separable shifted max/min: ~100x faster than max_pool3d (float, 27 comparisons per voxel) on CPU
+    boundary = torch.nonzero(_window_extreme(padded, torch.maximum) != _window_extreme(padded, torch.minimum))
     if len(boundary) == 0:
         return labels.clone()
     strides = torch.tensor(padded.stride())
@@ -135,6 +135,15 @@ def boundary_median(labels: torch.Tensor) -> torch.Tensor:
     medians = padded.flatten()[flat].median(dim=1).values.to(labels.dtype)
     out = labels.clone()
     out[tuple(boundary.T)] = medians
+    return out
+
+
+def _window_extreme(padded: torch.Tensor, pick) -> torch.Tensor:
+    """Max or min (``pick``) over each 3x3x3 window of a padded (X + 2, Y + 2, Z + 2) map -> (X, Y, Z)."""
+    out = padded
+    for axis in range(3):
+        n = out.shape[axis]
+        out = pick(pick(out.narrow(axis, 0, n - 2), out.narrow(axis, 1, n - 2)), out.narrow(axis, 2, n - 2))
     return out
 
 

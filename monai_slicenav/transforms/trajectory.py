@@ -240,6 +240,11 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
             max_log_zoom, momentum, threshold: as in :class:`RandSliceTrajectory`.
         pose_key: output key of the packed poses. Defaults to ``"poses"``.
         action_key: output key of the actions. Defaults to ``"actions"``.
+        num_samples: trajectories per volume. With more than one, a list of that many dicts is returned (sharing
+            the volumes, not copying them), which ``Compose`` maps the next transforms over and MONAI's
+            ``list_data_collate`` flattens into the batch, as with ``RandCropByPosNegLabeld``. Rendering costs far
+            less than loading or synthesising a volume, so several trajectories per volume keep training fed
+            (see ``bench/synth.py``). Defaults to 1 (a dict).
         allow_missing_keys: return the data unchanged when the key is absent.
     """
 
@@ -261,12 +266,16 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         threshold: float = 0.0,
         pose_key: str = "poses",
         action_key: str = "actions",
+        num_samples: int = 1,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
         if len(self.keys) != 1:
             raise ValueError(f"RandSliceTrajectoryd takes exactly one reference key, got {self.keys}.")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        self.num_samples = int(num_samples)
         self.sampler = RandSliceTrajectory(
             num_steps,
             spatial_size,
@@ -288,14 +297,19 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         self.sampler.set_random_state(seed, state)
         return self
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            self.sampler.randomize()
-            poses, actions = self.sampler(d[key], randomize=False, name=str(key))
-            d[self.pose_key] = poses.as_tensor()
-            d[self.action_key] = actions
-        return d
+    def __call__(
+        self, data: Mapping[Hashable, torch.Tensor]
+    ) -> dict[Hashable, torch.Tensor] | list[dict[Hashable, torch.Tensor]]:
+        samples = []
+        for _ in range(self.num_samples):
+            d = dict(data)
+            for key in self.key_iterator(d):
+                self.sampler.randomize()
+                poses, actions = self.sampler(d[key], randomize=False, name=str(key))
+                d[self.pose_key] = poses.as_tensor()
+                d[self.action_key] = actions
+            samples.append(d)
+        return samples[0] if self.num_samples == 1 else samples
 
 
 RandSliceTrajectoryD = RandSliceTrajectoryDict = RandSliceTrajectoryd
