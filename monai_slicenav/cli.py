@@ -10,17 +10,55 @@ import fire
 from monai.transforms import ScaleIntensityRangePercentiles
 
 from .io import atomic_write_bytes, atomic_write_json, load_volume
+from .manifests import check_manifest, load_manifest
 from .navigation import navigate, trajectory_to_dict
+from .packaged import check_pair, load_packaged_manifest, manifest_dir
 from .phantom import shepp_logan_volume
 from .visualize import action_caption, slice_grid
 
-__all__ = ["SliceNavCLI", "main"]
+__all__ = ["DataCLI", "SliceNavCLI", "main"]
 
 BUILTIN_EXAMPLE = "builtin:shepp_logan"
 
 
+class DataCLI:
+    """What data this machine has, and checks of datasets you downloaded yourself."""
+
+    def list(self) -> None:
+        """List the data available here: synthetic volumes, packaged real volumes, public dataset manifests."""
+        print("synthetic: label-ensemble volumes with random appearance, generated on the fly (always available)")
+        manifest = load_packaged_manifest()
+        volumes = {v["id"]: v for v in manifest["volumes"]}
+        print("packaged real volumes (image/label pairs, grids checked):")
+        for pair in manifest["pairs"]:
+            check = check_pair(pair, volumes)
+            print(f"  [{'x' if check.usable else ' '}] {check.message}")
+        names = sorted(p.stem for p in manifest_dir().glob("*.json") if p.name != "packaged_volumes.json")
+        print("public datasets you download yourself (slicenav data check NAME --root DIR):")
+        for name in names:
+            record = load_manifest(name)
+            print(f"  {name}: {record.get('title', '')} [{record['licence']}] {record['homepage']}")
+
+    def check(self, manifest: str, root: str) -> None:
+        """Check a downloaded dataset against its manifest; reads only, exits 1 when anything is wrong.
+
+        Args:
+            manifest: a manifest file or name (e.g. msd_task04_hippocampus).
+            root: the dataset folder.
+        """
+        problems, checked = check_manifest(manifest, root)
+        for problem in problems:
+            print(f"{problem.kind.upper():<10} {problem.path}: {problem.detail}")
+        print(f"{checked} files checked, {len(problems)} problems")
+        if problems:
+            sys.exit(1)
+
+
 class SliceNavCLI:
     """Self-supervised pretraining for 3D MRI by controllable 2D slice navigation."""
+
+    def __init__(self) -> None:
+        self.data = DataCLI()
 
     def render(
         self,
