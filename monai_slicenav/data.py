@@ -1,8 +1,10 @@
-"""Datalists: the embedded default training data, generated on the fly and needing no download."""
+"""Datalists: the embedded default training data, generated on the fly or found installed; never downloaded."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from .packaged import packaged_pairs
 
 __all__ = ["synthetic_seed", "embedded_datalist"]
 
@@ -12,19 +14,26 @@ def synthetic_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def embedded_datalist(num_synthetic: int = 16, seed: int = 0) -> list[dict]:
-    """The default training datalist: ``num_synthetic`` synthetic volumes, deterministic per index and seed.
+def embedded_datalist(num_synthetic: int = 16, seed: int = 0, include_packaged: bool = True) -> list[dict]:
+    """The default training datalist: synthetic volumes, deterministic per index and seed, then (optionally) the
+    real image/label pairs of :func:`~monai_slicenav.packaged.packaged_pairs` installed on this machine.
 
-    Each item is ``{"synth_seed": int, "name": str}``; :class:`~monai_slicenav.transforms.SynthLabelEnsembled`
-    turns it into a label map (with an optional disk cache) and
-    :class:`~monai_slicenav.transforms.RandSynthAppearanced` into images.
+    Synthetic items are ``{"source": "synthetic", "synth_seed": int, "name": str}``; packaged ones carry
+    ``"source": "packaged"`` and file paths. :class:`~monai_slicenav.transforms.EmbeddedVolumed` turns both into
+    ``image`` and ``label``; for synthetic items alone, :class:`~monai_slicenav.transforms.SynthLabelEnsembled`
+    (with an optional disk cache) and :class:`~monai_slicenav.transforms.RandSynthAppearanced` do the same.
 
     Raises:
-        ValueError: when ``num_synthetic`` < 1.
+        ValueError: when ``num_synthetic`` < 0, or the list would be empty.
     """
-    if num_synthetic < 1:
-        raise ValueError(f"num_synthetic must be >= 1, got {num_synthetic}.")
-    return [
-        {"synth_seed": synthetic_seed(seed, index), "name": f"synth_s{seed}_{index:04d}"}
+    if num_synthetic < 0:
+        raise ValueError(f"num_synthetic must be >= 0, got {num_synthetic}.")
+    items = [
+        {"source": "synthetic", "synth_seed": synthetic_seed(seed, index), "name": f"synth_s{seed}_{index:04d}"}
         for index in range(num_synthetic)
     ]
+    if include_packaged:
+        items += packaged_pairs()
+    if not items:
+        raise ValueError("The embedded datalist is empty: ask for num_synthetic >= 1 or install packaged volumes.")
+    return items

@@ -137,11 +137,13 @@ class TestDictionaryTransforms:
 class TestEmbeddedDatalist:
     def test_deterministic_per_index_and_seed(self):
         assert embedded_datalist(4, seed=1) == embedded_datalist(4, seed=1)
-        seeds = [item["synth_seed"] for item in embedded_datalist(4, seed=1)]
+        seeds = [item["synth_seed"] for item in embedded_datalist(4, seed=1, include_packaged=False)]
         assert len(set(seeds)) == 4 and seeds[2] == synthetic_seed(1, 2)
-        assert seeds != [item["synth_seed"] for item in embedded_datalist(4, seed=2)]
+        assert seeds != [item["synth_seed"] for item in embedded_datalist(4, seed=2, include_packaged=False)]
         with pytest.raises(ValueError, match="num_synthetic"):
-            embedded_datalist(0)
+            embedded_datalist(-1)
+        with pytest.raises(ValueError, match="empty"):
+            embedded_datalist(0, include_packaged=False)
 
     def test_through_the_navigation_chain(self):
         chain = Compose(
@@ -152,7 +154,7 @@ class TestEmbeddedDatalist:
                 RenderSlicesd(("image", "label"), 24, mode=("bilinear", "nearest")),
             ]
         ).set_random_state(0)
-        for item in embedded_datalist(2, seed=0):
+        for item in embedded_datalist(2, seed=0, include_packaged=False):
             out = chain(item)
             assert out["image"].shape == (5, 1, 24, 24) and bool(torch.isfinite(out["image"]).all())
             assert float(out["image"].std()) > 0.01

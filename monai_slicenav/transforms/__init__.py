@@ -1,5 +1,6 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
+from .embedded import EmbeddedVolumed, tissue_labels
 from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
 from .synth import (
     RandSynthAppearance,
@@ -18,6 +19,8 @@ from .trajectory import (
 )
 
 __all__ = [
+    "EmbeddedVolumed",
+    "tissue_labels",
     "RenderSlices",
     "RenderSlicesd",
     "RenderSlicesD",

@@ -1,0 +1,96 @@
+"""One front end for the embedded default data: synthetic items and packaged real volumes alike become an image in
+[0, 1] and an integer label map, as MetaTensors with their affines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    LoadImage,
+    MapTransform,
+    Orientation,
+    Randomizable,
+    ResampleToMatch,
+    ScaleIntensityRangePercentiles,
+)
+
+from .synth import RandSynthAppearance, SynthLabelEnsemble
+
+__all__ = ["tissue_labels", "EmbeddedVolumed"]
+
+
+def tissue_labels(grey: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+    """Tissue labels from grey/white-matter probability maps on a 0-255 scale: argmax over (background, grey, white)
+    with background = 255 - grey - white clipped at 0; 0 background/CSF, 1 grey matter, 2 white matter."""
+    background = (255.0 - grey - white).clamp_min(0.0)
+    return torch.stack([background, grey, white]).argmax(dim=0)
+
+
+class EmbeddedVolumed(Randomizable, MapTransform):
+    """Turn an item of :func:`~monai_slicenav.data.embedded_datalist` into ``image`` and ``label``.
+
+    * ``{"source": "synthetic", "synth_seed": s}``: the label map of seed ``s``, painted with a random appearance.
+    * ``{"source": "packaged", "image": path, "label": path | "probabilities": [grey, white], "resample": ...}``:
+      loaded, reoriented to RAS, the label resampled onto the image grid when the item states a method, intensities
+      scaled to [0, 1] (0.5th-99.5th percentile, clipped).
+
+    Args:
+        image_key: output key of the image. Defaults to ``"image"``.
+        label_key: output key of the label map. Defaults to ``"label"``.
+        synth_options: options of :class:`~monai_slicenav.transforms.SynthLabelEnsemble`.
+        appearance_options: options of :class:`~monai_slicenav.transforms.RandSynthAppearance`.
+
+    Raises:
+        ValueError: for an item whose source is neither ``"synthetic"`` nor ``"packaged"``.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str = "label",
+        synth_options: dict | None = None,
+        appearance_options: dict | None = None,
+    ) -> None:
+        MapTransform.__init__(self, (image_key, label_key))
+        self.image_key, self.label_key = image_key, label_key
+        self.synthesise = SynthLabelEnsemble(**(synth_options or {}))
+        self.paint = RandSynthAppearance(**(appearance_options or {}))
+        self.load = LoadImage(image_only=True, ensure_channel_first=True)
+        self.orient = Orientation(axcodes="RAS", labels=None)
+        self.scale = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.paint.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        """The appearance draws from the shared random state while it is painted."""
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        source = d.get("source")
+        if source == "synthetic":
+            label = self.synthesise(int(d["synth_seed"]))
+            d[self.image_key], d[self.label_key] = self.paint(label), label
+        elif source == "packaged":
+            d[self.image_key], d[self.label_key] = self._load_pair(d)
+        else:
+            raise ValueError(f"EmbeddedVolumed: unknown source {source!r} in item {d.get('name', '?')}.")
+        return d
+
+    def _load_pair(self, item: dict) -> tuple[MetaTensor, MetaTensor]:
+        image = self.orient(self.load(item["image"]))
+        if "probabilities" in item:
+            grey, white = (self.orient(self.load(path))[0] for path in item["probabilities"])
+            label = MetaTensor(tissue_labels(grey.as_tensor(), white.as_tensor())[None], affine=grey.affine)
+        else:
+            label = self.orient(self.load(item["label"]))
+        if item.get("resample"):
+            label = ResampleToMatch(mode=item["resample"], padding_mode="zeros")(label, img_dst=image)
+        label = label.round().to(torch.int64)
+        return self.scale(image).float(), label

