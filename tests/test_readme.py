@@ -15,7 +15,7 @@ def python_blocks() -> list[str]:
 
 
 def test_pipeline_example_runs(tmp_path):
-    (block,) = python_blocks()
+    block = python_blocks()[0]
     namespace: dict = {}
     exec(compile(block, str(README), "exec"), namespace)
     image = np.zeros((30, 30, 20), np.float32)
@@ -37,3 +37,10 @@ def test_quick_start_has_two_commands():
     assert len(commands) == 2
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1] in ci.splitlines()  # CI runs the README's test command verbatim
+
+
+def test_embedded_data_example_runs():
+    namespace: dict = {}
+    exec(compile(python_blocks()[1], str(README), "exec"), namespace)
+    samples = namespace["samples"]
+    assert len(samples) == 4 and all(s["image"].shape == (16, 1, 128, 128) for s in samples)
