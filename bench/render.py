@@ -5,6 +5,8 @@ Prints, per case, medians of several runs in one process and the ratios:
 * ``full / bare``: our full path (``RandSliceTrajectory`` + ``RenderSlices``: validation, foreground box, walk,
   points and sampling) over one bare ``torch.nn.functional.grid_sample`` of the same precomputed points
   (target <= 1.2);
+* ``full / bare, 4 trajectories per volume``: the same when four trajectories share one volume's validation and
+  foreground box, as ``RandSliceTrajectoryd(num_samples=4)`` does;
 * ``render-only / bare``: the same without trajectory sampling (poses given), i.e. without the foreground box;
 * ``monai_volume / full``: rendering each slice by resampling the whole volume into the slice's frame with MONAI
   ``SpatialResample`` (output = the full volume extent, one plane kept), over our full path (target >= 100);
@@ -93,9 +95,19 @@ def run_case(shape: int, steps: int, size: int, repeats: int, monai_repeats: int
         p, _ = sampler(volume)
         return renderer(volume, p)
 
+    def full_shared_frame() -> list[torch.Tensor]:
+        # what RandSliceTrajectoryd(num_samples=4) does: validate + foreground box once, four trajectories
+        frame = sampler.frame(volume)
+        outputs = []
+        for _ in range(4):
+            sampler.randomize()
+            outputs.append(renderer(volume, sampler.walk(frame)[0]))
+        return outputs
+
     fast = interleaved_medians(
         {
             "full": full,
+            "full_x4": full_shared_frame,
             "bare": lambda: F.grid_sample(data, grid, align_corners=False),
             "trajectory": lambda: sampler(volume),
             "render": lambda: renderer(volume, poses),
@@ -118,6 +130,7 @@ def run_case(shape: int, steps: int, size: int, repeats: int, monai_repeats: int
     print(f"  MONAI plane/slice         {t_monai_plane:10.1f} ms")
     print(f"  render only (ours)        {t_render:10.1f} ms   (validation + points + sampling, poses given)")
     print(f"  ratio full / bare           {t_full / t_bare:8.2f}x  (target <= 1.2)")
+    print(f"  ratio full / bare, 4 per vol  {fast['full_x4'] / 4 / t_bare:6.2f}x  (validation + box shared by 4)")
     print(f"  ratio render-only / bare    {t_render / t_bare:8.2f}x")
     print(f"  ratio monai_volume / full   {t_monai_volume / t_full:8.1f}x  (target >= 100)")
     print(f"  ratio monai_plane / full    {t_monai_plane / t_full:8.1f}x")

@@ -133,11 +133,26 @@ class RandSliceTrajectory(RandomizableTransform):
             poses with batch shape (T + 1,) and float32 actions (T, 7), ``poses[t + 1] == apply_action(poses[t],
             actions[t])``.
         """
-        data, affine = as_volume(img, name, check_values=False)  # foreground_box reports NaN/Inf in its own pass
+        frame = self.frame(img, name)
         if randomize:
             self.randomize()
+        return self.walk(frame)
+
+    def frame(self, img: torch.Tensor, name: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (4, 4) affine and the inclusive voxel foreground box ``lo``, ``hi`` of ``img`` that trajectories
+        on it need: one validation and two max-projection passes over the volume, shared by every trajectory
+        sampled from it.
+
+        Raises:
+            ValueError: for an invalid volume or an empty foreground.
+        """
+        data, affine = as_volume(img, name, check_values=False)  # foreground_box reports NaN/Inf in its own pass
         lo, hi = (b.numpy().astype(np.float64) for b in foreground_box(data, self.threshold, name))
-        affine_np = affine.numpy()
+        return affine.numpy(), lo, hi
+
+    def walk(self, frame: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Pose, torch.Tensor]:
+        """The trajectory of the last drawn random numbers on a volume's :meth:`frame` (deterministic)."""
+        affine_np, lo, hi = frame
         world_to_voxel = np.linalg.inv(affine_np[:3, :3])
         start_voxel = lo + self._start_fraction * (hi - lo)
         steps = self._velocity_steps()
@@ -300,12 +315,13 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
     def __call__(
         self, data: Mapping[Hashable, torch.Tensor]
     ) -> dict[Hashable, torch.Tensor] | list[dict[Hashable, torch.Tensor]]:
+        frames = {key: self.sampler.frame(data[key], name=str(key)) for key in self.key_iterator(dict(data))}
         samples = []
         for _ in range(self.num_samples):
             d = dict(data)
-            for key in self.key_iterator(d):
+            for frame in frames.values():
                 self.sampler.randomize()
-                poses, actions = self.sampler(d[key], randomize=False, name=str(key))
+                poses, actions = self.sampler.walk(frame)
                 d[self.pose_key] = poses.as_tensor()
                 d[self.action_key] = actions
             samples.append(d)
