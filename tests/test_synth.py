@@ -1,3 +1,4 @@
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,7 @@ from monai_slicenav.transforms import (
     SynthLabelEnsemble,
     SynthLabelEnsembled,
 )
-from monai_slicenav.transforms.synth_functional import boundary_median
+from monai_slicenav.transforms.synth_functional import ShapeSource, boundary_median
 
 SMALL = {"spatial_size": 40, "spacing": 2.0, "num_labels": (6, 10)}
 
@@ -166,3 +167,32 @@ def test_metatensor_passthrough_of_numpy_label():
     label = MetaTensor(torch.from_numpy(np.zeros((1, 8, 8, 8), np.float32)))
     image = RandSynthAppearance(corruption_prob=0.0).set_random_state(0)(label)
     assert image.shape == (1, 8, 8, 8)
+
+
+class TestAtlasShapes:
+    def test_shape_source_boxes(self):
+        labels = torch.zeros(10, 12, 9)
+        labels[2:5, 3:4, 1:8] = 3
+        labels[7, 8, 2] = 5
+        source = ShapeSource.from_labels(labels)
+        assert source.values.tolist() == [3, 5]
+        assert source.boxes.tolist() == [[2, 3, 1, 4, 3, 7], [7, 8, 2, 7, 8, 2]]
+        region = source.region(np.random.RandomState(0))
+        assert region.shape[:2] == (1, 1) and bool((region == 1).all())
+
+    def test_atlas_regions_become_shapes(self, tmp_path):
+        atlas = np.zeros((20, 20, 20), np.int16)
+        atlas[5:15, 5:15, 5:15] = 7  # one cube-shaped region
+        path = tmp_path / "atlas.nii.gz"
+        nib.save(nib.Nifti1Image(atlas, np.eye(4)), str(path))
+        options = {"spatial_size": 64, "num_labels": (1, 1), "envelope": False, "deform_mm": 0.0, "clean": False}
+        ellipsoid = SynthLabelEnsemble(blob_amplitude=0.0, **options)(2)
+        cube = SynthLabelEnsemble(shape_sources=[path], atlas_fraction=1.0, **options)(2)
+        # same centre and semi-axes: a stretched cube fills 8 / (4 pi / 3) = 1.91 times an ellipsoid's volume
+        ratio = float((cube > 0).sum()) / float((ellipsoid > 0).sum())
+        assert 1.6 < ratio < 2.1
+        assert torch.equal(cube, SynthLabelEnsemble(shape_sources=[path], atlas_fraction=1.0, **options)(2))
+
+    def test_missing_shape_source(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="shape source"):
+            SynthLabelEnsemble(shape_sources=[tmp_path / "none.nii.gz"], **SMALL)(0)

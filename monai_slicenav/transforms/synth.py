@@ -40,7 +40,8 @@ from monai.transforms import (
 from monai.utils import TransformBackends, ensure_tuple_rep
 
 from ..io import atomic_write_bytes
-from .synth_functional import centred_affine, gmm_intensities, synth_label_ensemble
+from ..packaged import packaged_pairs
+from .synth_functional import ShapeSource, centred_affine, gmm_intensities, synth_label_ensemble
 
 __all__ = [
     "SynthLabelEnsemble",
@@ -62,8 +63,15 @@ class SynthLabelEnsemble(Transform):
         deform_mm: standard deviation of the smooth shape deformation in mm. Defaults to 6.0.
         blob_amplitude: surface modulation of the blob shapes. Defaults to 0.35.
         clean: median-filter the label boundaries. Defaults to True.
+        shape_sources: real label maps (NIfTI paths) whose regions serve as shapes, or ``"packaged"`` for the label
+            maps of every installed packaged pair (:func:`~monai_slicenav.packaged.packaged_pairs`); loaded once, on
+            first use. Defaults to None (ellipsoids and blobs only).
+        atlas_fraction: with ``shape_sources``, the share of shapes that are atlas regions. Defaults to 0.5.
 
     See :func:`~monai_slicenav.transforms.synth_functional.synth_label_ensemble`.
+
+    Raises:
+        ValueError: for bad sizes or label ranges, or ``"packaged"`` when no packaged label map is installed.
     """
 
     backend = [TransformBackends.TORCH]
@@ -77,6 +85,8 @@ class SynthLabelEnsemble(Transform):
         deform_mm: float = 6.0,
         blob_amplitude: float = 0.35,
         clean: bool = True,
+        shape_sources: Sequence[str | os.PathLike] | str | None = None,
+        atlas_fraction: float = 0.5,
     ) -> None:
         self.spatial_size = ensure_tuple_rep(spatial_size, 3)
         if min(self.spatial_size) < 8 or spacing <= 0:
@@ -90,12 +100,28 @@ class SynthLabelEnsemble(Transform):
             "deform_mm": deform_mm,
             "blob_amplitude": blob_amplitude,
             "clean": clean,
+            "atlas_fraction": atlas_fraction,
         }
+        if shape_sources == "packaged":
+            shape_sources = sorted({item["label"] for item in packaged_pairs() if "label" in item})
+            if not shape_sources:
+                raise ValueError("shape_sources='packaged' but no packaged label map is installed ('.[data]' extra).")
+        self.source_paths = [str(path) for path in shape_sources or ()]
+        self._sources: list[ShapeSource] | None = None
 
     def __call__(self, seed: int | np.random.RandomState) -> MetaTensor:
         rng = seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(int(seed) % 2**32)
-        labels = synth_label_ensemble(rng, self.spatial_size, self.spacing, **self.options)
+        if self._sources is None:
+            self._sources = [_load_shape_source(path) for path in self.source_paths]
+        labels = synth_label_ensemble(rng, self.spatial_size, self.spacing, shape_sources=self._sources, **self.options)
         return MetaTensor(labels[None], affine=centred_affine(self.spatial_size, self.spacing))
+
+
+def _load_shape_source(path: str) -> ShapeSource:
+    """A NIfTI label map as a :class:`ShapeSource` (orientation is irrelevant: shapes are rotated at random)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such label map (shape source).")
+    return ShapeSource.from_labels(torch.from_numpy(np.asanyarray(nib.load(path).dataobj).astype(np.float32)))
 
 
 class SynthLabelEnsembled(MapTransform):
@@ -124,7 +150,8 @@ class SynthLabelEnsembled(MapTransform):
         self.generator = SynthLabelEnsemble(**kwargs)
         self.seed_key = seed_key
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        options = json.dumps([self.generator.spatial_size, self.generator.spacing, self.generator.options])
+        generator = self.generator
+        options = json.dumps([generator.spatial_size, generator.spacing, generator.options, generator.source_paths])
         self._options_tag = hashlib.sha256(options.encode()).hexdigest()[:12]
 
     def _label(self, seed: int) -> MetaTensor:

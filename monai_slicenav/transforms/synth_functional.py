@@ -6,15 +6,58 @@ All randomness comes from the ``numpy.random.RandomState`` passed in, so a seed 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smooth_noise", "synth_label_ensemble", "boundary_median", "gmm_intensities", "centred_affine"]
+__all__ = [
+    "ShapeSource",
+    "smooth_noise",
+    "synth_label_ensemble",
+    "boundary_median",
+    "gmm_intensities",
+    "centred_affine",
+]
 
 # Coarse grid edge of the smooth random fields (deformation, blob noise, texture); larger means wigglier.
 _NOISE_GRID = 6
+
+
+@dataclass(frozen=True)
+class ShapeSource:
+    """A real label map lending its regions as shapes: ``labels`` (X, Y, Z) integers, ``values`` its non-zero
+    labels and ``boxes`` (V, 6) their inclusive voxel bounding boxes (lo xyz, hi xyz), computed once by
+    :meth:`from_labels` so that drawing a region only touches its box."""
+
+    labels: torch.Tensor
+    values: torch.Tensor
+    boxes: torch.Tensor
+
+    @classmethod
+    def from_labels(cls, labels: torch.Tensor) -> ShapeSource:
+        labels = labels.round().to(torch.int32)
+        flat = labels.flatten().clamp_min(0).long()
+        count = int(flat.max()) + 1
+        boxes = []
+        for axis in range(3):  # per-label min and max index along each axis, one scatter pass each
+            index = torch.arange(labels.shape[axis]).view([-1 if a == axis else 1 for a in range(3)])
+            index = index.expand(labels.shape).flatten()
+            lo = torch.full((count,), labels.shape[axis]).scatter_reduce(0, flat, index, "amin")
+            hi = torch.full((count,), -1).scatter_reduce(0, flat, index, "amax")
+            boxes.append((lo, hi))
+        present = torch.nonzero(boxes[0][1] >= 0).flatten()
+        present = present[present > 0]
+        stacked = torch.stack([b[0] for b in boxes] + [b[1] for b in boxes], dim=1)  # (count, 6)
+        return cls(labels, present.to(torch.int32), stacked[present])
+
+    def region(self, rng: np.random.RandomState) -> torch.Tensor:
+        """A random region as a (1, 1, a, b, c) float mask cropped to its bounding box."""
+        pick = rng.randint(len(self.values))
+        x0, y0, z0, x1, y1, z1 = self.boxes[pick].tolist()
+        crop = self.labels[x0 : x1 + 1, y0 : y1 + 1, z0 : z1 + 1] == self.values[pick]
+        return crop.float()[None, None]
 
 
 def centred_affine(spatial_size: Sequence[int], spacing: float) -> torch.Tensor:
@@ -52,6 +95,8 @@ def synth_label_ensemble(
     deform_mm: float = 6.0,
     blob_amplitude: float = 0.35,
     clean: bool = True,
+    shape_sources: Sequence[ShapeSource] = (),
+    atlas_fraction: float = 0.5,
 ) -> torch.Tensor:
     """An int64 (X, Y, Z) label map: an ensemble of randomly deformed ellipsoids and smooth blobs.
 
@@ -70,6 +115,9 @@ def synth_label_ensemble(
         deform_mm: standard deviation of the smooth displacement field, in mm.
         blob_amplitude: surface modulation of blobs (0 gives plain ellipsoids); half of the shapes are blobs.
         clean: smooth label boundaries with a 3x3x3 median filter (:func:`boundary_median`).
+        shape_sources: real label maps lending their regions as shapes; each region is cropped, rotated and
+            stretched onto the drawn semi-axes, then deformed like the other shapes.
+        atlas_fraction: with ``shape_sources``, the share of shapes that are atlas regions.
 
     Raises:
         ValueError: for a range with min < 1 or min > max.
@@ -97,18 +145,29 @@ def synth_label_ensemble(
     semi_axes = extent.min() * torch.from_numpy(np.exp(rng.uniform(np.log(0.04), np.log(0.2), (num_shapes, 3))))
     order = torch.argsort(semi_axes.prod(dim=1), descending=True)
     first_label = 2 if envelope else 1
+    atlas_share = atlas_fraction if shape_sources else 0.0
     for rank, shape in enumerate(order.tolist()):
         centre_voxel = candidates[rng.randint(len(candidates))]
         centre = coords[(slice(None), *centre_voxel.tolist())]
         radii = semi_axes[shape].float()
-        amplitude = blob_amplitude if rng.uniform() < 0.5 else 0.0
-        reach = int(np.ceil((float(radii.max()) * (1 + amplitude) + 3 * deform_mm) / spacing))
+        region = shape_sources[rng.randint(len(shape_sources))].region(rng) if rng.uniform() < atlas_share else None
+        amplitude = blob_amplitude if region is None and rng.uniform() < 0.5 else 0.0
+        reach = int(
+            np.ceil(
+                (float(radii.norm() if region is not None else radii.max()) * (1 + amplitude) + 3 * deform_mm) / spacing
+            )
+        )
         box = tuple(slice(max(0, c - reach), c + reach + 1) for c in centre_voxel.tolist())
         local = torch.einsum(
             "ij,i...->j...", _random_rotation(rng), coords[(slice(None), *box)] - centre[:, None, None, None]
         )
-        quadric = ((local / radii[:, None, None, None]) ** 2).sum(0)
-        labels[box][(quadric + amplitude * bumps[box] < 1.0) & inside[box]] = first_label + rank
+        scaled = local / radii[:, None, None, None]  # (3, ...) the shape's own frame, unit semi-axes
+        if region is None:
+            shape_mask = (scaled**2).sum(0) + amplitude * bumps[box] < 1.0
+        else:  # the region's bounding box spans [-1, 1]^3 of the shape frame (grid_sample wants z, y, x order)
+            grid = scaled.permute(1, 2, 3, 0).flip(-1)[None]
+            shape_mask = F.grid_sample(region, grid, mode="bilinear", align_corners=False)[0, 0] > 0.5
+        labels[box][shape_mask & inside[box]] = first_label + rank
     if clean:
         labels = boundary_median(labels)
     present = torch.nonzero(torch.bincount(labels.flatten())).flatten()
