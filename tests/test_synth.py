@@ -186,12 +186,12 @@ class TestAtlasShapes:
         path = tmp_path / "atlas.nii.gz"
         nib.save(nib.Nifti1Image(atlas, np.eye(4)), str(path))
         options = {"spatial_size": 64, "num_labels": (1, 1), "envelope": False, "deform_mm": 0.0, "clean": False}
-        ellipsoid = SynthLabelEnsemble(blob_amplitude=0.0, **options)(2)
-        cube = SynthLabelEnsemble(shape_sources=[path], atlas_fraction=1.0, **options)(2)
+        ellipsoid = SynthLabelEnsemble(blob_amplitude=0.0, **options)(4)
+        cube = SynthLabelEnsemble(shape_sources=[path], atlas_fraction=1.0, **options)(4)
         # same centre and semi-axes: a stretched cube fills 8 / (4 pi / 3) = 1.91 times an ellipsoid's volume
         ratio = float((cube > 0).sum()) / float((ellipsoid > 0).sum())
         assert 1.6 < ratio < 2.1
-        assert torch.equal(cube, SynthLabelEnsemble(shape_sources=[path], atlas_fraction=1.0, **options)(2))
+        assert torch.equal(cube, SynthLabelEnsemble(shape_sources=[path], atlas_fraction=1.0, **options)(4))
 
     def test_missing_shape_source(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="shape source"):
