@@ -21,7 +21,9 @@ def embedded_datalist(num_synthetic: int = 16, seed: int = 0, include_packaged: 
     Synthetic items are ``{"source": "synthetic", "synth_seed": int, "name": str}``; packaged ones carry
     ``"source": "packaged"`` and file paths. :class:`~monai_slicenav.transforms.EmbeddedVolumed` turns both into
     ``image`` and ``label``; for synthetic items alone, :class:`~monai_slicenav.transforms.SynthLabelEnsembled`
-    (with an optional disk cache) and :class:`~monai_slicenav.transforms.RandSynthAppearanced` do the same.
+    and :class:`~monai_slicenav.transforms.RandSynthAppearanced` do the same. Synthetic label maps can be kept in a
+    disk cache: ``cache_dir`` of :class:`~monai_slicenav.transforms.SynthLabelEnsemble` (also through
+    ``EmbeddedVolumed(synth_options={"cache_dir": ...})``).
 
     Raises:
         ValueError: when ``num_synthetic`` < 0, or the list would be empty.

@@ -54,3 +54,11 @@ def test_packaged_items_become_finite_slices():
 def test_unknown_source():
     with pytest.raises(ValueError, match="unknown source"):
         EmbeddedVolumed()({"name": "x"})
+
+
+def test_synthetic_items_use_the_disk_cache(tmp_path):
+    (item,) = embedded_datalist(1, seed=5, include_packaged=False)
+    front = EmbeddedVolumed(synth_options={**SYNTH, "cache_dir": tmp_path}).set_random_state(0)
+    first = front(item)["label"]
+    assert len(list(tmp_path.glob(f"synth_label_*_{item['synth_seed']}.nii.gz"))) == 1
+    assert torch.equal(front(item)["label"].as_tensor(), first.as_tensor())
