@@ -12,7 +12,7 @@ from monai.transforms import LoadImage
 
 from .volume import as_volume
 
-__all__ = ["load_volume", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["load_volume", "atomic_write_bytes", "atomic_write_json", "atomic_write_files"]
 
 
 def load_volume(path: str | os.PathLike) -> MetaTensor:
@@ -39,19 +39,31 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
 
     A reader never sees a partial file, and an existing file is only replaced once the new one is complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return atomic_write_files({path: payload})[0]
+
+
+def atomic_write_files(payloads: dict[str | os.PathLike, bytes]) -> list[Path]:
+    """Write several files as one unit: every payload goes to a temporary file first (flushed to disk), and only
+    when all are complete are they renamed over their targets; a failure before that leaves every target as it
+    was. Use it for files that belong together (weights and their config)."""
+    staged: list[tuple[Path, str]] = []
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        for target, payload in payloads.items():
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((path, temporary))
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(payload)
+                stream.flush()
+                os.fsync(stream.fileno())
+        for path, temporary in staged:
+            os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        for _, temporary in staged:
+            Path(temporary).unlink(missing_ok=True)
         raise
-    return path
+    return [path for path, _ in staged]
 
 
 def atomic_write_json(path: str | os.PathLike, payload: object) -> Path:

@@ -1,0 +1,216 @@
+"""One encoder file format for every pretraining variant: ``encoder.pt`` + ``encoder.json``.
+
+* ``encoder.pt``: a plain state dict of tensors, loadable with ``torch.load(path, weights_only=True)``;
+* ``encoder.json``: ``{"format": 1, "architecture": name, "arguments": {...}, "input": {...}, "provenance": {...}}``
+  -- the architecture name and constructor arguments rebuild the network; ``input`` states the normalisation, slice
+  size and spacing the encoder was trained with; ``provenance`` says where it came from (bundle, version, data,
+  steps).
+
+Files from a model zoo are untrusted: loading never unpickles objects, reports missing and unexpected keys by name and
+refuses partial loads unless ``strict=False``. Writing goes through temporary files and renames, so a failed export
+never corrupts an existing one and never pairs new weights with an old config.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .io import atomic_write_files
+from .networks.quantizer import FSQ
+from .networks.tokenizer import SliceEncoderNet, SliceTokenizer, TokenizerConfig
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "ENCODER_ARCHITECTURES",
+    "SliceEncoder",
+    "export_encoder",
+    "load_state_dict",
+    "strip_prefixes",
+]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+class SliceEncoder(nn.Module):
+    """The exported 2D slice encoder: (B, C, h, w) slices -> (B, d, h / f, w / f) latent features.
+
+    ``quantize=True`` applies the tokenizer's FSQ (discrete tokens, as the dynamics model sees them); the default
+    returns the continuous latents, the richer features for downstream heads.
+
+    Args:
+        config: the tokenizer's :class:`~monai_slicenav.networks.TokenizerConfig` (or its fields as a dict).
+        quantize: return quantized tokens instead of continuous latents. Defaults to False.
+    """
+
+    architecture = "slice_tokenizer_encoder"
+
+    def __init__(self, config: TokenizerConfig | Mapping, quantize: bool = False) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, TokenizerConfig) else TokenizerConfig(**config)
+        self.encoder = SliceEncoderNet(self.config)
+        if quantize and self.config.quantizer != "fsq":
+            raise ValueError("quantize=True needs a tokenizer with quantizer='fsq'.")
+        self.quantize = quantize
+        self.quantizer = FSQ(self.config.fsq_levels) if quantize else None  # no weights: rebuilt from the config
+
+    @property
+    def out_channels(self) -> int:
+        """d, the feature channels."""
+        return self.config.latent_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        latents = self.encoder(x)
+        return self.quantizer(latents) if self.quantizer is not None else latents
+
+    def arguments(self) -> dict:
+        """Constructor arguments, as written to ``encoder.json``."""
+        return {"config": self.config.to_dict(), "quantize": self.quantize}
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: SliceTokenizer, quantize: bool = False) -> SliceEncoder:
+        """The encoder half of a trained tokenizer (weights copied)."""
+        encoder = cls(tokenizer.config, quantize=quantize)
+        encoder.encoder.load_state_dict(tokenizer.encoder.state_dict())
+        return encoder
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
+        """Rebuild an exported encoder from a folder holding ``encoder.pt`` and ``encoder.json`` (or either file).
+
+        Raises:
+            FileNotFoundError: when a file is missing.
+            ValueError: for an unknown architecture or format, a file that is not a plain state dict of tensors
+                (pickled objects are refused), or missing/unexpected keys when ``strict`` (all named).
+        """
+        weights, meta = _export_paths(path)
+        if not meta.is_file() or not weights.is_file():
+            raise FileNotFoundError(
+                f"{path}: an export needs both {weights.name} and {meta.name}; missing: "
+                f"{[str(p) for p in (weights, meta) if not p.is_file()]}."
+            )
+        try:
+            record = json.loads(meta.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta}: not valid JSON ({err}).") from err
+        if record.get("format") != EXPORT_FORMAT or record.get("architecture") not in ENCODER_ARCHITECTURES:
+            raise ValueError(
+                f"{meta}: unsupported export (format {record.get('format')!r}, architecture "
+                f"{record.get('architecture')!r}); known architectures: {sorted(ENCODER_ARCHITECTURES)}."
+            )
+        model = ENCODER_ARCHITECTURES[record["architecture"]](**record.get("arguments", {}))
+        state = load_state_dict(weights, map_location=map_location)
+        _load_checked(model, state, strict, str(weights))
+        return model
+
+
+ENCODER_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {SliceEncoder.architecture: SliceEncoder}
+
+
+def _export_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.suffix in (".pt", ".json"):
+        return path.with_suffix(".pt"), path.with_suffix(".json")
+    return path / "encoder.pt", path / "encoder.json"
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes of state-dict keys."""
+    cleaned = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key[len(next(p for p in _PREFIXES if key.startswith(p))) :]
+        cleaned[key] = value
+    return cleaned
+
+
+def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """Load a plain state dict safely (``weights_only=True``), prefixes stripped.
+
+    Raises:
+        FileNotFoundError: when the file is missing.
+        ValueError: when it is unreadable, holds pickled objects, or is not a flat mapping of names to tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file.")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        globals_used = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        if globals_used:
+            raise ValueError(
+                f"{path}: refused, the file holds pickled Python objects, not a plain state dict of tensors "
+                f"(loading it could run arbitrary code). {globals_used[0]}"
+            ) from err
+        raise ValueError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[-1]}).") from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err}).") from err
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a flat mapping of parameter names to tensors, got {type(state).__name__}.")
+    return strip_prefixes(state)
+
+
+def _load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if mismatched:
+        details = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched]
+        raise ValueError(f"{source}: parameter shapes differ: {details}.")
+    if missing or unexpected:
+        message = f"{source}: missing keys {missing}; unexpected keys {unexpected}."
+        if strict:
+            raise ValueError(message + " Pass strict=False to load the matching keys only.")
+        logger.warning(message)
+    model.load_state_dict(state, strict=False)
+
+
+def export_encoder(
+    encoder: SliceEncoder,
+    out_dir: str | os.PathLike,
+    input_spec: Mapping | None = None,
+    provenance: Mapping | None = None,
+) -> tuple[Path, Path]:
+    """Write ``encoder.pt`` and ``encoder.json`` into ``out_dir`` atomically (each through a temporary file).
+
+    Args:
+        encoder: the module to export; its ``architecture`` must be registered in :data:`ENCODER_ARCHITECTURES`.
+        out_dir: destination folder (created when missing).
+        input_spec: how inputs must look, e.g. ``{"normalisation": "...", "slice_size": [128, 128],
+            "spacing_mm": 1.0}``.
+        provenance: where the weights come from, e.g. ``{"bundle": ..., "version": ..., "data": ..., "steps": ...}``.
+
+    Returns:
+        the two paths written.
+    """
+    if getattr(encoder, "architecture", None) not in ENCODER_ARCHITECTURES:
+        raise ValueError(f"Cannot export {type(encoder).__name__}: its architecture is not registered.")
+    out_dir = Path(out_dir)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}, buffer)
+    record = {
+        "format": EXPORT_FORMAT,
+        "architecture": encoder.architecture,
+        "arguments": encoder.arguments(),
+        "out_channels": encoder.out_channels,
+        "input": dict(input_spec or {}),
+        "provenance": dict(provenance or {}),
+    }
+    meta = (json.dumps(record, indent=2) + "\n").encode()  # fails on unserialisable provenance before any write
+    weights_path, meta_path = atomic_write_files(
+        {out_dir / "encoder.pt": buffer.getvalue(), out_dir / "encoder.json": meta}
+    )
+    return weights_path, meta_path

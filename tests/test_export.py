@@ -1,0 +1,127 @@
+import json
+import os
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from monai_slicenav.export import SliceEncoder, export_encoder, load_state_dict, strip_prefixes
+from monai_slicenav.networks import SliceTokenizer
+
+TINY = {"channels": (8, 16), "num_res_units": 1, "fsq_levels": (5, 4, 3)}
+
+
+class Payload:
+    """Stands for an arbitrary pickled object in a malicious checkpoint."""
+
+
+@pytest.fixture
+def exported(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = SliceTokenizer(**TINY)
+    encoder = SliceEncoder.from_tokenizer(tokenizer)
+    paths = export_encoder(
+        encoder,
+        tmp_path / "export",
+        input_spec={"normalisation": "percentiles 0.5-99.5 -> [0, 1]", "slice_size": [32, 32], "spacing_mm": 1.0},
+        provenance={"bundle": "test", "steps": 3},
+    )
+    return tokenizer, encoder, paths
+
+
+def test_round_trip_reproduces_outputs(exported):
+    tokenizer, encoder, (weights, meta) = exported
+    x = torch.rand(3, 1, 32, 32)
+    loaded = SliceEncoder.from_pretrained(weights.parent).eval()
+    encoder.eval()
+    assert torch.equal(loaded(x), encoder(x))
+    assert torch.equal(encoder(x), tokenizer.encoder(x))
+    record = json.loads(meta.read_text())
+    assert record["architecture"] == "slice_tokenizer_encoder" and record["out_channels"] == 3
+    assert record["input"]["slice_size"] == [32, 32] and record["provenance"]["steps"] == 3
+    assert set(torch.load(weights, weights_only=True)) == set(encoder.state_dict())
+
+
+def test_quantized_view_matches_tokenizer_tokens(exported):
+    tokenizer, _, (weights, _) = exported
+    x = torch.rand(2, 1, 32, 32)
+    quantized = SliceEncoder.from_tokenizer(tokenizer.eval(), quantize=True).eval()
+    assert torch.equal(quantized(x), tokenizer.encode(x))
+
+
+def test_pickled_object_refused(exported, tmp_path):
+    _, encoder, (weights, _) = exported
+    state = dict(encoder.state_dict())
+    state["payload"] = Payload()
+    torch.save(state, weights)
+    with pytest.raises(ValueError, match="refused, the file holds pickled Python objects"):
+        SliceEncoder.from_pretrained(weights)
+    whole_module = tmp_path / "module.pt"
+    torch.save(encoder, whole_module)
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        load_state_dict(whole_module)
+
+
+def test_key_mismatch_names_the_keys(exported):
+    _, encoder, (weights, _) = exported
+    state = OrderedDict(encoder.state_dict())
+    renamed = next(iter(state))
+    state["extra.weight"] = state.pop(renamed)
+    torch.save(state, weights)
+    with pytest.raises(ValueError, match=rf"missing keys \['{renamed}'\]; unexpected keys \['extra.weight'\]"):
+        SliceEncoder.from_pretrained(weights)
+    partial = SliceEncoder.from_pretrained(weights, strict=False)
+    assert not torch.equal(partial.state_dict()[renamed], encoder.state_dict()[renamed])  # left at its init
+
+
+def test_shape_mismatch_named(exported):
+    _, encoder, (weights, _) = exported
+    state = dict(encoder.state_dict())
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    state[key] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, weights)
+    with pytest.raises(ValueError, match=f"parameter shapes differ.*{key}"):
+        SliceEncoder.from_pretrained(weights, strict=False)
+
+
+def test_prefixes_stripped(exported):
+    _, encoder, (weights, _) = exported
+    state = {f"module._orig_mod.{k}": v for k, v in encoder.state_dict().items()}
+    torch.save(state, weights)
+    loaded = SliceEncoder.from_pretrained(weights)
+    x = torch.rand(1, 1, 32, 32)
+    assert torch.equal(loaded.eval()(x), encoder.eval()(x))
+    assert list(strip_prefixes({"module.a": torch.zeros(1)})) == ["a"]
+
+
+def test_missing_and_bad_files(exported, tmp_path):
+    _, _, (weights, meta) = exported
+    with pytest.raises(FileNotFoundError, match="encoder.pt and encoder.json"):
+        SliceEncoder.from_pretrained(tmp_path / "nowhere")
+    meta.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SliceEncoder.from_pretrained(weights)
+    meta.write_text(json.dumps({"format": 1, "architecture": "resnet"}))
+    with pytest.raises(ValueError, match="unsupported export.*'resnet'"):
+        SliceEncoder.from_pretrained(weights)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        load_state_dict(weights)
+
+
+def test_failed_export_keeps_the_previous_one(exported, monkeypatch):
+    _, encoder, (weights, meta) = exported
+    before = weights.read_bytes(), meta.read_text()
+    other = SliceEncoder.from_tokenizer(SliceTokenizer(**TINY))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        export_encoder(other, weights.parent, provenance={"data": object()})
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", failing_replace)
+        with pytest.raises(OSError, match="disk full"):
+            export_encoder(other, weights.parent)
+    assert (weights.read_bytes(), meta.read_text()) == before
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["encoder.json", "encoder.pt"]  # no temp files left
