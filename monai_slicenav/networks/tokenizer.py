@@ -101,10 +101,14 @@ class SliceTokenizer(nn.Module):
     Args:
         config: a :class:`TokenizerConfig`, or its fields as keyword arguments (e.g. from a bundle YAML).
 
+    ``forward`` returns the reconstruction only (one tensor in, one out, as MONAI trainers, inferers and
+    ``verify_net_in_out`` expect); :meth:`encode` and :meth:`decode` expose the tokens.
+
     Example::
 
         tokenizer = SliceTokenizer(channels=(32, 64, 128), fsq_levels=(8, 5, 5, 5))
-        recon, codes = tokenizer(torch.rand(4, 1, 128, 128))  # (4, 1, 128, 128), (4, 4, 16, 16)
+        tokens = tokenizer.encode(torch.rand(4, 1, 128, 128))  # (4, 4, 16, 16) FSQ codes
+        recon = tokenizer.decode(tokens)  # (4, 1, 128, 128), the same as tokenizer(slices)
     """
 
     def __init__(self, config: TokenizerConfig | None = None, **kwargs) -> None:
@@ -133,10 +137,9 @@ class SliceTokenizer(nn.Module):
         """(B, d, h / f, w / f) tokens -> (B, C, h, w) slices."""
         return self.decoder(tokens)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction (B, C, h, w) and tokens (B, d, h / f, w / f)."""
-        tokens = self.encode(x)
-        return self.decode(tokens), tokens
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (B, C, h, w) of (B, C, h, w) slices through their tokens."""
+        return self.decode(self.encode(x))
 
 
 class TokenizerLoss(nn.Module):

@@ -1,0 +1,17 @@
+"""What bundles call: batch preparation and handlers for the ignite workflows."""
+
+from .tokenizer import (
+    ExportEncoderHandler,
+    PrepareSlices,
+    ReconstructionStripHandler,
+    reconstruction_strip,
+    unwrap_network,
+)
+
+__all__ = [
+    "ExportEncoderHandler",
+    "PrepareSlices",
+    "ReconstructionStripHandler",
+    "reconstruction_strip",
+    "unwrap_network",
+]

@@ -1,0 +1,145 @@
+"""What the tokenizer bundle's ignite workflows call: batch preparation and the encoder export at the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import PrepareBatch
+from torch import nn
+
+from ..export import SliceEncoder, export_encoder
+
+__all__ = [
+    "PrepareSlices",
+    "unwrap_network",
+    "ExportEncoderHandler",
+    "ReconstructionStripHandler",
+    "reconstruction_strip",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class PrepareSlices(PrepareBatch):
+    """``prepare_batch`` of the tokenizer's trainer and evaluator: rendered slice stacks (B, T, C, h, w) under
+    ``image_key`` become one batch of slices (B * T, C, h, w), which is both the input and the target, so MONAI's
+    own ``SupervisedTrainer`` iteration (AMP, gradient accumulation, events) trains the autoencoder.
+
+    Raises:
+        KeyError: when the batch has no ``image_key``.
+        ValueError: when the stacks are not 5-D.
+    """
+
+    def __init__(self, image_key: str = "image") -> None:
+        self.image_key = image_key
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.image_key not in batchdata:
+            raise KeyError(f"PrepareSlices: the batch has no {self.image_key!r} (keys: {list(batchdata)}).")
+        stacks = torch.as_tensor(batchdata[self.image_key])
+        if stacks.ndim != 5:
+            raise ValueError(f"Expected slice stacks (B, T, C, h, w), got shape {tuple(stacks.shape)}.")
+        slices = stacks.flatten(0, 1).to(device=device, non_blocking=non_blocking, **kwargs)  # (B * T, C, h, w)
+        return slices, slices
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The bare model inside ``DistributedDataParallel``/``DataParallel`` and ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            network = network.module
+        elif hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        else:
+            return network
+
+
+class ExportEncoderHandler:
+    """Export the trained tokenizer's encoder (``encoder.pt`` + ``encoder.json``) when the engine completes.
+
+    Only rank 0 writes. The export holds the input specification and the provenance (including the iterations
+    trained), so a model zoo user knows what the encoder expects and where it comes from.
+
+    Args:
+        out_dir: destination folder.
+        input_spec: normalisation, slice size and spacing the encoder was trained with.
+        provenance: bundle name, version, data, ...; ``iterations`` and ``epochs`` are added.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike, input_spec: Mapping | None = None, provenance: Mapping | None = None
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.input_spec = dict(input_spec or {})
+        self.provenance = dict(provenance or {})
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return
+        tokenizer = unwrap_network(engine.network)
+        provenance = {**self.provenance, "iterations": engine.state.iteration, "epochs": engine.state.epoch}
+        encoder = SliceEncoder.from_tokenizer(tokenizer)
+        paths = export_encoder(encoder, self.out_dir, self.input_spec, provenance)
+        logger.info("exported the encoder to %s", ", ".join(str(p) for p in paths))
+
+
+class ReconstructionStripHandler:
+    """Log the first slices of the last batch and their reconstructions as one image (inputs above, reconstructions
+    below) to TensorBoard when the engine's epoch completes. MONAI's ``TensorBoardImageHandler`` shows one image per
+    call; a strip shows a trajectory and what the tokenizer made of it at a glance.
+
+    Args:
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter``; ``log_dir`` makes one when omitted.
+        log_dir: TensorBoard folder when no writer is given.
+        max_slices: slices per strip.
+        tag: the image's tag.
+        global_step_transform: engine -> step shown in TensorBoard; defaults to the engine's epoch.
+    """
+
+    def __init__(
+        self,
+        summary_writer: Any = None,
+        log_dir: str = "./runs",
+        max_slices: int = 8,
+        tag: str = "input_vs_reconstruction",
+        global_step_transform: Any = None,
+    ) -> None:
+        if summary_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            summary_writer = SummaryWriter(log_dir=log_dir)
+        self.writer = summary_writer
+        self.max_slices = max_slices
+        self.tag = tag
+        self.global_step_transform = global_step_transform or (lambda engine: engine.state.epoch)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        strip = reconstruction_strip(engine.state.output["image"], engine.state.output["pred"], self.max_slices)
+        self.writer.add_image(self.tag, strip, self.global_step_transform(engine), dataformats="HW")
+        self.writer.flush()
+
+
+def reconstruction_strip(inputs: torch.Tensor, recon: torch.Tensor, max_slices: int = 8) -> torch.Tensor:
+    """A (2 h, n w) image: the first ``n`` slices (first channel) of (N, C, h, w) inputs over their reconstructions,
+    clipped to [0, 1]."""
+    n = min(max_slices, len(inputs))
+    rows = [torch.cat(list(batch[:n, 0].detach().float().cpu()), dim=1) for batch in (inputs, recon)]
+    return torch.cat(rows, dim=0).clamp(0.0, 1.0)

@@ -1,0 +1,60 @@
+"""The tokenizer bundle runs through MONAI's ConfigWorkflow on tiny data and trains."""
+
+from pathlib import Path
+
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from monai_slicenav.export import SliceEncoder
+from monai_slicenav.networks import SliceTokenizer
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
+TINY = {
+    "num_synthetic": 1,
+    "num_val_synthetic": 1,
+    "synth_size": 40,
+    "slice_size": 32,
+    "num_steps": 3,
+    "trajectories_per_volume": 4,
+    "batch_size": 1,
+    "num_workers": 0,
+    "learning_rate": 0.003,
+    "val_interval": 5,
+}
+
+
+def make_workflow(bundle_root: Path, **overrides) -> ConfigWorkflow:
+    return ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.yaml"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+        workflow_type="train",
+        bundle_root=str(bundle_root),
+        **{**TINY, **overrides},
+    )
+
+
+def test_train_workflow_overfits_and_exports(tmp_path):
+    workflow = make_workflow(tmp_path, max_epochs=15)
+    workflow.initialize()
+    assert not workflow.check_properties()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    losses: list[float] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"].item())
+    )
+    workflow.run()
+    workflow.finalize()
+    assert len(losses) == 15
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3  # overfitting one volume drives the loss down
+
+    models = tmp_path / "models"
+    state = torch.load(models / "model.pt", weights_only=True)
+    tokenizer = SliceTokenizer(channels=(32, 64, 128), fsq_levels=(8, 5, 5, 5))
+    tokenizer.load_state_dict(state)
+    encoder = SliceEncoder.from_pretrained(models / "encoder").eval()
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(encoder(x), tokenizer.eval().encoder(x))
+    assert len(list(models.glob("checkpoint_epoch=*.pt"))) == 1
+    assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
