@@ -4,6 +4,7 @@ from .tokenizer import (
     ExportEncoderHandler,
     PrepareSlices,
     ReconstructionStripHandler,
+    ReseedHandler,
     reconstruction_strip,
     unwrap_network,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "ExportEncoderHandler",
     "PrepareSlices",
     "ReconstructionStripHandler",
+    "ReseedHandler",
     "reconstruction_strip",
     "unwrap_network",
 ]

@@ -16,6 +16,7 @@ from torch import nn
 from ..export import SliceEncoder, export_encoder
 
 __all__ = [
+    "ReseedHandler",
     "PrepareSlices",
     "unwrap_network",
     "ExportEncoderHandler",
@@ -53,6 +54,26 @@ class PrepareSlices(PrepareBatch):
             raise ValueError(f"Expected slice stacks (B, T, C, h, w), got shape {tuple(stacks.shape)}.")
         slices = stacks.flatten(0, 1).to(device=device, non_blocking=non_blocking, **kwargs)  # (B * T, C, h, w)
         return slices, slices
+
+
+class ReseedHandler:
+    """Reset a transform's random state each time the engine starts, so that every validation run sees the same
+    random trajectories and appearances (comparable metrics across epochs).
+
+    Args:
+        transform: a ``Randomizable`` (e.g. the validation ``Compose``).
+        seed: the seed set at every start.
+    """
+
+    def __init__(self, transform: Any, seed: int = 0) -> None:
+        self.transform = transform
+        self.seed = int(seed)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.transform.set_random_state(seed=self.seed)
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
