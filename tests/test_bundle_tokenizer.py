@@ -1,15 +1,22 @@
 """The tokenizer bundle runs through MONAI's ConfigWorkflow on tiny data and trains."""
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 from monai_slicenav.export import SliceEncoder
 from monai_slicenav.networks import SliceTokenizer
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
+SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
+CONFIGS = {
+    "meta_file": str(BUNDLE / "configs" / "metadata.json"),
+    "config_file": str(BUNDLE / "configs" / "train.yaml"),
+}
 TINY = {
     "num_synthetic": 1,
     "num_val_synthetic": 1,
@@ -58,3 +65,31 @@ def test_train_workflow_overfits_and_exports(tmp_path):
     assert torch.equal(encoder(x), tokenizer.eval().encoder(x))
     assert len(list(models.glob("checkpoint_epoch=*.pt"))) == 1
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
+
+
+def test_metadata_verifies_offline(tmp_path):
+    verify_metadata(meta_file=CONFIGS["meta_file"], filepath=str(SCHEMA))  # raises on any schema error
+    broken = tmp_path / "metadata.json"
+    record = json.loads(Path(CONFIGS["meta_file"]).read_text())
+    del record["network_data_format"]["inputs"]["image"]["value_range"]
+    broken.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="value_range"):
+        verify_metadata(meta_file=str(broken), filepath=str(SCHEMA))
+
+
+def test_network_in_out_and_torchscript_export(tmp_path):
+    verify_net_in_out(net_id="network_def", bundle_root=str(tmp_path), n=4, **CONFIGS)
+    tokenizer = SliceTokenizer(channels=(32, 64, 128), fsq_levels=(8, 5, 5, 5)).eval()
+    torch.save(tokenizer.state_dict(), tmp_path / "model.pt")
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(tmp_path / "model.pt"),
+        bundle_root=str(tmp_path),
+        use_trace=True,
+        input_shape=[1, 1, 64, 64],
+        **CONFIGS,
+    )
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    x = torch.rand(2, 1, 64, 64)
+    torch.testing.assert_close(scripted(x), tokenizer(x), atol=1e-5, rtol=1e-5)
