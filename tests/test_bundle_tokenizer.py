@@ -93,3 +93,29 @@ def test_network_in_out_and_torchscript_export(tmp_path):
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     x = torch.rand(2, 1, 64, 64)
     torch.testing.assert_close(scripted(x), tokenizer(x), atol=1e-5, rtol=1e-5)
+
+
+def run_recording_losses(bundle_root: Path, stop_after: int = 0, **overrides) -> tuple[list[float], ConfigWorkflow]:
+    workflow = make_workflow(bundle_root, val_interval=100, **overrides)
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    losses: list[float] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"].item())
+    )
+    if stop_after:  # an interrupted run: stops once the checkpoint of epoch `stop_after` is written
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda engine: engine.terminate())
+    workflow.run()
+    workflow.finalize()
+    return losses, workflow
+
+
+def test_resume_continues_like_an_uninterrupted_run(tmp_path):
+    uninterrupted, _ = run_recording_losses(tmp_path / "a", max_epochs=4)
+    first_half, _ = run_recording_losses(tmp_path / "b", max_epochs=4, stop_after=2)
+    second_half, resumed = run_recording_losses(tmp_path / "b", max_epochs=4, resume=True)
+    assert first_half == pytest.approx(uninterrupted[:2], abs=1e-6)
+    # epoch 3 needs the restored weights; epoch 4 also the restored Adam moments and learning-rate schedule
+    assert second_half == pytest.approx(uninterrupted[2:], abs=1e-5)
+    optimizer = resumed.parser.get_parsed_content("optimizer")
+    assert all(int(state["step"]) == 4 for state in optimizer.state.values())

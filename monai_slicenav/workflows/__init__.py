@@ -5,6 +5,7 @@ from .tokenizer import (
     PrepareSlices,
     ReconstructionStripHandler,
     ReseedHandler,
+    latest_checkpoint,
     reconstruction_strip,
     unwrap_network,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "PrepareSlices",
     "ReconstructionStripHandler",
     "ReseedHandler",
+    "latest_checkpoint",
     "reconstruction_strip",
     "unwrap_network",
 ]

@@ -16,6 +16,7 @@ from torch import nn
 from ..export import SliceEncoder, export_encoder
 
 __all__ = [
+    "latest_checkpoint",
     "ReseedHandler",
     "PrepareSlices",
     "unwrap_network",
@@ -56,24 +57,43 @@ class PrepareSlices(PrepareBatch):
         return slices, slices
 
 
+def latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_epoch=*.pt") -> str:
+    """The most recent training checkpoint in ``ckpt_dir`` (by the epoch in its name), for resuming.
+
+    Raises:
+        FileNotFoundError: when there is none.
+    """
+    candidates = list(Path(ckpt_dir).glob(pattern))
+    if not candidates:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint matching {pattern!r} to resume from.")
+    return str(max(candidates, key=lambda p: int("".join(ch for ch in p.stem.split("=")[-1] if ch.isdigit()) or 0)))
+
+
 class ReseedHandler:
-    """Reset a transform's random state each time the engine starts, so that every validation run sees the same
-    random trajectories and appearances (comparable metrics across epochs).
+    """Reseed a transform from the run's seed, so that random trajectories and appearances depend on the seed (and
+    the epoch) alone, not on what ran before.
+
+    * ``per_epoch=False``: at every engine start (a validation run sees the same data each time, so its metrics
+      compare across epochs);
+    * ``per_epoch=True``: at every epoch start with ``seed + epoch`` (a resumed training run sees the same data as an
+      uninterrupted one; exact with ``num_workers=0``, as workers reseed themselves).
 
     Args:
-        transform: a ``Randomizable`` (e.g. the validation ``Compose``).
-        seed: the seed set at every start.
+        transform: a ``Randomizable`` (e.g. a ``Compose``).
+        seed: the base seed.
+        per_epoch: reseed at each epoch instead of each run.
     """
 
-    def __init__(self, transform: Any, seed: int = 0) -> None:
+    def __init__(self, transform: Any, seed: int = 0, per_epoch: bool = False) -> None:
         self.transform = transform
         self.seed = int(seed)
+        self.per_epoch = per_epoch
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
+        engine.add_event_handler(Events.EPOCH_STARTED if self.per_epoch else Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        self.transform.set_random_state(seed=self.seed)
+        self.transform.set_random_state(seed=self.seed + (engine.state.epoch if self.per_epoch else 0))
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
