@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 
 from .packaged import packaged_pairs
 
-__all__ = ["synthetic_seed", "embedded_datalist"]
+__all__ = ["synthetic_seed", "embedded_datalist", "file_datalist"]
 
 
 def synthetic_seed(seed: int, index: int) -> int:
@@ -38,4 +42,19 @@ def embedded_datalist(num_synthetic: int = 16, seed: int = 0, include_packaged: 
         items += packaged_pairs()
     if not items:
         raise ValueError("The embedded datalist is empty: ask for num_synthetic >= 1 or install packaged volumes.")
+    return items
+
+
+def file_datalist(paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """Items of your own image files for :class:`~monai_slicenav.transforms.EmbeddedVolumed`:
+    ``{"source": "file", "image": path, "name": file name without extensions}``.
+
+    Raises:
+        FileNotFoundError: naming the first missing file.
+    """
+    items = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file.")
+        items.append({"source": "file", "image": str(path), "name": path.name.split(".")[0]})
     return items

@@ -3,13 +3,18 @@
 import json
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+from PIL import Image
 
 from monai_slicenav.export import SliceEncoder
+from monai_slicenav.navigation import trajectory_from_dict
 from monai_slicenav.networks import SliceTokenizer
+from monai_slicenav.transforms import EmbeddedVolumed, RenderSlices
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
 SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
@@ -119,3 +124,39 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
     assert second_half == pytest.approx(uninterrupted[2:], abs=1e-5)
     optimizer = resumed.parser.get_parsed_content("optimizer")
     assert all(int(state["step"]) == 4 for state in optimizer.state.values())
+
+
+def test_inference_writes_tokens_that_match_the_model(tmp_path):
+    volume = np.zeros((40, 44, 36), np.float32)
+    volume[8:32, 10:34, 6:30] = np.random.default_rng(0).random((24, 24, 24)) + 1.0
+    image_path = tmp_path / "head.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 1.5, 1.0])), str(image_path))
+    (tmp_path / "models").mkdir()
+    torch.manual_seed(0)
+    tokenizer = SliceTokenizer(channels=(32, 64, 128), fsq_levels=(8, 5, 5, 5)).eval()
+    torch.save(tokenizer.state_dict(), tmp_path / "models" / "model.pt")
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "inference.yaml"),
+        meta_file=CONFIGS["meta_file"],
+        workflow_type="infer",
+        bundle_root=str(tmp_path),
+        image=str(image_path),
+        slice_size=32,
+        num_steps=5,
+    )
+    workflow.initialize()
+    assert not workflow.check_properties()
+    workflow.run()
+    workflow.finalize()
+
+    out = tmp_path / "eval" / "inference" / "head"
+    tokens = torch.load(out / "tokens.pt", weights_only=True)
+    assert tokens["indices"].shape == (6, 4, 4) and tokens["codes"].shape == (6, 4, 4, 4)
+    poses, _ = trajectory_from_dict(json.loads((out / "trajectory.json").read_text()))
+    scaled = EmbeddedVolumed()({"source": "file", "image": str(image_path)})["image"]
+    slices = RenderSlices(32)(scaled, poses)
+    with torch.no_grad():
+        assert torch.equal(tokenizer.encode(slices), tokens["codes"])
+        recon = tokenizer.decode(tokens["codes"]).clamp(0, 1)[:, 0]
+    strip = np.asarray(Image.open(out / "reconstruction.png")).astype(np.float32) / 255
+    np.testing.assert_allclose(strip[32:, :32], recon[0].numpy(), atol=1 / 255 + 1e-6)

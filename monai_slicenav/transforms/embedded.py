@@ -37,6 +37,7 @@ class EmbeddedVolumed(Randomizable, MapTransform):
     * ``{"source": "packaged", "image": path, "label": path | "probabilities": [grey, white], "resample": ...}``:
       loaded, reoriented to RAS, the label resampled onto the image grid when the item states a method, intensities
       scaled to [0, 1] (0.5th-99.5th percentile, clipped).
+    * ``{"source": "file", "image": path}``: any image of your own, loaded and scaled the same way; no label.
 
     Args:
         image_key: output key of the image. Defaults to ``"image"``.
@@ -79,8 +80,13 @@ class EmbeddedVolumed(Randomizable, MapTransform):
             d[self.image_key], d[self.label_key] = self.paint(label), label
         elif source == "packaged":
             d[self.image_key], d[self.label_key] = self._load_pair(d)
+        elif source == "file":
+            d[self.image_key] = self.scale(self.orient(self.load(d["image"]))).float()
         else:
-            raise ValueError(f"EmbeddedVolumed: unknown source {source!r} in item {d.get('name', '?')}.")
+            raise ValueError(
+                f"EmbeddedVolumed: unknown source {source!r} in item {d.get('name', '?')}; "
+                "expected 'synthetic', 'packaged' or 'file'."
+            )
         return d
 
     def _load_pair(self, item: dict) -> tuple[MetaTensor, MetaTensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -11,11 +13,16 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import PrepareBatch
+from PIL import Image
 from torch import nn
 
 from ..export import SliceEncoder, export_encoder
+from ..geometry import Pose
+from ..io import atomic_write_files
+from ..navigation import trajectory_to_dict
 
 __all__ = [
+    "TokenWriter",
     "latest_checkpoint",
     "ReseedHandler",
     "PrepareSlices",
@@ -184,3 +191,45 @@ def reconstruction_strip(inputs: torch.Tensor, recon: torch.Tensor, max_slices: 
     n = min(max_slices, len(inputs))
     rows = [torch.cat(list(batch[:n, 0].detach().float().cpu()), dim=1) for batch in (inputs, recon)]
     return torch.cat(rows, dim=0).clamp(0.0, 1.0)
+
+
+class TokenWriter:
+    """Write what the tokenizer makes of each inferred trajectory: ``tokens.pt`` (FSQ indices (N, h / f, w / f) and
+    codes (N, d, h / f, w / f), a plain dict of tensors loadable with ``weights_only=True``), ``reconstruction.png``
+    (slices above their reconstructions) and ``trajectory.json`` (the poses and actions), one folder per item
+    (``<out_dir>/<name>``), all written atomically.
+
+    Args:
+        out_dir: destination folder.
+        max_slices: slices shown in the PNG.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, max_slices: int = 16) -> None:
+        self.out_dir = Path(out_dir)
+        self.max_slices = max_slices
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        tokenizer = unwrap_network(engine.network)
+        slices, recon = engine.state.output["image"], engine.state.output["pred"]
+        with torch.no_grad():
+            codes = tokenizer.encode(slices).cpu()
+        indices = tokenizer.quantizer.codes_to_indices(codes) if tokenizer.config.quantizer == "fsq" else None
+        batch = engine.state.batch
+        names = batch.get("name", [f"item_{engine.state.iteration:04d}"])
+        target = self.out_dir / str(names[0])
+        payload = io.BytesIO()
+        torch.save({"codes": codes, **({"indices": indices} if indices is not None else {})}, payload)
+        strip = (reconstruction_strip(slices, recon, self.max_slices).numpy() * 255).round().astype("uint8")
+        picture = io.BytesIO()
+        Image.fromarray(strip).save(picture, format="PNG")
+        record = trajectory_to_dict(Pose.from_tensor(batch["poses"][0]), batch["actions"][0], slices.shape[-2:])
+        atomic_write_files(
+            {
+                target / "tokens.pt": payload.getvalue(),
+                target / "reconstruction.png": picture.getvalue(),
+                target / "trajectory.json": (json.dumps(record, indent=2) + "\n").encode(),
+            }
+        )
