@@ -1,6 +1,9 @@
 """The tokenizer bundle runs through MONAI's ConfigWorkflow on tiny data and trains."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -160,3 +163,23 @@ def test_inference_writes_tokens_that_match_the_model(tmp_path):
         recon = tokenizer.decode(tokens["codes"]).clamp(0, 1)[:, 0]
     strip = np.asarray(Image.open(out / "reconstruction.png")).astype(np.float32) / 255
     np.testing.assert_allclose(strip[32:, :32], recon[0].numpy(), atol=1 / 255 + 1e-6)
+
+
+def test_two_process_torchrun_on_cpu(tmp_path):
+    configs = [str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "multi_gpu_train.yaml")]
+    overrides = {**TINY, "num_synthetic": 2, "max_epochs": 2, "val_interval": 1}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "monai.bundle", "run", "--config_file", str(configs), "--meta_file", CONFIGS["meta_file"],
+        "--bundle_root", str(tmp_path), *[item for k, v in overrides.items() for item in (f"--{k}", str(v))],
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert log.count("train_loss") == 2  # two epochs, logged by rank 0 only
+    writers = {path.name.split(".")[-2] for path in (tmp_path / "eval").glob("events.out.tfevents.*")}
+    assert len(writers) == 1  # every TensorBoard file comes from one process
+    assert len(list((tmp_path / "models").glob("checkpoint_epoch=*.pt"))) == 1
+    assert SliceEncoder.from_pretrained(tmp_path / "models" / "encoder") is not None

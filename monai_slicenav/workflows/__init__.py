@@ -1,5 +1,6 @@
 """What bundles call: batch preparation and handlers for the ignite workflows."""
 
+from .distributed import is_main_process, silence_other_ranks
 from .tokenizer import (
     ExportEncoderHandler,
     PrepareSlices,
@@ -12,6 +13,8 @@ from .tokenizer import (
 )
 
 __all__ = [
+    "is_main_process",
+    "silence_other_ranks",
     "ExportEncoderHandler",
     "PrepareSlices",
     "ReconstructionStripHandler",

@@ -20,6 +20,7 @@ from ..export import SliceEncoder, export_encoder
 from ..geometry import Pose
 from ..io import atomic_write_files
 from ..navigation import trajectory_to_dict
+from .distributed import is_main_process
 
 __all__ = [
     "TokenWriter",
@@ -137,7 +138,7 @@ class ExportEncoderHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+        if not is_main_process():
             return
         tokenizer = unwrap_network(engine.network)
         provenance = {**self.provenance, "iterations": engine.state.iteration, "epochs": engine.state.epoch}
