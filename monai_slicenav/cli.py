@@ -9,9 +9,11 @@ from pathlib import Path
 import fire
 from monai.transforms import ScaleIntensityRangePercentiles
 
+from .export import export_from_bundle
 from .io import atomic_write_bytes, atomic_write_json, load_volume
 from .manifests import check_manifest, load_manifest
 from .navigation import navigate, trajectory_to_dict
+from .pack import pack_bundle
 from .packaged import check_pair, load_packaged_manifest, manifest_dir
 from .phantom import shepp_logan_volume
 from .visualize import action_caption, slice_grid
@@ -112,6 +114,25 @@ class SliceNavCLI:
         )
         json_path = atomic_write_json(out_dir / "trajectory.json", record)
         return {"png": str(png), "json": str(json_path)}
+
+    def export(self, bundle_dir: str, out: str) -> dict[str, str]:
+        """Export a trained tokenizer bundle's encoder as encoder.pt + encoder.json (the format every variant shares).
+
+        Args:
+            bundle_dir: the bundle folder (with configs/ and models/model.pt).
+            out: output folder.
+        """
+        weights, meta = export_from_bundle(bundle_dir, out)
+        return {"weights": str(weights), "config": str(meta)}
+
+    def pack(self, bundle_dir: str, out: str = ".") -> str:
+        """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle.
+
+        Args:
+            bundle_dir: the bundle folder.
+            out: output folder.
+        """
+        return str(pack_bundle(bundle_dir, out))
 
 
 def main(argv: list[str] | None = None) -> None:

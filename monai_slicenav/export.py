@@ -33,6 +33,7 @@ __all__ = [
     "ENCODER_ARCHITECTURES",
     "SliceEncoder",
     "export_encoder",
+    "export_from_bundle",
     "load_state_dict",
     "strip_prefixes",
 ]
@@ -214,3 +215,39 @@ def export_encoder(
         {out_dir / "encoder.pt": buffer.getvalue(), out_dir / "encoder.json": meta}
     )
     return weights_path, meta_path
+
+
+def export_from_bundle(
+    bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, config: str = "configs/train.yaml"
+) -> tuple[Path, Path]:
+    """Export the encoder of a trained tokenizer bundle: its ``network_def`` rebuilt from ``config``, weights from
+    ``models/model.pt`` (loaded with ``weights_only=True``), provenance from ``configs/metadata.json``.
+
+    Raises:
+        FileNotFoundError: when the bundle lacks the config, the metadata or the weights.
+        ValueError: when the weights do not fit the network (keys named) or are not a plain state dict.
+    """
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    paths = {"config": bundle_dir / config, "metadata": bundle_dir / "configs" / "metadata.json"}
+    paths["weights"] = bundle_dir / "models" / "model.pt"
+    for role, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (the bundle's {role}).")
+    parser = ConfigParser()
+    parser.read_config(str(paths["config"]))
+    parser["bundle_root"] = str(bundle_dir)
+    tokenizer = parser.get_parsed_content("network_def", instantiate=True)
+    if not isinstance(tokenizer, SliceTokenizer):
+        raise ValueError(f"{paths['config']}: network_def is a {type(tokenizer).__name__}, not a SliceTokenizer.")
+    _load_checked(tokenizer, load_state_dict(paths["weights"]), strict=True, source=str(paths["weights"]))
+    metadata = json.loads(paths["metadata"].read_text())
+    provenance = {
+        "bundle": metadata.get("name", bundle_dir.name),
+        "version": metadata.get("version"),
+        "weights": str(paths["weights"]),
+        "data": metadata.get("data_source"),
+    }
+    input_spec = parser.get_parsed_content("encoder_input_spec") if "encoder_input_spec" in parser else {}
+    return export_encoder(SliceEncoder.from_tokenizer(tokenizer), out_dir, input_spec, provenance)

@@ -1,0 +1,78 @@
+"""Sharing a trained bundle: `slicenav export`, `slicenav pack` and MONAI's own loader on the unpacked archive."""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import monai.bundle
+import pytest
+import torch
+import yaml
+
+from monai_slicenav import pack as pack_module
+from monai_slicenav.cli import main
+from monai_slicenav.export import SliceEncoder
+from monai_slicenav.networks import SliceTokenizer
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
+
+
+@pytest.fixture
+def trained_bundle(tmp_path):
+    bundle = tmp_path / "slicenav_tokenizer"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    (bundle / "models").mkdir()
+    torch.manual_seed(0)
+    tokenizer = SliceTokenizer(channels=(32, 64, 128), fsq_levels=(8, 5, 5, 5)).eval()
+    torch.save(tokenizer.state_dict(), bundle / "models" / "model.pt")
+    torch.save({"model": tokenizer.state_dict()}, bundle / "models" / "checkpoint_epoch=3.pt")
+    return bundle, tokenizer
+
+
+def test_export_from_bundle(trained_bundle, tmp_path):
+    bundle, tokenizer = trained_bundle
+    main(["export", "--bundle_dir", str(bundle), "--out", str(tmp_path / "exported")])
+    encoder = SliceEncoder.from_pretrained(tmp_path / "exported").eval()
+    x = torch.rand(2, 1, 64, 64)
+    assert torch.equal(encoder(x), tokenizer.encoder(x))
+
+
+def test_export_errors_name_the_file(trained_bundle, tmp_path, capsys):
+    bundle, tokenizer = trained_bundle
+    state = tokenizer.state_dict()
+    state["stray.weight"] = state.pop("decoder.to_image.conv.bias")
+    torch.save(state, bundle / "models" / "model.pt")
+    with pytest.raises(SystemExit):
+        main(["export", "--bundle_dir", str(bundle), "--out", str(tmp_path / "exported")])
+    assert "decoder.to_image.conv.bias" in capsys.readouterr().err
+    (bundle / "models" / "model.pt").unlink()
+    with pytest.raises(SystemExit):
+        main(["export", "--bundle_dir", str(bundle), "--out", str(tmp_path / "exported")])
+    assert "model.pt: missing (the bundle's weights)" in capsys.readouterr().err
+    assert not (tmp_path / "exported").exists()
+
+
+def test_pack_and_load_with_monai(trained_bundle, tmp_path):
+    bundle, tokenizer = trained_bundle
+    main(["pack", str(bundle), "--out", str(tmp_path / "zoo")])
+    archive = tmp_path / "zoo" / "slicenav_tokenizer.zip"
+    names = zipfile.ZipFile(archive).namelist()
+    assert "slicenav_tokenizer/configs/metadata.json" in names and "slicenav_tokenizer/models/model.pt" in names
+    assert not any("checkpoint_epoch" in name for name in names)  # training state stays local
+    zipfile.ZipFile(archive).extractall(tmp_path / "unpacked")
+    model = monai.bundle.load(
+        "slicenav_tokenizer", model=SliceTokenizer(channels=(32, 64, 128)), bundle_dir=str(tmp_path / "unpacked")
+    )
+    x = torch.rand(1, 1, 64, 64)
+    assert torch.equal(model.eval()(x), tokenizer(x))
+
+
+def test_large_weights_are_listed_not_packed(trained_bundle, tmp_path, monkeypatch):
+    bundle, _ = trained_bundle
+    monkeypatch.setattr(pack_module, "LARGE_FILE_BYTES", 1_000_000)  # model.pt (~2.8 MB) counts as large
+    archive = pack_module.pack_bundle(bundle, tmp_path / "zoo")
+    with zipfile.ZipFile(archive) as opened:
+        assert "slicenav_tokenizer/models/model.pt" not in opened.namelist()
+        listing = yaml.safe_load(opened.read("slicenav_tokenizer/large_files.yml"))
+    (entry,) = listing["large_files"]
+    assert entry["path"] == "models/model.pt" and len(entry["hash_val"]) == 64 and entry["hash_type"] == "sha256"
