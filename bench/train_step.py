@@ -49,21 +49,25 @@ def build(bundle_root: str, overrides: dict) -> ConfigParser:
     return parser
 
 
-def pipeline_share(parser: ConfigParser, iterations: int) -> tuple[float, float, int]:
-    """(share of wall time spent waiting for batches, seconds per iteration, slices per batch)."""
-    network, loss, optimizer = (parser.get_parsed_content(k) for k in ("network", "loss", "optimizer"))
-    loader = parser.get_parsed_content("train#dataloader")
-    trainer = SupervisedTrainer(
+def make_trainer(parser: ConfigParser, data, network, optimizer, epoch_length: int | None = None) -> SupervisedTrainer:
+    """One epoch of the bundle's trainer set-up (batch preparation, loss) over ``data``."""
+    return SupervisedTrainer(
         device=parser.get_parsed_content("device"),
         max_epochs=1,
-        epoch_length=iterations,
-        train_data_loader=loader,
+        epoch_length=epoch_length,
+        train_data_loader=data,
         network=network,
         optimizer=optimizer,
-        loss_function=loss,
+        loss_function=parser.get_parsed_content("loss"),
         prepare_batch=PrepareSlices("image"),
         decollate=False,
     )
+
+
+def pipeline_share(parser: ConfigParser, iterations: int) -> tuple[float, float, int]:
+    """(share of wall time spent waiting for batches, seconds per iteration, slices per batch)."""
+    network, optimizer = parser.get_parsed_content("network"), parser.get_parsed_content("optimizer")
+    trainer = make_trainer(parser, parser.get_parsed_content("train#dataloader"), network, optimizer, iterations)
     waits: list[float] = []
     marks: dict[str, float] = {}
     trainer.add_event_handler(Events.GET_BATCH_STARTED, lambda e: marks.__setitem__("start", time.perf_counter()))
@@ -90,17 +94,7 @@ def workflow_overhead(parser: ConfigParser, batches: list[dict], repeats: int) -
         return network, torch.optim.AdamW(network.parameters(), lr=1e-3)
 
     def ignite_run() -> None:
-        network, optimizer = fresh()
-        SupervisedTrainer(
-            device=device,
-            max_epochs=1,
-            train_data_loader=batches,
-            network=network,
-            optimizer=optimizer,
-            loss_function=loss,
-            prepare_batch=prepare,
-            decollate=False,
-        ).run()
+        make_trainer(parser, batches, *fresh()).run()
 
     def bare_run() -> None:
         network, optimizer = fresh()
