@@ -1,0 +1,185 @@
+"""Stage 2: an action-conditioned latent dynamics transformer over the frozen tokenizer's token grids.
+
+Input: token grids of a slice sequence (B, T, d, h, w) and the actions between consecutive slices (B, T - 1, 7)
+(``actions[:, t]`` moves slice t to slice t + 1). Output: a prediction of the token grid of slice t + 1 from slices
+``<= t`` and actions ``<= t``, for every t < T - 1.
+
+Design choices:
+* Tokens of a step are grouped into ``patch x patch`` blocks (one transformer token each) so that sequences stay
+  short enough for CPU training; positions get learned spatial and temporal embeddings.
+* Attention is block-causal: a token of step t attends every token of steps ``<= t`` (spatial attention within the
+  step, causal across steps). Predictions for steps ``<= t`` therefore never depend on later slices or actions.
+* The action enters every step by adding its embedding to every token of that step: the prediction of step t + 1
+  needs ``actions[:, t]`` at all positions, and an additive embedding reaches them all at no extra sequence length
+  (an extra token per step would lengthen sequences; AdaLN would add parameters per block).
+* ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action embedding entirely, and
+  ``"shuffled"`` permutes actions across the batch (seeded) — the ablations of the method's claim; data, budget and
+  everything else stay the same.
+* Targets: regression onto the next step's latents (``objective="regression"``, MSE), or cross-entropy over FSQ
+  indices (``objective="fsq_ce"``, needs ``codebook_size``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..geometry import ACTION_DIM
+
+__all__ = ["DynamicsConfig", "LatentDynamics", "ACTION_MODES", "OBJECTIVES", "block_causal_mask", "next_step_loss"]
+
+ACTION_MODES = ("aligned", "none", "shuffled")
+OBJECTIVES = ("regression", "fsq_ce")
+
+
+@dataclass
+class DynamicsConfig:
+    """Hyper-parameters of :class:`LatentDynamics` (stored with checkpoints and exports)."""
+
+    latent_dim: int = 4  # d: channels of the tokenizer's token grid
+    grid_size: tuple[int, int] = (16, 16)  # (h, w) of a step's token grid
+    max_steps: int = 16  # longest sequence T
+    patch: int = 2  # tokens grouped per side into one transformer token
+    width: int = 128  # transformer width
+    depth: int = 4  # transformer layers
+    heads: int = 4  # attention heads
+    mlp_ratio: float = 4.0  # feed-forward width / width
+    dropout: float = 0.0
+    action_mode: str = "aligned"  # "aligned" | "none" | "shuffled"
+    objective: str = "regression"  # "regression" | "fsq_ce"
+    codebook_size: int = 0  # FSQ codebook size, for objective "fsq_ce"
+
+    def __post_init__(self) -> None:
+        self.grid_size = (int(self.grid_size[0]), int(self.grid_size[1]))
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.objective == "fsq_ce" and self.codebook_size < 2:
+            raise ValueError("objective 'fsq_ce' needs codebook_size >= 2 (the tokenizer's FSQ codebook).")
+        if self.grid_size[0] % self.patch or self.grid_size[1] % self.patch:
+            raise ValueError(f"grid_size {self.grid_size} must be divisible by patch {self.patch}.")
+        if self.width % self.heads or min(self.latent_dim, self.max_steps, self.depth, self.heads, self.patch) < 1:
+            raise ValueError(f"invalid sizes in {self}: width must divide by heads and all sizes be >= 1.")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return (self.grid_size[0] // self.patch) * (self.grid_size[1] // self.patch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def block_causal_mask(steps: int, tokens_per_step: int, device: torch.device | None = None) -> torch.Tensor:
+    """(L, L) bool mask for ``nn.MultiheadAttention`` (True = blocked): token i of step s(i) may attend token j iff
+    s(j) <= s(i)."""
+    step_of = torch.arange(steps, device=device).repeat_interleave(tokens_per_step)  # (L,)
+    return step_of[None, :] > step_of[:, None]
+
+
+class LatentDynamics(nn.Module):
+    """Predict the next slice's tokens from past token grids and actions (see the module docstring).
+
+    Args:
+        config: a :class:`DynamicsConfig`, or its fields as keyword arguments.
+
+    Example::
+
+        model = LatentDynamics(latent_dim=4, grid_size=(16, 16), max_steps=8)
+        pred = model(tokens, actions)  # tokens (B, 8, 4, 16, 16), actions (B, 7, 7) -> (B, 7, 4, 16, 16)
+    """
+
+    def __init__(self, config: DynamicsConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if config is not None and kwargs:
+            raise TypeError("Give either a DynamicsConfig or keyword arguments, not both.")
+        self.config = cfg = config if config is not None else DynamicsConfig(**kwargs)
+        patch_dim = cfg.latent_dim * cfg.patch**2
+        self.embed = nn.Linear(patch_dim, cfg.width)
+        self.space = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_step, cfg.width))
+        self.time = nn.Parameter(torch.zeros(1, cfg.max_steps, 1, cfg.width))
+        self.action = nn.Sequential(nn.Linear(ACTION_DIM, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.width))
+        layer = nn.TransformerEncoderLayer(
+            cfg.width, cfg.heads, int(cfg.width * cfg.mlp_ratio), cfg.dropout, activation="gelu", batch_first=True,
+            norm_first=True,
+        )  # fmt: skip
+        self.trunk = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.width)
+        out_per_token = cfg.codebook_size if cfg.objective == "fsq_ce" else cfg.latent_dim
+        self.head = nn.Linear(cfg.width, out_per_token * cfg.patch**2)
+        nn.init.normal_(self.space, std=0.02)
+        nn.init.normal_(self.time, std=0.02)
+        self.shuffle_generator = torch.Generator().manual_seed(0)
+
+    def condition(self, actions: torch.Tensor) -> torch.Tensor | None:
+        """The actions the model sees under its ``action_mode`` (None for ``"none"``)."""
+        mode = self.config.action_mode
+        if mode == "none":
+            return None
+        if mode == "shuffled" and len(actions) > 1:
+            order = torch.randperm(len(actions), generator=self.shuffle_generator).to(actions.device)
+            return actions[order]
+        return actions
+
+    def _patchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, d, h, w = tokens.shape
+        p = self.config.patch
+        x = tokens.reshape(b, t, d, h // p, p, w // p, p)  # (B, T, d, h/p, p, w/p, p)
+        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t, (h // p) * (w // p), d * p * p)  # (B, T, N, d p p)
+
+    def _unpatchify(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        b, t, _, _ = x.shape
+        p = self.config.patch
+        gh, gw = self.config.grid_size[0] // p, self.config.grid_size[1] // p
+        x = x.reshape(b, t, gh, gw, channels, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, T, C, h/p, p, w/p, p)
+        return x.reshape(b, t, channels, gh * p, gw * p)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Predictions for steps 1 .. T - 1: (B, T - 1, d, h, w) latents (regression) or
+        (B, T - 1, codebook_size, h, w) logits (``fsq_ce``).
+
+        Raises:
+            ValueError: for shapes that do not match the config or each other.
+        """
+        cfg = self.config
+        if tokens.ndim != 5 or tokens.shape[2] != cfg.latent_dim or tuple(tokens.shape[3:]) != cfg.grid_size:
+            raise ValueError(
+                f"tokens must be (B, T, {cfg.latent_dim}, {cfg.grid_size[0]}, {cfg.grid_size[1]}), "
+                f"got {tuple(tokens.shape)}."
+            )
+        b, t = tokens.shape[:2]
+        if not 2 <= t <= cfg.max_steps or tuple(actions.shape) != (b, t - 1, ACTION_DIM):
+            raise ValueError(
+                f"Need 2 <= T <= {cfg.max_steps} steps and actions (B, T - 1, {ACTION_DIM}); got tokens "
+                f"{tuple(tokens.shape)} and actions {tuple(actions.shape)}."
+            )
+        inputs = tokens[:, :-1]  # steps 0 .. T-2 predict steps 1 .. T-1
+        x = self.embed(self._patchify(inputs)) + self.space + self.time[:, : t - 1]  # (B, T-1, N, width)
+        seen = self.condition(actions)
+        if seen is not None:
+            x = x + self.action(seen)[:, :, None, :]  # the action of step s reaches every token of step s
+        n = x.shape[2]
+        mask = block_causal_mask(t - 1, n, x.device)
+        x = self.trunk(x.reshape(b, (t - 1) * n, -1), mask=mask)  # (B, (T-1) N, width)
+        out = self.head(self.norm(x)).reshape(b, t - 1, n, -1)
+        channels = cfg.codebook_size if cfg.objective == "fsq_ce" else cfg.latent_dim
+        return self._unpatchify(out, channels)
+
+
+def next_step_loss(
+    model: LatentDynamics, tokens: torch.Tensor, actions: torch.Tensor, indices: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The dynamics objective: MSE of predicted against true latents of steps 1 .. T - 1 (``regression``), or
+    cross-entropy against their FSQ ``indices`` (B, T, h, w) (``fsq_ce``).
+
+    Raises:
+        ValueError: when ``fsq_ce`` is asked without indices.
+    """
+    prediction = model(tokens, actions)
+    if model.config.objective == "regression":
+        return nn.functional.mse_loss(prediction, tokens[:, 1:])
+    if indices is None:
+        raise ValueError("objective 'fsq_ce' needs the FSQ indices of the tokens.")
+    return nn.functional.cross_entropy(prediction.flatten(0, 1), indices[:, 1:].flatten(0, 1))

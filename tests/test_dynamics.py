@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from monai_slicenav.networks import LatentDynamics, block_causal_mask, next_step_loss
+from monai_slicenav.networks.dynamics import DynamicsConfig
+
+SMALL = {"latent_dim": 2, "grid_size": (4, 4), "max_steps": 6, "patch": 2, "width": 32, "depth": 2, "heads": 2}
+
+
+def test_block_causal_mask():
+    mask = block_causal_mask(3, 2)
+    expected_allowed = torch.tensor(
+        [[1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1] * 6, [1] * 6],
+        dtype=torch.bool,
+    )
+    assert torch.equal(~mask, expected_allowed)
+
+
+def test_predictions_never_see_the_future():
+    torch.manual_seed(0)
+    model = LatentDynamics(**SMALL).eval()
+    tokens, actions = torch.randn(2, 6, 2, 4, 4), torch.randn(2, 5, 7)
+    reference = model(tokens, actions)
+    changed_tokens, changed_actions = tokens.clone(), actions.clone()
+    changed_tokens[:, 3] += 1.0  # step 3 and the action leaving it
+    changed_actions[:, 3] += 1.0
+    changed = model(changed_tokens, changed_actions)
+    torch.testing.assert_close(changed[:, :3], reference[:, :3], atol=1e-6, rtol=0)  # predictions of steps 1..3
+    assert float((changed[:, 3:] - reference[:, 3:]).abs().max()) > 1e-3
+
+
+def test_action_modes():
+    torch.manual_seed(0)
+    tokens, actions = torch.randn(4, 5, 2, 4, 4), torch.randn(4, 4, 7)
+    none = LatentDynamics(**SMALL, action_mode="none").eval()
+    assert none.condition(actions) is None
+    torch.testing.assert_close(none(tokens, actions), none(tokens, torch.randn(4, 4, 7)))
+    aligned = LatentDynamics(**SMALL).eval()
+    assert not torch.allclose(aligned(tokens, actions), aligned(tokens, torch.randn(4, 4, 7)))
+    shuffled = LatentDynamics(**SMALL, action_mode="shuffled")
+    seen = shuffled.condition(actions)
+    assert not torch.equal(seen, actions)
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, actions.tolist()))  # a permutation of the rows
+
+
+def drifting_world(batch: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token grids that move with the action: step t + 1 is step t plus actions[:, t, 0] (in {-1, 0, 1}) in every
+    latent, so only a model that reads the right action predicts the next step."""
+    grid = torch.randn(batch, 1, 2, 4, 4, generator=generator)
+    moves = torch.randint(-1, 2, (batch, steps - 1), generator=generator).float()
+    offsets = torch.cat([torch.zeros(batch, 1), moves.cumsum(dim=1)], dim=1)  # (B, T)
+    actions = torch.zeros(batch, steps - 1, 7)
+    actions[..., 0] = moves
+    return grid + offsets[:, :, None, None, None], actions
+
+
+def test_true_actions_beat_shuffled_ones_after_training():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = LatentDynamics(**SMALL)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(120):
+        tokens, actions = drifting_world(16, 4, generator)
+        optimizer.zero_grad()
+        loss = next_step_loss(model, tokens, actions)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.3 * sum(losses[:10]) / 10  # the latent prediction loss falls
+    model.eval()
+    tokens, actions = drifting_world(64, 4, torch.Generator().manual_seed(99))  # held-out trajectories
+    with torch.no_grad():
+        true_error = next_step_loss(model, tokens, actions).item()
+        shuffled_error = next_step_loss(model, tokens, actions[torch.randperm(64)]).item()
+    assert true_error < 0.5 * shuffled_error
+
+
+def test_fsq_cross_entropy_objective():
+    model = LatentDynamics(**SMALL, objective="fsq_ce", codebook_size=10)
+    tokens, actions = torch.randn(2, 3, 2, 4, 4), torch.randn(2, 2, 7)
+    logits = model(tokens, actions)
+    assert logits.shape == (2, 2, 10, 4, 4)
+    loss = next_step_loss(model, tokens, actions, indices=torch.randint(0, 10, (2, 3, 4, 4)))
+    assert loss.item() > 0
+    with pytest.raises(ValueError, match="needs the FSQ indices"):
+        next_step_loss(model, tokens, actions)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"action_mode": "random"}, "action_mode"),
+        ({"objective": "fsq_ce"}, "codebook_size"),
+        ({"grid_size": (5, 4)}, "divisible"),
+        ({"width": 30, "heads": 4}, "width"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DynamicsConfig(**{**SMALL, **kwargs})
+
+
+def test_bad_shapes():
+    model = LatentDynamics(**SMALL)
+    with pytest.raises(ValueError, match="tokens must be"):
+        model(torch.randn(2, 3, 3, 4, 4), torch.randn(2, 2, 7))
+    with pytest.raises(ValueError, match="actions"):
+        model(torch.randn(2, 3, 2, 4, 4), torch.randn(2, 3, 7))
