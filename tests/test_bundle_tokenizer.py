@@ -72,6 +72,9 @@ def test_train_workflow_overfits_and_exports(tmp_path):
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(encoder(x), tokenizer.eval().encoder(x))
     assert len(list(models.glob("checkpoint_epoch=*.pt"))) == 1
+    provenance = json.loads((models / "encoder" / "encoder.json").read_text())["provenance"]
+    assert provenance["bundle"] == "slicenav_tokenizer" and provenance["version"] == "0.1.0"
+    assert provenance["iterations"] == 15 and "synthetic" in provenance["data"]
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
 
 
