@@ -1,7 +1,19 @@
 """monai_slicenav: self-supervised pretraining for 3D MRI by controllable 2D slice navigation."""
 
+from .data import embedded_datalist, file_datalist
+from .export import SliceEncoder, export_encoder
 from .geometry import Pose, apply_action, compose_actions, invert_action, relative, slice_points
-from .transforms import RandSliceTrajectory, RandSliceTrajectoryd, RenderSlices, RenderSlicesd, render_slices
+from .networks import LatentDynamics, SliceTokenizer
+from .transforms import (
+    EmbeddedVolumed,
+    RandSliceTrajectory,
+    RandSliceTrajectoryd,
+    RandSynthAppearanced,
+    RenderSlices,
+    RenderSlicesd,
+    SynthLabelEnsembled,
+    render_slices,
+)
 from .volume import as_volume, foreground_box, voxel_slice_pose
 
 __version__ = "0.1.0"
@@ -19,6 +31,15 @@ __all__ = [
     "RenderSlices",
     "RenderSlicesd",
     "render_slices",
+    "EmbeddedVolumed",
+    "SynthLabelEnsembled",
+    "RandSynthAppearanced",
+    "embedded_datalist",
+    "file_datalist",
+    "SliceTokenizer",
+    "LatentDynamics",
+    "SliceEncoder",
+    "export_encoder",
     "as_volume",
     "foreground_box",
     "voxel_slice_pose",
