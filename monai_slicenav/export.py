@@ -18,23 +18,28 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .encoders import ENCODER_ARCHITECTURES, ContextEncoder, SliceEncoder, VolumeEncoder, encoders_of
 from .io import atomic_write_files
-from .networks.quantizer import FSQ
-from .networks.tokenizer import SliceEncoderNet, SliceTokenizer, TokenizerConfig
+from .networks.tokenizer import SliceTokenizer
 
 __all__ = [
     "EXPORT_FORMAT",
     "ENCODER_ARCHITECTURES",
     "SliceEncoder",
+    "ContextEncoder",
+    "VolumeEncoder",
+    "encoders_of",
+    "load_encoder",
     "export_encoder",
     "export_from_bundle",
     "load_state_dict",
+    "load_into",
     "strip_prefixes",
 ]
 
@@ -44,79 +49,33 @@ EXPORT_FORMAT = 1
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-class SliceEncoder(nn.Module):
-    """The exported 2D slice encoder: (B, C, h, w) slices -> (B, d, h / f, w / f) latent features.
+def load_encoder(path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
+    """Rebuild an exported encoder (any registered architecture) from a folder holding ``encoder.pt`` and
+    ``encoder.json`` (or either file).
 
-    ``quantize=True`` applies the tokenizer's FSQ (discrete tokens, as the dynamics model sees them); the default
-    returns the continuous latents, the richer features for downstream heads.
-
-    Args:
-        config: the tokenizer's :class:`~monai_slicenav.networks.TokenizerConfig` (or its fields as a dict).
-        quantize: return quantized tokens instead of continuous latents. Defaults to False.
+    Raises:
+        FileNotFoundError: when a file is missing.
+        ValueError: for an unknown architecture or format, a file that is not a plain state dict of tensors
+            (pickled objects are refused), or missing/unexpected keys when ``strict`` (all named).
     """
-
-    architecture = "slice_tokenizer_encoder"
-
-    def __init__(self, config: TokenizerConfig | Mapping, quantize: bool = False) -> None:
-        super().__init__()
-        self.config = config if isinstance(config, TokenizerConfig) else TokenizerConfig(**config)
-        self.encoder = SliceEncoderNet(self.config)
-        if quantize and self.config.quantizer != "fsq":
-            raise ValueError("quantize=True needs a tokenizer with quantizer='fsq'.")
-        self.quantize = quantize
-        self.quantizer = FSQ(self.config.fsq_levels) if quantize else None  # no weights: rebuilt from the config
-
-    @property
-    def out_channels(self) -> int:
-        """d, the feature channels."""
-        return self.config.latent_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        latents = self.encoder(x)
-        return self.quantizer(latents) if self.quantizer is not None else latents
-
-    def arguments(self) -> dict:
-        """Constructor arguments, as written to ``encoder.json``."""
-        return {"config": self.config.to_dict(), "quantize": self.quantize}
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: SliceTokenizer, quantize: bool = False) -> SliceEncoder:
-        """The encoder half of a trained tokenizer (weights copied)."""
-        encoder = cls(tokenizer.config, quantize=quantize)
-        encoder.encoder.load_state_dict(tokenizer.encoder.state_dict())
-        return encoder
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
-        """Rebuild an exported encoder from a folder holding ``encoder.pt`` and ``encoder.json`` (or either file).
-
-        Raises:
-            FileNotFoundError: when a file is missing.
-            ValueError: for an unknown architecture or format, a file that is not a plain state dict of tensors
-                (pickled objects are refused), or missing/unexpected keys when ``strict`` (all named).
-        """
-        weights, meta = _export_paths(path)
-        if not meta.is_file() or not weights.is_file():
-            raise FileNotFoundError(
-                f"{path}: an export needs both {weights.name} and {meta.name}; missing: "
-                f"{[str(p) for p in (weights, meta) if not p.is_file()]}."
-            )
-        try:
-            record = json.loads(meta.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{meta}: not valid JSON ({err}).") from err
-        if record.get("format") != EXPORT_FORMAT or record.get("architecture") not in ENCODER_ARCHITECTURES:
-            raise ValueError(
-                f"{meta}: unsupported export (format {record.get('format')!r}, architecture "
-                f"{record.get('architecture')!r}); known architectures: {sorted(ENCODER_ARCHITECTURES)}."
-            )
-        model = ENCODER_ARCHITECTURES[record["architecture"]](**record.get("arguments", {}))
-        state = load_state_dict(weights, map_location=map_location)
-        _load_checked(model, state, strict, str(weights))
-        return model
-
-
-ENCODER_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {SliceEncoder.architecture: SliceEncoder}
+    weights, meta = _export_paths(path)
+    if not meta.is_file() or not weights.is_file():
+        raise FileNotFoundError(
+            f"{path}: an export needs both {weights.name} and {meta.name}; missing: "
+            f"{[str(p) for p in (weights, meta) if not p.is_file()]}."
+        )
+    try:
+        record = json.loads(meta.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta}: not valid JSON ({err}).") from err
+    if record.get("format") != EXPORT_FORMAT or record.get("architecture") not in ENCODER_ARCHITECTURES:
+        raise ValueError(
+            f"{meta}: unsupported export (format {record.get('format')!r}, architecture "
+            f"{record.get('architecture')!r}); known architectures: {sorted(ENCODER_ARCHITECTURES)}."
+        )
+    model = ENCODER_ARCHITECTURES[record["architecture"]](**record.get("arguments", {}))
+    load_into(model, load_state_dict(weights, map_location=map_location), strict, str(weights))
+    return model
 
 
 def _export_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -163,7 +122,9 @@ def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return strip_prefixes(state)
 
 
-def _load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str) -> None:
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str) -> None:
+    """Load ``state`` into ``model`` after checking it: mismatched shapes always raise, missing or unexpected keys
+    raise when ``strict`` (else they are logged); every problem names the keys and ``source``."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -241,7 +202,7 @@ def export_from_bundle(
     tokenizer = parser.get_parsed_content("network_def", instantiate=True)
     if not isinstance(tokenizer, SliceTokenizer):
         raise ValueError(f"{paths['config']}: network_def is a {type(tokenizer).__name__}, not a SliceTokenizer.")
-    _load_checked(tokenizer, load_state_dict(paths["weights"]), strict=True, source=str(paths["weights"]))
+    load_into(tokenizer, load_state_dict(paths["weights"]), strict=True, source=str(paths["weights"]))
     metadata = json.loads(paths["metadata"].read_text())
     provenance = {
         "bundle": metadata.get("name", bundle_dir.name),

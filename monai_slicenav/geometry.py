@@ -35,10 +35,14 @@ __all__ = [
     "invert_action",
     "slice_points",
     "as_slice_size",
+    "POSE_VECTOR_DIM",
+    "pose_vector",
+    "gap_matrix",
 ]
 
 ACTION_DIM = 7
 POSE_DIM = 13  # packed pose: center (3) + rotation (9, row-major) + spacing (1)
+POSE_VECTOR_DIM = 10  # pose-vector target: normalised position (3) + column direction (3) + normal (3) + log-scale (1)
 
 # Radiological display conventions in RAS world space: columns (u), rows (v); the normal is u x v.
 CANONICAL_ORIENTATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -266,3 +270,34 @@ def as_slice_size(spatial_size: Sequence[int] | int) -> tuple[int, int]:
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"spatial_size must be two positive ints (h, w), got {spatial_size!r}.")
     return size  # type: ignore[return-value]
+
+
+def pose_vector(pose: Pose, affine: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """The absolute pose of slices as a (..., 10) regression target, independent of the volume's size and grid:
+    the centre in normalised voxel coordinates (-1 and 1 at the first and last voxel centres of each axis), the
+    column direction ``u`` and normal ``n`` in world space, and the log of the pixel spacing over the volume's mean
+    voxel size.
+
+    Args:
+        pose: slice poses (...).
+        affine: the volume's (4, 4) voxel-to-world affine.
+        spatial_shape: the volume's (X, Y, Z).
+    """
+    affine = torch.as_tensor(affine, dtype=pose.center.dtype, device=pose.center.device)
+    voxel = torch.linalg.inv(affine) @ torch.cat([pose.center, torch.ones_like(pose.center[..., :1])], -1)[..., None]
+    extent = torch.as_tensor(list(spatial_shape), dtype=pose.center.dtype, device=pose.center.device) - 1
+    position = 2 * voxel[..., :3, 0] / extent.clamp(min=1) - 1
+    mean_voxel = torch.linalg.norm(affine[:3, :3], dim=0).mean()
+    log_scale = torch.log(pose.spacing / mean_voxel)
+    return torch.cat([position, pose.rotation[..., :, 0], pose.rotation[..., :, 2], log_scale[..., None]], dim=-1)
+
+
+def gap_matrix(poses: Pose) -> torch.Tensor:
+    """All pairwise relative poses of a sequence: poses (..., T) -> (..., T, T, 7) with ``[..., i, j, :]`` the
+    action taking slice i to slice j (the "gap" between them; zero on the diagonal)."""
+    nb = len(poses.batch_shape)
+
+    def along(dim: int) -> Pose:  # insert a pairing dim into each field (their trailing dims follow the batch)
+        return Pose(poses.center.unsqueeze(dim), poses.rotation.unsqueeze(dim), poses.spacing.unsqueeze(dim))
+
+    return relative(along(nb), along(nb - 1))

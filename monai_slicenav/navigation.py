@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from monai.transforms import Transform
 
 from .geometry import Pose, as_slice_size
 from .transforms import RandSliceTrajectory, RenderSlices
 
-__all__ = ["ACTION_FIELDS", "Trajectory", "navigate", "trajectory_to_dict", "trajectory_from_dict"]
+__all__ = [
+    "ACTION_FIELDS",
+    "Trajectory",
+    "navigate",
+    "trajectory_to_dict",
+    "trajectory_from_dict",
+    "LoadTrajectoryd",
+]
 
 ACTION_FIELDS = ("dc_col_mm", "dc_row_mm", "dc_normal_mm", "dr_col_rad", "dr_row_rad", "dr_normal_rad", "dlog_spacing")
 
@@ -75,3 +86,30 @@ def trajectory_from_dict(record: dict) -> tuple[Pose, torch.Tensor]:
             f"A trajectory has one pose more than actions, got {len(center)} poses, {len(actions)} actions."
         )
     return Pose(center, rotation, spacing), actions
+
+
+class LoadTrajectoryd(Transform):
+    """Set a fixed trajectory, read from a JSON record (``trajectory.json`` as ``slicenav render`` and the bundles
+    write it), in place of a sampled one: packed poses (T + 1, 13) under ``pose_key``, actions (T, 7) under
+    ``action_key``. The poses are in the world (mm) space of the volume they were sampled on.
+
+    Raises:
+        FileNotFoundError: when the file is missing.
+        ValueError: when it is not a trajectory record (the file is named).
+    """
+
+    def __init__(self, path: str | os.PathLike, pose_key: str = "poses", action_key: str = "actions") -> None:
+        try:
+            record = json.loads(Path(path).read_text())
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{path}: no such trajectory file.") from err
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}).") from err
+        try:
+            self.poses, self.actions = trajectory_from_dict(record)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        self.pose_key, self.action_key = pose_key, action_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        return {**data, self.pose_key: self.poses.as_tensor(), self.action_key: self.actions.clone()}

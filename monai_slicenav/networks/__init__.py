@@ -1,18 +1,34 @@
-"""Networks: the slice tokenizer (stage 1), its quantizer, and the latent dynamics model (stage 2)."""
+"""Networks: the slice tokenizer (stage 1), its quantizer, the latent dynamics model and its training wrapper
+(stage 2), the pose pretext heads, and the static-volume baseline."""
 
+from .conv import ConvDecoderNet, ConvEncoderNet
 from .dynamics import DynamicsConfig, LatentDynamics, block_causal_mask, next_step_loss
+from .navigator import NavigationLoss, SliceNavigator, rollout
+from .pretext import GapHead, PoseHead
 from .quantizer import FSQ
 from .tokenizer import SliceDecoderNet, SliceEncoderNet, SliceTokenizer, TokenizerConfig, TokenizerLoss
+from .volume_mae import MaskedReconstructionLoss, VolumeMAE, VolumeMAEConfig, mask_volumes
 
 __all__ = [
+    "ConvDecoderNet",
+    "ConvEncoderNet",
     "DynamicsConfig",
     "LatentDynamics",
     "block_causal_mask",
     "next_step_loss",
+    "NavigationLoss",
+    "SliceNavigator",
+    "rollout",
+    "GapHead",
+    "PoseHead",
     "FSQ",
     "SliceDecoderNet",
     "SliceEncoderNet",
     "SliceTokenizer",
     "TokenizerConfig",
     "TokenizerLoss",
+    "MaskedReconstructionLoss",
+    "VolumeMAE",
+    "VolumeMAEConfig",
+    "mask_volumes",
 ]

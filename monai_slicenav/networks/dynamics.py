@@ -136,13 +136,7 @@ class LatentDynamics(nn.Module):
         x = x.reshape(b, t, gh, gw, channels, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, T, C, h/p, p, w/p, p)
         return x.reshape(b, t, channels, gh * p, gw * p)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Predictions for steps 1 .. T - 1: (B, T - 1, d, h, w) latents (regression) or
-        (B, T - 1, codebook_size, h, w) logits (``fsq_ce``).
-
-        Raises:
-            ValueError: for shapes that do not match the config or each other.
-        """
+    def _check(self, tokens: torch.Tensor, actions: torch.Tensor, min_steps: int) -> None:
         cfg = self.config
         if tokens.ndim != 5 or tokens.shape[2] != cfg.latent_dim or tuple(tokens.shape[3:]) != cfg.grid_size:
             raise ValueError(
@@ -150,22 +144,50 @@ class LatentDynamics(nn.Module):
                 f"got {tuple(tokens.shape)}."
             )
         b, t = tokens.shape[:2]
-        if not 2 <= t <= cfg.max_steps or tuple(actions.shape) != (b, t - 1, ACTION_DIM):
+        if not min_steps <= t <= cfg.max_steps or tuple(actions.shape) != (b, t - 1, ACTION_DIM):
             raise ValueError(
-                f"Need 2 <= T <= {cfg.max_steps} steps and actions (B, T - 1, {ACTION_DIM}); got tokens "
+                f"Need {min_steps} <= T <= {cfg.max_steps} steps and actions (B, T - 1, {ACTION_DIM}); got tokens "
                 f"{tuple(tokens.shape)} and actions {tuple(actions.shape)}."
             )
-        inputs = tokens[:, :-1]  # steps 0 .. T-2 predict steps 1 .. T-1
-        x = self.embed(self._patchify(inputs)) + self.space + self.time[:, : t - 1]  # (B, T-1, N, width)
+
+    def features(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Trunk features (B, S, N, width) of the S = ``len(actions[0])`` steps that carry an action: step s sees
+        the token grids of steps ``<= s`` and the actions ``<= s`` (``actions[:, s]`` leads from step s to s + 1)."""
+        cfg = self.config
+        b, s = actions.shape[:2]
+        x = self.embed(self._patchify(tokens[:, :s])) + self.space + self.time[:, :s]  # (B, S, N, width)
         seen = self.condition(actions)
         if seen is not None:
             x = x + self.action(seen)[:, :, None, :]  # the action of step s reaches every token of step s
         n = x.shape[2]
-        mask = block_causal_mask(t - 1, n, x.device)
-        x = self.trunk(x.reshape(b, (t - 1) * n, -1), mask=mask)  # (B, (T-1) N, width)
-        out = self.head(self.norm(x)).reshape(b, t - 1, n, -1)
-        channels = cfg.codebook_size if cfg.objective == "fsq_ce" else cfg.latent_dim
-        return self._unpatchify(out, channels)
+        x = self.trunk(x.reshape(b, s * n, cfg.width), mask=block_causal_mask(s, n, x.device))
+        return self.norm(x).reshape(b, s, n, cfg.width)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Predictions for steps 1 .. T - 1: (B, T - 1, d, h, w) latents (regression) or
+        (B, T - 1, codebook_size, h, w) logits (``fsq_ce``).
+
+        Raises:
+            ValueError: for shapes that do not match the config or each other.
+        """
+        self._check(tokens, actions, min_steps=2)
+        return self.predict(self.features(tokens, actions))
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Trunk features (B, S, N, width) -> predicted grids (B, S, out_channels, h, w) of the steps after each."""
+        b, s = features.shape[:2]
+        return self._unpatchify(self.head(features).reshape(b, s, self.config.tokens_per_step, -1), self.out_channels)
+
+    def feature_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """Trunk features (B, S, N, width) -> (B, S, width, h / patch, w / patch) spatial feature maps."""
+        b, s, _, width = features.shape
+        gh, gw = (g // self.config.patch for g in self.config.grid_size)
+        return features.reshape(b, s, gh, gw, width).permute(0, 1, 4, 2, 3)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of a prediction: the codebook size (``fsq_ce``) or the latent dim (regression)."""
+        return self.config.codebook_size if self.config.objective == "fsq_ce" else self.config.latent_dim
 
 
 def next_step_loss(

@@ -86,6 +86,12 @@ class FSQ(nn.Module):
         rounded = bounded + (torch.round(bounded) - bounded).detach()
         return rounded / self._channel_view(self._half_width, z.ndim)
 
+    def snap(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, d, ...) predicted codes -> the nearest valid codes (each channel rounded onto its level grid)."""
+        half_width, levels = (self._channel_view(b, values.ndim) for b in (self._half_width, self._levels))
+        digits = torch.minimum(torch.round(values * half_width + half_width).clamp(min=0), levels - 1)
+        return (digits - half_width) / half_width
+
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, d, ...) normalised codes -> (B, ...) int64 indices."""
         half_width, basis = (self._channel_view(b, codes.ndim) for b in (self._half_width, self._basis))

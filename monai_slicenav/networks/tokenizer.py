@@ -2,7 +2,8 @@
 
 A slice (B, C, h, w) becomes a grid of latent tokens (B, d, h / f, w / f) with ``f = 2 ** len(channels)``;
 the default quantizer is FSQ (:class:`~monai_slicenav.networks.quantizer.FSQ`), ``quantizer="none"`` keeps
-continuous latents. Built from ``monai.networks.blocks`` (``Convolution``, ``ResidualUnit``).
+continuous latents. Built from ``monai.networks.blocks`` (``Convolution``, ``ResidualUnit``) through
+:mod:`~monai_slicenav.networks.conv`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from monai.losses import SSIMLoss
-from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
+from .conv import ConvDecoderNet, ConvEncoderNet
 from .quantizer import FSQ
 
 __all__ = ["TokenizerConfig", "SliceEncoderNet", "SliceDecoderNet", "SliceTokenizer", "TokenizerLoss"]
@@ -57,42 +58,18 @@ class TokenizerConfig:
         return asdict(self)
 
 
-def _stage(cfg: TokenizerConfig, in_ch: int, out_ch: int, strides: int, transposed: bool = False) -> nn.Sequential:
-    """One resolution stage: a (transposed) strided convolution, then residual units at that resolution."""
-    layers: list[nn.Module] = [
-        Convolution(2, in_ch, out_ch, strides=strides, kernel_size=3, norm=cfg.norm, is_transposed=transposed)
-    ]
-    layers += [ResidualUnit(2, out_ch, out_ch, norm=cfg.norm) for _ in range(cfg.num_res_units)]
-    return nn.Sequential(*layers)
-
-
-class SliceEncoderNet(nn.Module):
+class SliceEncoderNet(ConvEncoderNet):
     """(B, C, h, w) slices -> (B, d, h / f, w / f) continuous latents (before quantization)."""
 
     def __init__(self, cfg: TokenizerConfig) -> None:
-        super().__init__()
-        widths = (cfg.in_channels, *cfg.channels)
-        self.stages = nn.Sequential(*(_stage(cfg, a, b, strides=2) for a, b in zip(widths, widths[1:], strict=False)))
-        self.to_latent = Convolution(2, cfg.channels[-1], cfg.latent_channels, kernel_size=1, conv_only=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.stages(x))
+        super().__init__(2, cfg.in_channels, cfg.channels, cfg.num_res_units, cfg.latent_channels, cfg.norm)
 
 
-class SliceDecoderNet(nn.Module):
+class SliceDecoderNet(ConvDecoderNet):
     """(B, d, h / f, w / f) latents -> (B, C, h, w) slices."""
 
     def __init__(self, cfg: TokenizerConfig) -> None:
-        super().__init__()
-        widths = tuple(reversed(cfg.channels))
-        self.from_latent = Convolution(2, cfg.latent_channels, widths[0], kernel_size=3, norm=cfg.norm)
-        ups = [_stage(cfg, a, b, strides=2, transposed=True) for a, b in zip(widths, widths[1:], strict=False)]
-        ups.append(_stage(cfg, widths[-1], widths[-1], strides=2, transposed=True))
-        self.stages = nn.Sequential(*ups)
-        self.to_image = Convolution(2, widths[-1], cfg.in_channels, kernel_size=1, conv_only=True)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.to_image(self.stages(self.from_latent(z)))
+        super().__init__(2, cfg.in_channels, cfg.channels, cfg.num_res_units, cfg.latent_channels, cfg.norm)
 
 
 class SliceTokenizer(nn.Module):

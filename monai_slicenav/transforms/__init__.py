@@ -1,6 +1,7 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
 from .embedded import EmbeddedVolumed, tissue_labels
+from .pretext import SlicePoseVectors, SlicePoseVectorsD, SlicePoseVectorsd, SlicePoseVectorsDict
 from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
 from .synth import (
     RandSynthAppearance,
@@ -21,6 +22,10 @@ from .trajectory import (
 __all__ = [
     "EmbeddedVolumed",
     "tissue_labels",
+    "SlicePoseVectors",
+    "SlicePoseVectorsd",
+    "SlicePoseVectorsD",
+    "SlicePoseVectorsDict",
     "RenderSlices",
     "RenderSlicesd",
     "RenderSlicesD",

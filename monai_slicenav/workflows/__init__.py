@@ -1,6 +1,13 @@
 """What bundles call: batch preparation and handlers for the ignite workflows."""
 
 from .distributed import is_main_process, silence_other_ranks
+from .dynamics import (
+    NavigationStripHandler,
+    PrepareTrajectories,
+    RolloutWriter,
+    load_tokenizer_weights,
+    navigation_strip,
+)
 from .tokenizer import (
     ExportEncoderHandler,
     PrepareSlices,
@@ -13,6 +20,11 @@ from .tokenizer import (
 )
 
 __all__ = [
+    "NavigationStripHandler",
+    "PrepareTrajectories",
+    "RolloutWriter",
+    "load_tokenizer_weights",
+    "navigation_strip",
     "is_main_process",
     "silence_other_ranks",
     "ExportEncoderHandler",

@@ -16,7 +16,8 @@ from monai.engines.utils import PrepareBatch
 from PIL import Image
 from torch import nn
 
-from ..export import SliceEncoder, export_encoder
+from ..encoders import encoders_of
+from ..export import export_encoder
 from ..geometry import Pose
 from ..io import atomic_write_files
 from ..navigation import trajectory_to_dict
@@ -116,21 +117,28 @@ def unwrap_network(network: nn.Module) -> nn.Module:
 
 
 class ExportEncoderHandler:
-    """Export the trained tokenizer's encoder (``encoder.pt`` + ``encoder.json``) when the engine completes.
+    """Export the trained network's encoders (``encoder.pt`` + ``encoder.json`` each) when the engine completes.
 
-    Only rank 0 writes. The export holds the input specification and the provenance (including the iterations
-    trained), so a model zoo user knows what the encoder expects and where it comes from.
+    Which encoders a network has comes from :func:`~monai_slicenav.encoders.encoders_of`: ``encoder`` for every
+    pretraining network, plus ``context_encoder`` for the dynamics stage. Only rank 0 writes. Each export holds the
+    input specification and the provenance (including the iterations trained), so a model zoo user knows what the
+    encoder expects and where it comes from.
 
     Args:
-        out_dir: destination folder.
+        out_dir: destination folder of ``encoder``, or a mapping from export names to folders (names left out are
+            not exported).
         input_spec: normalisation, slice size and spacing the encoder was trained with.
         provenance: bundle name, version, data, ...; ``iterations`` and ``epochs`` are added.
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike, input_spec: Mapping | None = None, provenance: Mapping | None = None
+        self,
+        out_dir: str | os.PathLike | Mapping[str, str | os.PathLike],
+        input_spec: Mapping | None = None,
+        provenance: Mapping | None = None,
     ) -> None:
-        self.out_dir = Path(out_dir)
+        targets = out_dir if isinstance(out_dir, Mapping) else {"encoder": out_dir}
+        self.out_dirs = {name: Path(path) for name, path in targets.items()}
         self.input_spec = dict(input_spec or {})
         self.provenance = dict(provenance or {})
 
@@ -140,11 +148,11 @@ class ExportEncoderHandler:
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():
             return
-        tokenizer = unwrap_network(engine.network)
         provenance = {**self.provenance, "iterations": engine.state.iteration, "epochs": engine.state.epoch}
-        encoder = SliceEncoder.from_tokenizer(tokenizer)
-        paths = export_encoder(encoder, self.out_dir, self.input_spec, provenance)
-        logger.info("exported the encoder to %s", ", ".join(str(p) for p in paths))
+        for name, encoder in encoders_of(unwrap_network(engine.network)).items():
+            if name in self.out_dirs:
+                paths = export_encoder(encoder, self.out_dirs[name], self.input_spec, provenance)
+                logger.info("exported the %s to %s", name, ", ".join(str(p) for p in paths))
 
 
 class ReconstructionStripHandler:

@@ -1,0 +1,216 @@
+"""The encoders every pretraining variant exports (see :mod:`monai_slicenav.export` for the file format).
+
+* :class:`SliceEncoder` (``slice_tokenizer_encoder``): the stage-1 tokenizer's encoder, 2D slices -> latent grid.
+* :class:`ContextEncoder` (``slicenav_context_encoder``): tokenizer encoder + the stage-2 dynamics trunk over a short
+  trajectory; a single slice is a trajectory of one step.
+* :class:`VolumeEncoder` (``slicenav_volume_encoder``): the static-volume baseline's 3D encoder.
+
+Each has ``architecture``, ``spatial_dims``, ``out_channels``, ``arguments()`` (its constructor arguments, written to
+``encoder.json``) and ``from_pretrained(path)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from .networks.conv import ConvEncoderNet
+from .networks.dynamics import DynamicsConfig, LatentDynamics
+from .networks.navigator import SliceNavigator
+from .networks.quantizer import FSQ
+from .networks.tokenizer import SliceEncoderNet, SliceTokenizer, TokenizerConfig
+from .networks.volume_mae import VolumeMAE, VolumeMAEConfig
+
+__all__ = ["ENCODER_ARCHITECTURES", "SliceEncoder", "ContextEncoder", "VolumeEncoder", "encoders_of"]
+
+
+class _Exported(nn.Module):
+    architecture = ""
+    spatial_dims = 2
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
+        """Rebuild an exported encoder from a folder holding ``encoder.pt`` and ``encoder.json`` (or either file);
+        see :func:`monai_slicenav.export.load_encoder` (weights loaded with ``weights_only=True``)."""
+        from .export import load_encoder
+
+        return load_encoder(path, strict=strict, map_location=map_location)
+
+
+def _tokenizer_config(config: TokenizerConfig | Mapping) -> TokenizerConfig:
+    return config if isinstance(config, TokenizerConfig) else TokenizerConfig(**config)
+
+
+class SliceEncoder(_Exported):
+    """The exported 2D slice encoder: (B, C, h, w) slices -> (B, d, h / f, w / f) latent features.
+
+    ``quantize=True`` applies the tokenizer's FSQ (discrete tokens, as the dynamics model sees them); the default
+    returns the continuous latents, the richer features for downstream heads.
+
+    Args:
+        config: the tokenizer's :class:`~monai_slicenav.networks.TokenizerConfig` (or its fields as a dict).
+        quantize: return quantized tokens instead of continuous latents. Defaults to False.
+    """
+
+    architecture = "slice_tokenizer_encoder"
+
+    def __init__(self, config: TokenizerConfig | Mapping, quantize: bool = False) -> None:
+        super().__init__()
+        self.config = _tokenizer_config(config)
+        self.encoder = SliceEncoderNet(self.config)
+        if quantize and self.config.quantizer != "fsq":
+            raise ValueError("quantize=True needs a tokenizer with quantizer='fsq'.")
+        self.quantize = quantize
+        self.quantizer = FSQ(self.config.fsq_levels) if quantize else None  # no weights: rebuilt from the config
+
+    @property
+    def out_channels(self) -> int:
+        """d, the feature channels."""
+        return self.config.latent_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        latents = self.encoder(x)
+        return self.quantizer(latents) if self.quantizer is not None else latents
+
+    def arguments(self) -> dict:
+        """Constructor arguments, as written to ``encoder.json``."""
+        return {"config": self.config.to_dict(), "quantize": self.quantize}
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: SliceTokenizer, quantize: bool = False) -> SliceEncoder:
+        """The encoder half of a trained tokenizer (weights copied)."""
+        encoder = cls(tokenizer.config, quantize=quantize)
+        encoder.encoder.load_state_dict(tokenizer.encoder.state_dict())
+        return encoder
+
+
+class ContextEncoder(_Exported):
+    """Tokenizer encoder + stage-2 dynamics trunk: features of slices seen in the context of a short trajectory.
+
+    ``forward(x, actions=None)``: ``x`` is a slice (B, C, h, w) or a slice stack (B, T, C, h, w) with the actions
+    between its slices (B, T - 1, 7). A zero action ("stay") is appended for the last step, which has no successor.
+    Returns the continuous tokenizer latents concatenated with the trunk features (nearest-upsampled from the
+    transformer's patch grid): (B, [T,] d + width, h / f, w / f). Each step's features depend on that step and the
+    earlier ones only (the trunk is block-causal).
+
+    A dynamics model trained with ``action_mode="shuffled"`` is rebuilt as ``"aligned"`` (given the true actions):
+    the shuffling is a training ablation, not a property of the encoder.
+
+    Args:
+        tokenizer: the tokenizer's config (or its fields).
+        dynamics: the dynamics config (or its fields).
+    """
+
+    architecture = "slicenav_context_encoder"
+
+    def __init__(self, tokenizer: TokenizerConfig | Mapping, dynamics: DynamicsConfig | Mapping) -> None:
+        super().__init__()
+        self.tokenizer_config = _tokenizer_config(tokenizer)
+        fields = dynamics.to_dict() if isinstance(dynamics, DynamicsConfig) else dict(dynamics)
+        if fields.get("action_mode") == "shuffled":
+            fields["action_mode"] = "aligned"
+        self.encoder = SliceEncoderNet(self.tokenizer_config)
+        self.quantizer = FSQ(self.tokenizer_config.fsq_levels) if self.tokenizer_config.quantizer == "fsq" else None
+        self.dynamics = LatentDynamics(DynamicsConfig(**fields))
+
+    @property
+    def out_channels(self) -> int:
+        return self.tokenizer_config.latent_channels + self.dynamics.config.width
+
+    def forward(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        single = x.ndim == 4
+        stacks = x[:, None] if single else x
+        if stacks.ndim != 5:
+            raise ValueError(f"Expected slices (B, C, h, w) or stacks (B, T, C, h, w), got shape {tuple(x.shape)}.")
+        b, t = stacks.shape[:2]
+        if actions is None:
+            actions = stacks.new_zeros(b, t - 1, 7)
+        if tuple(actions.shape) != (b, t - 1, 7):
+            raise ValueError(f"Expected actions (B, T - 1, 7) = {(b, t - 1, 7)}, got {tuple(actions.shape)}.")
+        latents = self.encoder(stacks.flatten(0, 1))
+        tokens = self.quantizer(latents) if self.quantizer is not None else latents
+        tokens = tokens.reshape(b, t, *tokens.shape[1:])
+        padded = torch.cat([actions, actions.new_zeros(b, 1, 7)], dim=1)
+        self.dynamics._check(tokens, padded[:, :-1], min_steps=1)
+        grid = self.dynamics.feature_grid(self.dynamics.features(tokens, padded))  # (B, T, width, h/fp, w/fp)
+        patch = self.dynamics.config.patch
+        grid = grid.flatten(0, 1).repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+        features = torch.cat([latents, grid], dim=1).reshape(b, t, self.out_channels, *latents.shape[-2:])
+        return features[:, 0] if single else features
+
+    def arguments(self) -> dict:
+        return {"tokenizer": self.tokenizer_config.to_dict(), "dynamics": self.dynamics.config.to_dict()}
+
+    @classmethod
+    def from_navigator(cls, navigator: SliceNavigator) -> ContextEncoder:
+        """The context encoder of a trained :class:`~monai_slicenav.networks.SliceNavigator` (weights copied)."""
+        encoder = cls(navigator.tokenizer.config, navigator.dynamics.config)
+        encoder.encoder.load_state_dict(navigator.tokenizer.encoder.state_dict())
+        encoder.dynamics.load_state_dict(navigator.dynamics.state_dict())
+        return encoder
+
+
+class VolumeEncoder(_Exported):
+    """The static-volume baseline's encoder: (B, C, D, H, W) -> (B, latent, D / f, H / f, W / f).
+
+    A slice (B, C, h, w) is encoded as a one-voxel-thick volume and returns (B, latent, h / f, w / f), so slice-level
+    probes can compare it with the 2D encoders.
+
+    Args:
+        config: the :class:`~monai_slicenav.networks.VolumeMAEConfig` (or its fields).
+    """
+
+    architecture = "slicenav_volume_encoder"
+    spatial_dims = 3
+
+    def __init__(self, config: VolumeMAEConfig | Mapping) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, VolumeMAEConfig) else VolumeMAEConfig(**config)
+        cfg = self.config
+        self.encoder = ConvEncoderNet(3, cfg.in_channels, cfg.channels, cfg.num_res_units, cfg.latent_dim, cfg.norm)
+
+    @property
+    def out_channels(self) -> int:
+        return self.config.latent_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return self.encoder(x[:, :, None])[:, :, 0]
+        return self.encoder(x)
+
+    def arguments(self) -> dict:
+        return {"config": self.config.to_dict()}
+
+    @classmethod
+    def from_mae(cls, mae: VolumeMAE) -> VolumeEncoder:
+        """The encoder half of a trained :class:`~monai_slicenav.networks.VolumeMAE` (weights copied)."""
+        encoder = cls(mae.config)
+        encoder.encoder.load_state_dict(mae.encoder.state_dict())
+        return encoder
+
+
+ENCODER_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    cls.architecture: cls for cls in (SliceEncoder, ContextEncoder, VolumeEncoder)
+}
+
+
+def encoders_of(network: nn.Module) -> dict[str, nn.Module]:
+    """The exportable encoders of a trained pretraining network, by export name: ``encoder`` for every variant, and
+    ``context_encoder`` for the dynamics stage.
+
+    Raises:
+        TypeError: for a network that is not one of the pretraining networks.
+    """
+    if isinstance(network, SliceTokenizer):
+        return {"encoder": SliceEncoder.from_tokenizer(network)}
+    if isinstance(network, SliceNavigator):
+        return {
+            "encoder": SliceEncoder.from_tokenizer(network.tokenizer),
+            "context_encoder": ContextEncoder.from_navigator(network),
+        }
+    if isinstance(network, VolumeMAE):
+        return {"encoder": VolumeEncoder.from_mae(network)}
+    raise TypeError(f"No exportable encoder known for {type(network).__name__}.")

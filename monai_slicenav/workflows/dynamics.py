@@ -1,0 +1,228 @@
+"""What the dynamics bundle's ignite workflows call: the frozen tokenizer, batch preparation, navigation strips
+(true slices, tokenizer reconstructions, next-step predictions and open-loop rollouts) and the rollout writer."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import PrepareBatch
+from PIL import Image
+
+from ..export import load_into, load_state_dict
+from ..geometry import Pose
+from ..io import atomic_write_files
+from ..navigation import trajectory_to_dict
+from ..networks.navigator import SliceNavigator, rollout
+from ..networks.tokenizer import SliceTokenizer, TokenizerConfig
+from .tokenizer import unwrap_network
+
+__all__ = [
+    "load_tokenizer_weights",
+    "PrepareTrajectories",
+    "navigation_strip",
+    "NavigationStripHandler",
+    "RolloutWriter",
+]
+
+logger = logging.getLogger(__name__)
+
+STRIP_ROWS = ("true slice", "tokenizer reconstruction", "next-step prediction", "open-loop rollout")
+
+
+def load_tokenizer_weights(tokenizer: SliceTokenizer, source: str | os.PathLike) -> SliceTokenizer:
+    """Load trained weights into the (frozen) tokenizer of the dynamics stage and return it.
+
+    ``source`` is a trained tokenizer bundle (``models/model.pt``: encoder and decoder), a ``model.pt`` file, or
+    an exported encoder folder (``encoder.pt`` + ``encoder.json``: the encoder only; the decoder keeps its random
+    weights, so decoded predictions in TensorBoard and rollout strips are then meaningless, and a warning says so).
+    All loads use ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: when ``source`` holds none of these.
+        ValueError: when the weights or the export's config do not match ``tokenizer`` (keys or fields named).
+    """
+    source = Path(source)
+    candidates = [source] if source.is_file() else [source / "models" / "model.pt", source / "encoder.pt"]
+    weights = next((p for p in candidates if p.is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(
+            f"{source}: no trained tokenizer; expected one of {[str(p) for p in candidates]} "
+            "(train the slicenav_tokenizer bundle first, or point tokenizer_dir at its bundle root or export)."
+        )
+    state = load_state_dict(weights)
+    if weights.name == "encoder.pt":
+        record = json.loads((weights.parent / "encoder.json").read_text())
+        exported = TokenizerConfig(**record.get("arguments", {}).get("config", {}))
+        if exported != tokenizer.config:
+            raise ValueError(
+                f"{weights.parent}: the export's tokenizer config {exported} differs from {tokenizer.config}."
+            )
+        load_into(tokenizer.encoder, {k.removeprefix("encoder."): v for k, v in state.items()}, True, str(weights))
+        logger.warning(
+            "%s: encoder weights only; the tokenizer's decoder is untrained (decoded images are noise).", weights
+        )
+    else:
+        load_into(tokenizer, state, True, str(weights))
+    for parameter in tokenizer.parameters():
+        parameter.requires_grad_(False)
+    return tokenizer.eval()
+
+
+class PrepareTrajectories(PrepareBatch):
+    """``prepare_batch`` of the dynamics trainer and evaluator: returns the slice stacks (B, T, C, h, w) as inputs,
+    the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, and the actions (B, T - 1, 7) as the
+    network's second argument, so MONAI's ``SupervisedTrainer`` calls ``network(slices, actions)``. With
+    ``max_steps``, longer trajectories are cut to their first ``max_steps`` slices (inference on long trajectories).
+
+    Raises:
+        KeyError: when the batch lacks the slices, the actions or the poses.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        action_key: str = "actions",
+        target_keys: Sequence[str] = ("poses", "pose_vectors"),
+        max_steps: int | None = None,
+    ) -> None:
+        self.image_key, self.action_key, self.target_keys = image_key, action_key, tuple(target_keys)
+        self.max_steps = max_steps
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor], dict]:
+        missing = [k for k in (self.image_key, self.action_key, self.target_keys[0]) if k not in batchdata]
+        if missing:
+            raise KeyError(f"PrepareTrajectories: the batch lacks {missing} (keys: {list(batchdata)}).")
+
+        def move(key: str, steps: int | None) -> torch.Tensor:
+            value = torch.as_tensor(batchdata[key])[:, :steps]
+            return value.to(device=device, non_blocking=non_blocking, **kwargs)
+
+        cut = self.max_steps
+        targets = {key: move(key, cut) for key in self.target_keys if key in batchdata}
+        actions = move(self.action_key, None if cut is None else cut - 1)
+        return move(self.image_key, cut), targets, (actions,), {}
+
+
+@torch.no_grad()
+def navigation_strip(
+    navigator: SliceNavigator, slices: torch.Tensor, actions: torch.Tensor, max_slices: int = 8
+) -> torch.Tensor:
+    """A (4 h, n w) image of one trajectory's steps 1 .. n (rows: :data:`STRIP_ROWS`): the true slices, the
+    tokenizer's reconstructions of them, the dynamics' next-step predictions (from the true past) and an open-loop
+    rollout from slice 0 and the actions alone, each decoded through the tokenizer; clipped to [0, 1].
+
+    Args:
+        navigator: the trained model.
+        slices: one trajectory (T, C, h, w).
+        actions: its actions (T - 1, 7).
+        max_slices: at most this many steps are shown.
+    """
+    n = min(max_slices, len(slices) - 1)
+    stack, moves = slices[None, : n + 1], actions[None, :n]
+    decode = navigator.tokenizer.decode
+    tokens = navigator.tokens(stack)[0, 1:]
+    predicted = navigator.latents_of(navigator.dynamics(navigator.tokens(stack), moves))[0]
+    imagined = rollout(navigator, stack[:, :1], moves)[0]
+    rows = [stack[0, 1:], decode(tokens), decode(predicted), decode(imagined)]
+    images = [torch.cat(list(row[:, 0].float().cpu()), dim=1) for row in rows]
+    return torch.cat(images, dim=0).clamp(0.0, 1.0)
+
+
+class NavigationStripHandler:
+    """Log :func:`navigation_strip` of the first trajectory of the engine's last batch to TensorBoard when an epoch
+    completes (rows: true slices, reconstructions, next-step predictions, open-loop rollout).
+
+    Args:
+        summary_writer: a ``SummaryWriter``; ``log_dir`` makes one when omitted.
+        log_dir: TensorBoard folder when no writer is given.
+        max_slices: steps per strip.
+        tag: the image's tag.
+        global_step_transform: engine -> step shown in TensorBoard; defaults to the engine's epoch.
+    """
+
+    def __init__(
+        self,
+        summary_writer: Any = None,
+        log_dir: str = "./runs",
+        max_slices: int = 8,
+        tag: str = "true_recon_prediction_rollout",
+        global_step_transform: Any = None,
+    ) -> None:
+        if summary_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            summary_writer = SummaryWriter(log_dir=log_dir)
+        self.writer = summary_writer
+        self.max_slices = max_slices
+        self.tag = tag
+        self.global_step_transform = global_step_transform or (lambda engine: engine.state.epoch)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        navigator = unwrap_network(engine.network)
+        slices, actions = engine.state.output["image"][0], engine.state.batch["actions"][0].to(engine.state.device)
+        strip = navigation_strip(navigator, slices, actions, self.max_slices)
+        self.writer.add_image(self.tag, strip, self.global_step_transform(engine), dataformats="HW")
+        self.writer.flush()
+
+
+class RolloutWriter:
+    """Write, for each inferred trajectory, ``rollout.png`` (:func:`navigation_strip`: the true render above the
+    imagined navigation), ``rollout.json`` (latent MSE per step of the next-step predictions and of the open-loop
+    rollout) and ``trajectory.json`` (poses and actions) under ``<out_dir>/<name>``, atomically.
+
+    Args:
+        out_dir: destination folder.
+        max_slices: steps shown and scored.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, max_slices: int = 16) -> None:
+        self.out_dir = Path(out_dir)
+        self.max_slices = max_slices
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        navigator = unwrap_network(engine.network)
+        batch = engine.state.batch
+        slices, actions = engine.state.output["image"][0], batch["actions"][0].to(engine.state.device)
+        n = min(self.max_slices, len(slices) - 1)
+        with torch.no_grad():
+            truth = navigator.tokens(slices[None, : n + 1])[0, 1:]
+            predicted = navigator.latents_of(engine.state.output["pred"]["prediction"][:1, :n])[0]
+            imagined = rollout(navigator, slices[None, :1], actions[None, :n])[0]
+        scores = {
+            "steps": n,
+            "next_step_latent_mse": ((predicted - truth) ** 2).mean(dim=(1, 2, 3)).tolist(),
+            "rollout_latent_mse": ((imagined - truth) ** 2).mean(dim=(1, 2, 3)).tolist(),
+            "rows": list(STRIP_ROWS),
+        }
+        strip = navigation_strip(navigator, slices, actions, self.max_slices)
+        picture = io.BytesIO()
+        Image.fromarray((strip.numpy() * 255).round().astype("uint8")).save(picture, format="PNG")
+        record = trajectory_to_dict(Pose.from_tensor(batch["poses"][0]), batch["actions"][0], slices.shape[-2:])
+        target = self.out_dir / str(batch.get("name", [f"item_{engine.state.iteration:04d}"])[0])
+        atomic_write_files(
+            {
+                target / "rollout.png": picture.getvalue(),
+                target / "rollout.json": (json.dumps(scores, indent=2) + "\n").encode(),
+                target / "trajectory.json": (json.dumps(record, indent=2) + "\n").encode(),
+            }
+        )
