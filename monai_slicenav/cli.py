@@ -16,6 +16,7 @@ from .navigation import navigate, trajectory_to_dict
 from .pack import pack_bundle
 from .packaged import check_pair, load_packaged_manifest, manifest_dir
 from .phantom import shepp_logan_volume
+from .pretrain import pretrain
 from .visualize import action_caption, slice_grid
 
 __all__ = ["DataCLI", "SliceNavCLI", "main"]
@@ -115,15 +116,42 @@ class SliceNavCLI:
         json_path = atomic_write_json(out_dir / "trajectory.json", record)
         return {"png": str(png), "json": str(json_path)}
 
-    def export(self, bundle_dir: str, out: str) -> dict[str, str]:
-        """Export a trained tokenizer bundle's encoder as encoder.pt + encoder.json (the format every variant shares).
+    def export(self, bundle_dir: str, out: str, which: str = "encoder") -> dict[str, str]:
+        """Export a trained bundle's encoder as encoder.pt + encoder.json (the format every variant shares).
 
         Args:
-            bundle_dir: the bundle folder (with configs/ and models/model.pt).
+            bundle_dir: the bundle folder (with configs/ and models/model.pt): slicenav_tokenizer, slicenav_dynamics
+                or static_volume_baseline.
             out: output folder.
+            which: encoder (every bundle) or context_encoder (slicenav_dynamics).
         """
-        weights, meta = export_from_bundle(bundle_dir, out)
+        weights, meta = export_from_bundle(bundle_dir, out, which=which)
         return {"weights": str(weights), "config": str(meta)}
+
+    def pretrain(
+        self,
+        variant: str,
+        steps: int,
+        out: str,
+        seed: int = 0,
+        preset: str = "default",
+        cache_dir: str | None = None,
+    ) -> str:
+        """Pretrain one variant with a matched step budget and export its encoder to OUT/encoder.
+
+        Args:
+            variant: tokenizer_only | dynamics_aligned | dynamics_none | dynamics_shuffled | static_volume.
+            steps: optimizer steps in total (dynamics variants: half for the tokenizer, half for the dynamics).
+            out: output folder (encoder/, pretrain.json; slice_encoder/ for the dynamics variants).
+            seed: seeds data, initialisation and sampling.
+            preset: default (the bundles' sizes) | small (CPU-friendly) | micro (smoke test).
+            cache_dir: where stage runs are kept and reused (share it between variants); default OUT/stages.
+        """
+        record = pretrain(variant, steps, out, seed=seed, preset=preset, cache_dir=cache_dir)
+        for stage in record["stages"]:
+            state = "reused" if stage["reused"] else f"{stage['wall_s']} s"
+            print(f"{stage['bundle']}: {state}, validation {stage['val_metrics']}")
+        return record["encoder"]
 
     def pack(self, bundle_dir: str, out: str = ".") -> str:
         """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle.

@@ -26,7 +26,6 @@ from torch import nn
 
 from .encoders import ENCODER_ARCHITECTURES, ContextEncoder, SliceEncoder, VolumeEncoder, encoders_of
 from .io import atomic_write_files
-from .networks.tokenizer import SliceTokenizer
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -179,14 +178,25 @@ def export_encoder(
 
 
 def export_from_bundle(
-    bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, config: str = "configs/train.yaml"
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: str = "configs/train.yaml",
+    which: str = "encoder",
 ) -> tuple[Path, Path]:
-    """Export the encoder of a trained tokenizer bundle: its ``network_def`` rebuilt from ``config``, weights from
-    ``models/model.pt`` (loaded with ``weights_only=True``), provenance from ``configs/metadata.json``.
+    """Export an encoder of a trained pretraining bundle (tokenizer, dynamics or static-volume baseline): its
+    ``network_def`` rebuilt from ``config``, weights from ``models/model.pt`` (loaded with ``weights_only=True``),
+    provenance from ``configs/metadata.json``.
+
+    Args:
+        bundle_dir: the bundle folder.
+        out_dir: destination of ``encoder.pt`` + ``encoder.json``.
+        config: the config defining ``network_def``, relative to ``bundle_dir``.
+        which: ``encoder`` (every bundle) or ``context_encoder`` (the dynamics bundle).
 
     Raises:
         FileNotFoundError: when the bundle lacks the config, the metadata or the weights.
-        ValueError: when the weights do not fit the network (keys named) or are not a plain state dict.
+        ValueError: when the weights do not fit the network (keys named), are not a plain state dict, or the
+            network has no encoder called ``which``.
     """
     from monai.bundle import ConfigParser
 
@@ -199,10 +209,14 @@ def export_from_bundle(
     parser = ConfigParser()
     parser.read_config(str(paths["config"]))
     parser["bundle_root"] = str(bundle_dir)
-    tokenizer = parser.get_parsed_content("network_def", instantiate=True)
-    if not isinstance(tokenizer, SliceTokenizer):
-        raise ValueError(f"{paths['config']}: network_def is a {type(tokenizer).__name__}, not a SliceTokenizer.")
-    load_into(tokenizer, load_state_dict(paths["weights"]), strict=True, source=str(paths["weights"]))
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    load_into(network, load_state_dict(paths["weights"]), strict=True, source=str(paths["weights"]))
+    try:
+        encoders = encoders_of(network)
+    except TypeError as err:
+        raise ValueError(f"{paths['config']}: {err}") from err
+    if which not in encoders:
+        raise ValueError(f"{bundle_dir}: no encoder {which!r}; this bundle exports {sorted(encoders)}.")
     metadata = json.loads(paths["metadata"].read_text())
     provenance = {
         "bundle": metadata.get("name", bundle_dir.name),
@@ -211,4 +225,4 @@ def export_from_bundle(
         "data": metadata.get("data_source"),
     }
     input_spec = parser.get_parsed_content("encoder_input_spec") if "encoder_input_spec" in parser else {}
-    return export_encoder(SliceEncoder.from_tokenizer(tokenizer), out_dir, input_spec, provenance)
+    return export_encoder(encoders[which], out_dir, input_spec, provenance)

@@ -8,6 +8,7 @@ from .dynamics import (
     load_tokenizer_weights,
     navigation_strip,
 )
+from .static import PrepareMaskedVolumes, VolumeReconstructionWriter, masked_strip
 from .tokenizer import (
     ExportEncoderHandler,
     PrepareSlices,
@@ -20,6 +21,9 @@ from .tokenizer import (
 )
 
 __all__ = [
+    "PrepareMaskedVolumes",
+    "VolumeReconstructionWriter",
+    "masked_strip",
     "NavigationStripHandler",
     "PrepareTrajectories",
     "RolloutWriter",

@@ -1,0 +1,230 @@
+"""One entry point for every pretraining variant (``slicenav pretrain``), with a matched step budget.
+
+Variants and what their ``steps`` optimizer steps buy:
+
+* ``tokenizer_only``: the slice tokenizer bundle, all steps (its encoder is exported);
+* ``dynamics_aligned`` / ``dynamics_none`` / ``dynamics_shuffled``: the same two-stage method, half the steps for
+  the tokenizer (stage 1, shared by the three, trained once) and half for the dynamics bundle (stage 2) with
+  ``action_mode`` aligned, none or shuffled; the context encoder is the variant's encoder, the tokenizer's encoder
+  is exported beside it;
+* ``static_volume``: the 3D masked-autoencoder baseline, all steps.
+
+Every stage runs its bundle through MONAI's ``ConfigWorkflow`` in ``<cache_dir>/<bundle>-<hash>``, where the hash
+covers the bundle config, the overrides, the steps and the package version: a finished stage with the same hash is
+reused, not retrained. ``<out>/encoder`` always holds the variant's encoder and ``<out>/pretrain.json`` the record
+(stages, hashes, wall times, final validation metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .io import atomic_write_files, atomic_write_json
+
+__all__ = ["VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("tokenizer_only", "dynamics_aligned", "dynamics_none", "dynamics_shuffled", "static_volume")
+
+# Sizes of data and networks. "default" keeps each bundle's own values.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "small": {  # CPU-friendly: 96^3 volumes, 64^2 slices, narrower networks
+        "data": {"num_synthetic": 8, "synth_size": 96, "slice_size": 64, "crop_size": 48, "num_steps": 7},
+        "channels": [16, 32, 64],
+        "dynamics": {"width": 64, "depth": 2, "heads": 4},
+    },
+    "micro": {  # smoke tests: seconds per stage
+        "data": {
+            "num_synthetic": 2,
+            "num_val_synthetic": 1,
+            "synth_size": 40,
+            "slice_size": 32,
+            "crop_size": 32,
+            "num_steps": 3,
+            "batch_size": 1,
+            "num_workers": 0,
+        },
+        "channels": [8, 16, 32],
+        "dynamics": {"width": 32, "depth": 1, "heads": 2},
+    },
+}
+
+_STAGE_ENCODERS = {"slicenav_tokenizer": "encoder", "slicenav_dynamics": "context_encoder"}
+
+
+def bundles_dir() -> Path:
+    """The folder holding the bundles: the repository's ``bundles/`` (editable installs), else the copy installed
+    under ``<prefix>/share/monai_slicenav/bundles``.
+
+    Raises:
+        FileNotFoundError: when neither exists.
+    """
+    for candidate in (
+        Path(__file__).resolve().parents[1] / "bundles",
+        Path(sys.prefix) / "share/monai_slicenav/bundles",
+    ):
+        if (candidate / "slicenav_tokenizer" / "configs" / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("The monai_slicenav bundles are not installed (no bundles/slicenav_tokenizer/configs).")
+
+
+def stage_overrides(bundle: str, preset: Mapping, steps: int, seed: int, extra: Mapping | None = None) -> dict:
+    """The ``ConfigWorkflow`` overrides of one stage: the preset's data settings this bundle knows, its network
+    sizes, the seed and one epoch of ``steps`` iterations validated at the end."""
+    from monai.bundle import ConfigParser
+
+    known = ConfigParser.load_config_file(str(bundles_dir() / bundle / "configs" / "train.yaml"))
+    overrides = {k: v for k, v in dict(preset.get("data", {})).items() if k in known}
+    channels = preset.get("channels")
+    if channels:
+        key = "tokenizer_config#channels" if bundle == "slicenav_dynamics" else "network_def#channels"
+        overrides[key] = list(channels)
+    if bundle == "slicenav_dynamics":
+        overrides.update({f"dynamics_config#{k}": v for k, v in dict(preset.get("dynamics", {})).items()})
+    overrides.update({"seed": int(seed), "max_epochs": 1, "epoch_length": int(steps), "val_interval": 1})
+    overrides.update(extra or {})
+    return overrides
+
+
+def _config_hash(bundle: str, overrides: Mapping) -> str:
+    from . import __version__
+
+    text = (bundles_dir() / bundle / "configs" / "train.yaml").read_text()
+    payload = json.dumps(
+        {"bundle": bundle, "config": text, "overrides": overrides, "version": __version__}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> dict:
+    """Train one bundle with ``overrides`` in ``<cache_dir>/<bundle>-<hash>``, or reuse a finished run there.
+
+    Returns:
+        the stage record: bundle, root, hash, overrides, wall time, final validation metrics, reused.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    digest = _config_hash(bundle, overrides)
+    root = Path(cache_dir) / f"{bundle}-{digest[:12]}"
+    record_path = root / "stage.json"
+    if record_path.is_file() and (root / "models" / "model.pt").is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("hash") == digest:
+            logger.info("%s: reusing the finished run in %s", bundle, root)
+            return {**record, "reused": True}
+    if (root / "models").exists():  # an interrupted run of the same config: start it again cleanly
+        shutil.rmtree(root / "models")
+    configs = bundles_dir() / bundle / "configs"
+    logger.info("%s: training %s iterations in %s", bundle, overrides.get("epoch_length"), root)
+    start = time.perf_counter()
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "train.yaml"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type="train",
+        bundle_root=str(root),
+        **dict(overrides),
+    )
+    workflow.initialize()
+    workflow.run()
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    metrics = {k: float(v) for k, v in evaluator.state.metrics.items()}
+    workflow.finalize()
+    record = {
+        "bundle": bundle,
+        "root": str(root),
+        "hash": digest,
+        "overrides": dict(overrides),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "val_metrics": metrics,
+    }
+    atomic_write_json(record_path, record)
+    return {**record, "reused": False}
+
+
+def _copy_export(source: Path, target: Path) -> None:
+    atomic_write_files({target / name: (source / name).read_bytes() for name in ("encoder.pt", "encoder.json")})
+
+
+def pretrain(
+    variant: str,
+    steps: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    preset: str = "default",
+    cache_dir: str | os.PathLike | None = None,
+    extra_overrides: Mapping | None = None,
+) -> dict:
+    """Pretrain one variant with a budget of ``steps`` optimizer steps and export its encoder to ``<out>/encoder``.
+
+    Args:
+        variant: one of :data:`VARIANTS`.
+        steps: optimizer steps in total (the dynamics variants split them between their two stages).
+        out: output folder: ``encoder/`` (+ ``slice_encoder/`` for the dynamics variants) and ``pretrain.json``.
+        seed: seeds data, initialisation and sampling of every stage.
+        preset: data and network sizes, one of :data:`PRESETS`.
+        cache_dir: where stage runs live and are reused; defaults to ``<out>/stages``. Share it between variants
+            to train the common tokenizer stage once.
+        extra_overrides: more ``ConfigWorkflow`` overrides for every stage (e.g. ``{"include_packaged": True}``).
+
+    Returns:
+        the record written to ``pretrain.json``.
+
+    Raises:
+        ValueError: for an unknown variant or preset, or fewer steps than stages.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
+    dynamics = variant.startswith("dynamics_")
+    if int(steps) < (2 if dynamics else 1):
+        raise ValueError(f"{variant} needs at least {2 if dynamics else 1} steps, got {steps}.")
+    out = Path(out)
+    cache = Path(cache_dir) if cache_dir is not None else out / "stages"
+    settings, extra = PRESETS[preset], dict(extra_overrides or {})
+    start = time.perf_counter()
+    stages = []
+    if variant == "static_volume":
+        stages.append(
+            run_stage(
+                "static_volume_baseline", stage_overrides("static_volume_baseline", settings, steps, seed, extra), cache
+            )
+        )
+    elif variant == "tokenizer_only":
+        stages.append(
+            run_stage("slicenav_tokenizer", stage_overrides("slicenav_tokenizer", settings, steps, seed, extra), cache)
+        )
+    else:
+        first = int(steps) // 2
+        tokenizer = run_stage(
+            "slicenav_tokenizer", stage_overrides("slicenav_tokenizer", settings, first, seed, extra), cache
+        )
+        stage2 = {**extra, "action_mode": variant.removeprefix("dynamics_"), "tokenizer_dir": tokenizer["root"]}
+        overrides = stage_overrides("slicenav_dynamics", settings, int(steps) - first, seed, stage2)
+        stages += [tokenizer, run_stage("slicenav_dynamics", overrides, cache)]
+    final = Path(stages[-1]["root"]) / "models"
+    _copy_export(final / _STAGE_ENCODERS.get(stages[-1]["bundle"], "encoder"), out / "encoder")
+    if dynamics:
+        _copy_export(final / "encoder", out / "slice_encoder")
+    record = {
+        "variant": variant,
+        "steps": int(steps),
+        "seed": int(seed),
+        "preset": preset,
+        "encoder": str(out / "encoder"),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "stages": stages,
+    }
+    atomic_write_json(out / "pretrain.json", record)
+    return record
