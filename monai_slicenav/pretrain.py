@@ -139,6 +139,8 @@ def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> 
     workflow.run()
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     metrics = {k: float(v) for k, v in evaluator.state.metrics.items()}
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    train_s = float(trainer.state.times.get("EPOCH_COMPLETED") or 0.0)  # the epochs' iterations, no validation
     workflow.finalize()
     record = {
         "bundle": bundle,
@@ -146,6 +148,7 @@ def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> 
         "hash": digest,
         "overrides": dict(overrides),
         "wall_s": round(time.perf_counter() - start, 2),
+        "steps_per_s": round(trainer.state.iteration / train_s, 3) if train_s > 0 else None,
         "val_metrics": metrics,
     }
     atomic_write_json(record_path, record)

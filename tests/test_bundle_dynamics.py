@@ -1,0 +1,218 @@
+"""The dynamics and static-volume bundles run through MONAI's ConfigWorkflow on tiny data, train, export and infer;
+``slicenav pretrain`` runs every variant and reuses shared stages."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow, verify_metadata
+from PIL import Image
+
+from monai_slicenav.cli import main
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
+from monai_slicenav.export import load_encoder
+from monai_slicenav.networks import SliceTokenizer
+from monai_slicenav.pretrain import VARIANTS, pretrain
+from monai_slicenav.workflows import load_tokenizer_weights
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
+TINY = {
+    "num_synthetic": 1,
+    "num_val_synthetic": 1,
+    "synth_size": 40,
+    "slice_size": 32,
+    "num_steps": 3,
+    "batch_size": 1,
+    "num_workers": 0,
+}
+SMALL_NETS = {"tokenizer_config#channels": [8, 16, 16], "dynamics_config#width": 32, "dynamics_config#depth": 1}
+
+
+def workflow(bundle: str, root: Path, config: str = "train.yaml", **overrides) -> ConfigWorkflow:
+    configs = BUNDLES / bundle / "configs"
+    return ConfigWorkflow(
+        config_file=str(configs / config),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type="train" if config == "train.yaml" else "infer",
+        bundle_root=str(root),
+        **overrides,
+    )
+
+
+def run_recording_losses(flow: ConfigWorkflow) -> list[float]:
+    flow.initialize()
+    assert not flow.check_properties()
+    losses: list[float] = []
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
+    flow.run()
+    flow.finalize()
+    return losses
+
+
+@pytest.fixture(scope="module")
+def tokenizer_bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tokenizer")
+    flow = workflow(
+        "slicenav_tokenizer", root, **TINY, max_epochs=2, val_interval=5, **{"network_def#channels": [8, 16, 16]}
+    )
+    run_recording_losses(flow)
+    return root
+
+
+def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path):
+    flow = workflow(
+        "slicenav_dynamics",
+        tmp_path,
+        **TINY,
+        **SMALL_NETS,
+        tokenizer_dir=str(tokenizer_bundle),
+        trajectories_per_volume=4,
+        max_epochs=12,
+        val_interval=6,
+        learning_rate=0.003,
+        gap_weight=0.5,
+    )
+    losses = run_recording_losses(flow)
+    assert len(losses) == 12 and sum(losses[-3:]) < 0.6 * sum(losses[:3])
+
+    # the frozen tokenizer inside the trained model equals the tokenizer bundle's weights
+    trained = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    tokenizer_state = torch.load(tokenizer_bundle / "models" / "model.pt", weights_only=True)
+    for key, value in tokenizer_state.items():
+        assert torch.equal(trained[f"tokenizer.{key}"], value), key
+
+    slice_encoder = load_encoder(tmp_path / "models" / "encoder").eval()
+    context_encoder = load_encoder(tmp_path / "models" / "context_encoder").eval()
+    assert isinstance(slice_encoder, SliceEncoder) and isinstance(context_encoder, ContextEncoder)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(context_encoder(x)[:, :4], slice_encoder(x))
+    record = json.loads((tmp_path / "models" / "context_encoder" / "encoder.json").read_text())
+    assert record["provenance"]["bundle"] == "slicenav_dynamics" and record["provenance"]["iterations"] == 12
+    assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
+
+    infer = workflow(
+        "slicenav_dynamics",
+        tmp_path,
+        "inference.yaml",
+        slice_size=32,
+        num_steps=3,
+        gap_head=True,
+        **SMALL_NETS,
+        **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40, "cache_dir": str(tmp_path / "data")}},
+    )
+    infer.initialize()
+    infer.run()
+    infer.finalize()
+    out = next((tmp_path / "eval" / "inference").iterdir())
+    scores = json.loads((out / "rollout.json").read_text())
+    assert scores["steps"] == 3 and scores["rollout_latent_mse"][0] == pytest.approx(scores["next_step_latent_mse"][0])
+    assert Image.open(out / "rollout.png").size == (3 * 32, 4 * 32)
+
+
+def test_tokenizer_weights_from_an_export_or_errors(tokenizer_bundle, tmp_path):
+    tokenizer = SliceTokenizer(channels=(8, 16, 16), fsq_levels=(8, 5, 5, 5))
+    loaded = load_tokenizer_weights(tokenizer, tokenizer_bundle / "models" / "encoder")
+    reference = SliceEncoder.from_pretrained(tokenizer_bundle / "models" / "encoder").eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encoder(x), reference(x))
+    assert not any(p.requires_grad for p in loaded.parameters())
+    with pytest.raises(FileNotFoundError, match="train the slicenav_tokenizer bundle first"):
+        load_tokenizer_weights(tokenizer, tmp_path)
+    with pytest.raises(ValueError, match="differs"):
+        load_tokenizer_weights(SliceTokenizer(channels=(8, 16)), tokenizer_bundle / "models" / "encoder")
+
+
+def test_static_volume_bundle_trains_exports_and_infers(tmp_path):
+    flow = workflow(
+        "static_volume_baseline",
+        tmp_path,
+        **{k: v for k, v in TINY.items() if k not in ("slice_size", "num_steps")},
+        crop_size=32,
+        max_epochs=8,
+        val_interval=8,
+        learning_rate=0.003,
+        **{"network_def#channels": [8, 16, 16]},
+    )
+    losses = run_recording_losses(flow)
+    assert sum(losses[-2:]) < 0.8 * sum(losses[:2])
+    encoder = load_encoder(tmp_path / "models" / "encoder")
+    assert isinstance(encoder, VolumeEncoder)
+    infer = workflow(
+        "static_volume_baseline",
+        tmp_path,
+        "inference.yaml",
+        crop_size=32,
+        **{"network_def#channels": [8, 16, 16]},
+        **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40, "cache_dir": str(tmp_path / "data")}},
+    )
+    infer.initialize()
+    infer.run()
+    infer.finalize()
+    out = next((tmp_path / "eval" / "inference").iterdir())
+    scores = json.loads((out / "reconstruction.json").read_text())
+    assert scores["hidden_fraction"] == pytest.approx(0.6, abs=0.05) and 0 <= scores["hidden_mae"] < 1
+
+
+@pytest.mark.parametrize("bundle", ["slicenav_dynamics", "static_volume_baseline"])
+def test_metadata_verifies_offline(bundle):
+    verify_metadata(meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    records = {v: pretrain(v, 4, tmp_path / v, preset="micro", cache_dir=cache) for v in VARIANTS}
+    kinds = {v: type(load_encoder(tmp_path / v / "encoder")).__name__ for v in VARIANTS}
+    assert kinds == {
+        "tokenizer_only": "SliceEncoder",
+        "dynamics_aligned": "ContextEncoder",
+        "dynamics_none": "ContextEncoder",
+        "dynamics_shuffled": "ContextEncoder",
+        "static_volume": "VolumeEncoder",
+    }
+    assert isinstance(load_encoder(tmp_path / "dynamics_none" / "slice_encoder"), SliceEncoder)
+    # the three dynamics variants share one stage-1 tokenizer (2 of the 4 steps), trained once
+    stage1 = [records[v]["stages"][0] for v in ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")]
+    assert len({s["root"] for s in stage1}) == 1 and [s["reused"] for s in stage1] == [False, True, True]
+    assert (
+        stage1[0]["overrides"]["epoch_length"] == 2
+        and records["static_volume"]["stages"][0]["overrides"]["epoch_length"] == 4
+    )
+    modes = {records[v]["stages"][1]["overrides"]["action_mode"] for v in stage1_variants()}
+    assert modes == {"aligned", "none", "shuffled"}
+    assert all(
+        torch.isfinite(torch.tensor(list(s["val_metrics"].values()))).all()
+        for r in records.values()
+        for s in r["stages"]
+    )
+
+    main(
+        [
+            "pretrain",
+            "--variant",
+            "dynamics_aligned",
+            "--steps",
+            "4",
+            "--out",
+            str(tmp_path / "cli"),
+            "--preset",
+            "micro",
+            "--cache_dir",
+            str(cache),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert printed.count("reused") == 2  # both stages found in the cache
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--variant", "dynamics_sideways", "--steps", "4", "--out", str(tmp_path / "bad")])
+    assert "variant must be one of" in capsys.readouterr().err
+
+
+def stage1_variants() -> tuple[str, ...]:
+    return ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")
