@@ -28,6 +28,7 @@ TINY = {
     "batch_size": 1,
     "num_workers": 0,
 }
+DYNAMICS_VARIANTS = ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")
 SMALL_NETS = {"tokenizer_config#channels": [8, 16, 16], "dynamics_config#width": 32, "dynamics_config#depth": 1}
 
 
@@ -178,41 +179,19 @@ def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
     }
     assert isinstance(load_encoder(tmp_path / "dynamics_none" / "slice_encoder"), SliceEncoder)
     # the three dynamics variants share one stage-1 tokenizer (2 of the 4 steps), trained once
-    stage1 = [records[v]["stages"][0] for v in ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")]
+    stage1 = [records[v]["stages"][0] for v in DYNAMICS_VARIANTS]
     assert len({s["root"] for s in stage1}) == 1 and [s["reused"] for s in stage1] == [False, True, True]
-    assert (
-        stage1[0]["overrides"]["epoch_length"] == 2
-        and records["static_volume"]["stages"][0]["overrides"]["epoch_length"] == 4
-    )
-    modes = {records[v]["stages"][1]["overrides"]["action_mode"] for v in stage1_variants()}
+    assert stage1[0]["overrides"]["epoch_length"] == 2
+    assert records["static_volume"]["stages"][0]["overrides"]["epoch_length"] == 4
+    modes = {records[v]["stages"][1]["overrides"]["action_mode"] for v in DYNAMICS_VARIANTS}
     assert modes == {"aligned", "none", "shuffled"}
-    assert all(
-        torch.isfinite(torch.tensor(list(s["val_metrics"].values()))).all()
-        for r in records.values()
-        for s in r["stages"]
-    )
+    metrics = [value for r in records.values() for s in r["stages"] for value in s["val_metrics"].values()]
+    assert metrics and torch.isfinite(torch.tensor(metrics)).all()
 
-    main(
-        [
-            "pretrain",
-            "--variant",
-            "dynamics_aligned",
-            "--steps",
-            "4",
-            "--out",
-            str(tmp_path / "cli"),
-            "--preset",
-            "micro",
-            "--cache_dir",
-            str(cache),
-        ]
-    )
+    out = str(tmp_path / "cli")
+    main(["pretrain", "dynamics_aligned", "4", out, "--preset", "micro", "--cache_dir", str(cache)])
     printed = capsys.readouterr().out
     assert printed.count("reused") == 2  # both stages found in the cache
     with pytest.raises(SystemExit):
         main(["pretrain", "--variant", "dynamics_sideways", "--steps", "4", "--out", str(tmp_path / "bad")])
     assert "variant must be one of" in capsys.readouterr().err
-
-
-def stage1_variants() -> tuple[str, ...]:
-    return ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")
