@@ -3,6 +3,7 @@
 from .data import embedded_datalist, file_datalist
 from .export import SliceEncoder, export_encoder
 from .geometry import Pose, apply_action, compose_actions, invert_action, relative, slice_points
+from .lift3d import Lift3D, SliceNavBackbone, register_backbone
 from .networks import LatentDynamics, SliceTokenizer
 from .transforms import (
     EmbeddedVolumed,
@@ -40,6 +41,9 @@ __all__ = [
     "LatentDynamics",
     "SliceEncoder",
     "export_encoder",
+    "Lift3D",
+    "SliceNavBackbone",
+    "register_backbone",
     "as_volume",
     "foreground_box",
     "voxel_slice_pose",

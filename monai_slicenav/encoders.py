@@ -5,8 +5,9 @@
   trajectory; a single slice is a trajectory of one step.
 * :class:`VolumeEncoder` (``slicenav_volume_encoder``): the static-volume baseline's 3D encoder.
 
-Each has ``architecture``, ``spatial_dims``, ``out_channels``, ``arguments()`` (its constructor arguments, written to
-``encoder.json``) and ``from_pretrained(path)``.
+Each has ``architecture``, ``spatial_dims``, ``out_channels``, ``pyramid(x)`` (multi-scale features at strides 2, 4,
+8, with ``pyramid_channels``), ``arguments()`` (its constructor arguments, written to ``encoder.json``) and
+``from_pretrained(path)``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ class SliceEncoder(_Exported):
         latents = self.encoder(x)
         return self.quantizer(latents) if self.quantizer is not None else latents
 
+    @property
+    def pyramid_channels(self) -> tuple[int, ...]:
+        """Channels of :meth:`pyramid`'s outputs."""
+        return self.config.channels
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features of slices (B, C, h, w): every stage's output, at strides 2, 4, ... f."""
+        return self.encoder.pyramid(x)
+
     def arguments(self) -> dict:
         """Constructor arguments, as written to ``encoder.json``."""
         return {"config": self.config.to_dict(), "quantize": self.quantize}
@@ -141,6 +151,23 @@ class ContextEncoder(_Exported):
         features = torch.cat([latents, grid], dim=1).reshape(b, t, self.out_channels, *latents.shape[-2:])
         return features[:, 0] if single else features
 
+    @property
+    def pyramid_channels(self) -> tuple[int, ...]:
+        """Channels of :meth:`pyramid`'s outputs: the tokenizer's stages, the last one widened by the trunk."""
+        return (*self.tokenizer_config.channels[:-1], self.tokenizer_config.channels[-1] + self.dynamics.config.width)
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features of single slices (B, C, h, w): the tokenizer encoder's stages, the coarsest one
+        concatenated with the dynamics trunk's features of the slice (a one-step trajectory)."""
+        stages = self.encoder.pyramid(x)
+        latents = self.encoder.to_latent(stages[-1])
+        tokens = self.quantizer(latents) if self.quantizer is not None else latents
+        actions = x.new_zeros(len(x), 1, 7)
+        grid = self.dynamics.feature_grid(self.dynamics.features(tokens[:, None], actions))[:, 0]
+        patch = self.dynamics.config.patch
+        grid = grid.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+        return [*stages[:-1], torch.cat([stages[-1], grid], dim=1)]
+
     def arguments(self) -> dict:
         return {"tokenizer": self.tokenizer_config.to_dict(), "dynamics": self.dynamics.config.to_dict()}
 
@@ -180,6 +207,14 @@ class VolumeEncoder(_Exported):
         if x.ndim == 4:
             return self.encoder(x[:, :, None])[:, :, 0]
         return self.encoder(x)
+
+    @property
+    def pyramid_channels(self) -> tuple[int, ...]:
+        return self.config.channels
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features of volumes (B, C, D, H, W): every stage's output, at strides 2, 4, ... f."""
+        return self.encoder.pyramid(x)
 
     def arguments(self) -> dict:
         return {"config": self.config.to_dict()}
