@@ -1,0 +1,131 @@
+"""The segmentation bundle: few-shot training from an exported encoder, evaluation writing Dice files, inference
+back onto the input grid; the coarse label merge and the deformed copies checked by value."""
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata
+from monai.transforms import Compose, Spacingd
+
+from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.export import export_encoder
+from monai_slicenav.networks import TokenizerConfig
+from monai_slicenav.segmentation import (
+    CoarseLabelsd,
+    DeformedCopyd,
+    coarse_label_names,
+    fewshot_split,
+    labelled_case,
+    load_coarse_labels,
+)
+from monai_slicenav.transforms import EmbeddedVolumed
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_segmentation" / "configs"
+SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
+TINY = {"spacing_mm": 4.0, "roi_size": 32, "samples_per_volume": 2, "decoder_channels": [16, 8, 8]}
+
+try:
+    fewshot_split(1)
+    HAVE_DATA = True
+except (FileNotFoundError, StopIteration):
+    HAVE_DATA = False
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="packaged volumes absent (pip '.[data]' + Debian mricron-data)")
+
+
+def test_merge_tables_cover_every_atlas_value():
+    table = load_coarse_labels()
+    assert coarse_label_names() == ["background", "frontal", "parietal", "temporal", "occipital", "limbic_insula"]
+    assert sorted(map(int, table["pairs"]["mni152_harvard_oxford"]["merge"])) == list(range(1, 49))
+    aal = table["pairs"]["colin27_brain_aal"]
+    assert aal["names"]["1"] == "Precentral_L" and aal["merge"]["1"] == 1  # frontal
+    assert aal["merge"][next(k for k, n in aal["names"].items() if n == "Thalamus_L")] == 0  # not cortical
+
+
+@needs_data
+def test_coarse_labels_and_deformed_copies():
+    chain = Compose(
+        [EmbeddedVolumed(), CoarseLabelsd(), Spacingd(("image", "label"), 4.0, mode=("bilinear", "nearest"))]
+    )
+    original = chain(labelled_case("colin27_brain_aal"))
+    atlas = EmbeddedVolumed()(labelled_case("colin27_brain_aal"))["label"]
+    precentral = atlas == 1
+    assert torch.all(CoarseLabelsd()({"label": atlas, "pair": "colin27_brain_aal"})["label"][precentral] == 1)
+    assert set(torch.unique(original["label"]).tolist()) == {0, 1, 2, 3, 4, 5}
+    copy = DeformedCopyd()({**original, "copy_seed": 3})
+    again = DeformedCopyd()({**original, "copy_seed": 3})
+    assert torch.equal(copy["label"], again["label"]) and torch.equal(copy["image"], again["image"])
+    changed = (copy["label"] != original["label"]).float().mean().item()
+    assert 0.005 < changed < 0.3  # a smooth deformation, not identity, not noise
+    with pytest.raises(ValueError, match="not in the merge table"):
+        CoarseLabelsd()({"label": torch.full((1, 2, 2, 2), 200), "pair": "mni152_harvard_oxford"})
+
+
+@needs_data
+def test_train_then_evaluate_writes_dice(tmp_path):
+    torch.manual_seed(0)
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16, 16)))
+    export_encoder(encoder, tmp_path / "encoder")
+    settings = {**TINY, "encoder_path": str(tmp_path / "encoder"), "frozen": True}
+    train = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.yaml"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="train",
+        bundle_root=str(tmp_path),
+        num_train=1,
+        max_epochs=2,
+        epoch_length=2,
+        val_interval=2,
+        **settings,
+    )
+    train.initialize()
+    assert not train.check_properties()
+    train.run()
+    train.finalize()
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    key = "encoder.stages.0.0.conv.weight"
+    assert torch.equal(state[f"encoder.encoder.{key}"], encoder.state_dict()[key])  # frozen pretrained weights
+
+    evaluate = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="eval",
+        bundle_root=str(tmp_path),
+        **settings,
+    )
+    evaluate.initialize()
+    evaluate.run()
+    evaluate.finalize()
+    with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["filename"] for r in rows] == ["mni152_harvard_oxford"]
+    dice = [float(rows[0][f"class{k}"]) for k in range(5)]
+    assert all(0.0 <= d <= 1.0 for d in dice) and float(rows[0]["mean"]) == pytest.approx(np.mean(dice), abs=1e-6)
+    assert (tmp_path / "eval" / "metrics.csv").read_text().startswith("val_mean_dice")
+
+    image = tmp_path / "head.nii.gz"
+    affine = np.array([[-2.0, 0, 0, 40], [0, 2.5, 0, -30], [0, 0, 2.0, -20], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((30, 27, 25)).astype(np.float32), affine), str(image))
+    infer = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.yaml"),
+        workflow_type="infer",
+        bundle_root=str(tmp_path),
+        image=str(image),
+        **{k: v for k, v in settings.items() if k != "frozen" and k != "samples_per_volume"},
+    )
+    infer.initialize()
+    infer.run()
+    infer.finalize()
+    seg = nib.load(str(tmp_path / "eval" / "inference" / "head" / "head_seg.nii.gz"))
+    assert seg.shape == (30, 27, 25) and np.allclose(seg.affine, affine)
+    assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(6))
+
+
+def test_metadata_verifies_offline():
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    record = json.loads((CONFIGS / "metadata.json").read_text())
+    assert record["network_data_format"]["outputs"]["pred"]["num_channels"] == len(coarse_label_names())
