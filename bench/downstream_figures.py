@@ -46,7 +46,14 @@ def main() -> None:
     parser.add_argument("--skip_segmentation", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
-    settings = {"spacing_mm": args.spacing, "roi_size": 48, "max_epochs": 6, "epoch_length": 10, "val_interval": 6}
+    settings = {
+        "spacing_mm": args.spacing,
+        "roi_size": 48,
+        "samples_per_volume": 2,
+        "max_epochs": 4,
+        "epoch_length": 10,
+    }
+    settings["val_interval"] = settings["max_epochs"]
     rows = []
     if not args.skip_segmentation:
         for n in args.shots:

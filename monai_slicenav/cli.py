@@ -17,6 +17,7 @@ from .pack import pack_bundle
 from .packaged import check_pair, load_packaged_manifest, manifest_dir
 from .phantom import shepp_logan_volume
 from .pretrain import pretrain
+from .segmentation import COARSE_LABELS
 from .visualize import action_caption, slice_grid
 
 __all__ = ["DataCLI", "SliceNavCLI", "main"]
@@ -36,7 +37,8 @@ class DataCLI:
         for pair in manifest["pairs"]:
             check = check_pair(pair, volumes)
             print(f"  [{'x' if check.usable else ' '}] {check.message}")
-        names = sorted(p.stem for p in manifest_dir().glob("*.json") if p.name != "packaged_volumes.json")
+        not_datasets = {"packaged_volumes.json", COARSE_LABELS}
+        names = sorted(p.stem for p in manifest_dir().glob("*.json") if p.name not in not_datasets)
         print("public datasets you download yourself (slicenav data check NAME --root DIR):")
         for name in names:
             record = load_manifest(name)

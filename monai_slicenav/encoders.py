@@ -32,6 +32,15 @@ class _Exported(nn.Module):
     architecture = ""
     spatial_dims = 2
 
+    @property
+    def pyramid_channels(self) -> tuple[int, ...]:
+        """Channels of :meth:`pyramid`'s outputs."""
+        return self.config.channels
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features (B, C, *S): every encoder stage's output, at strides 2, 4, ... f."""
+        return self.encoder.pyramid(x)
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
         """Rebuild an exported encoder from a folder holding ``encoder.pt`` and ``encoder.json`` (or either file);
@@ -75,15 +84,6 @@ class SliceEncoder(_Exported):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         latents = self.encoder(x)
         return self.quantizer(latents) if self.quantizer is not None else latents
-
-    @property
-    def pyramid_channels(self) -> tuple[int, ...]:
-        """Channels of :meth:`pyramid`'s outputs."""
-        return self.config.channels
-
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Multi-scale features of slices (B, C, h, w): every stage's output, at strides 2, 4, ... f."""
-        return self.encoder.pyramid(x)
 
     def arguments(self) -> dict:
         """Constructor arguments, as written to ``encoder.json``."""
@@ -207,14 +207,6 @@ class VolumeEncoder(_Exported):
         if x.ndim == 4:
             return self.encoder(x[:, :, None])[:, :, 0]
         return self.encoder(x)
-
-    @property
-    def pyramid_channels(self) -> tuple[int, ...]:
-        return self.config.channels
-
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Multi-scale features of volumes (B, C, D, H, W): every stage's output, at strides 2, 4, ... f."""
-        return self.encoder.pyramid(x)
 
     def arguments(self) -> dict:
         return {"config": self.config.to_dict()}

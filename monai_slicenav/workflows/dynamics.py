@@ -22,7 +22,7 @@ from ..io import atomic_write_files
 from ..navigation import trajectory_to_dict
 from ..networks.navigator import SliceNavigator, rollout
 from ..networks.tokenizer import SliceTokenizer, TokenizerConfig
-from .tokenizer import unwrap_network
+from .tokenizer import StripHandler, unwrap_network
 
 __all__ = [
     "load_tokenizer_weights",
@@ -142,44 +142,16 @@ def navigation_strip(
     return torch.cat(images, dim=0).clamp(0.0, 1.0)
 
 
-class NavigationStripHandler:
-    """Log :func:`navigation_strip` of the first trajectory of the engine's last batch to TensorBoard when an epoch
-    completes (rows: true slices, reconstructions, next-step predictions, open-loop rollout).
+class NavigationStripHandler(StripHandler):
+    """Log :func:`navigation_strip` of the first trajectory of the engine's last batch (rows: true slices,
+    reconstructions, next-step predictions, open-loop rollout); arguments as :class:`StripHandler`."""
 
-    Args:
-        summary_writer: a ``SummaryWriter``; ``log_dir`` makes one when omitted.
-        log_dir: TensorBoard folder when no writer is given.
-        max_slices: steps per strip.
-        tag: the image's tag.
-        global_step_transform: engine -> step shown in TensorBoard; defaults to the engine's epoch.
-    """
+    default_tag = "true_recon_prediction_rollout"
 
-    def __init__(
-        self,
-        summary_writer: Any = None,
-        log_dir: str = "./runs",
-        max_slices: int = 8,
-        tag: str = "true_recon_prediction_rollout",
-        global_step_transform: Any = None,
-    ) -> None:
-        if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            summary_writer = SummaryWriter(log_dir=log_dir)
-        self.writer = summary_writer
-        self.max_slices = max_slices
-        self.tag = tag
-        self.global_step_transform = global_step_transform or (lambda engine: engine.state.epoch)
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
+    def strip(self, engine: Engine) -> torch.Tensor:
         navigator = unwrap_network(engine.network)
         slices, actions = engine.state.output["image"][0], engine.state.batch["actions"][0].to(engine.state.device)
-        strip = navigation_strip(navigator, slices, actions, self.max_slices)
-        self.writer.add_image(self.tag, strip, self.global_step_transform(engine), dataformats="HW")
-        self.writer.flush()
+        return navigation_strip(navigator, slices, actions, self.max_slices)
 
 
 class RolloutWriter:

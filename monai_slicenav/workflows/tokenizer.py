@@ -31,6 +31,7 @@ __all__ = [
     "unwrap_network",
     "ExportEncoderHandler",
     "ReconstructionStripHandler",
+    "StripHandler",
     "reconstruction_strip",
 ]
 
@@ -155,10 +156,10 @@ class ExportEncoderHandler:
                 logger.info("exported the %s to %s", name, ", ".join(str(p) for p in paths))
 
 
-class ReconstructionStripHandler:
-    """Log the first slices of the last batch and their reconstructions as one image (inputs above, reconstructions
-    below) to TensorBoard when the engine's epoch completes. MONAI's ``TensorBoardImageHandler`` shows one image per
-    call; a strip shows a trajectory and what the tokenizer made of it at a glance.
+class StripHandler:
+    """Log an image strip made from the engine's last output to TensorBoard when an epoch completes. MONAI's
+    ``TensorBoardImageHandler`` shows one image per call; a strip shows a whole trajectory at a glance. Subclasses
+    say what the strip is (:meth:`strip`).
 
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter``; ``log_dir`` makes one when omitted.
@@ -168,12 +169,14 @@ class ReconstructionStripHandler:
         global_step_transform: engine -> step shown in TensorBoard; defaults to the engine's epoch.
     """
 
+    default_tag = "strip"
+
     def __init__(
         self,
         summary_writer: Any = None,
         log_dir: str = "./runs",
         max_slices: int = 8,
-        tag: str = "input_vs_reconstruction",
+        tag: str | None = None,
         global_step_transform: Any = None,
     ) -> None:
         if summary_writer is None:
@@ -182,16 +185,28 @@ class ReconstructionStripHandler:
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.writer = summary_writer
         self.max_slices = max_slices
-        self.tag = tag
+        self.tag = tag or self.default_tag
         self.global_step_transform = global_step_transform or (lambda engine: engine.state.epoch)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
+    def strip(self, engine: Engine) -> torch.Tensor:
+        """The (H, W) image to log."""
+        raise NotImplementedError
+
     def __call__(self, engine: Engine) -> None:
-        strip = reconstruction_strip(engine.state.output["image"], engine.state.output["pred"], self.max_slices)
-        self.writer.add_image(self.tag, strip, self.global_step_transform(engine), dataformats="HW")
+        self.writer.add_image(self.tag, self.strip(engine), self.global_step_transform(engine), dataformats="HW")
         self.writer.flush()
+
+
+class ReconstructionStripHandler(StripHandler):
+    """Log the first slices of the last batch above their reconstructions (see :class:`StripHandler`)."""
+
+    default_tag = "input_vs_reconstruction"
+
+    def strip(self, engine: Engine) -> torch.Tensor:
+        return reconstruction_strip(engine.state.output["image"], engine.state.output["pred"], self.max_slices)
 
 
 def reconstruction_strip(inputs: torch.Tensor, recon: torch.Tensor, max_slices: int = 8) -> torch.Tensor:
