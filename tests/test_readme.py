@@ -10,12 +10,14 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_block(containing: str) -> str:
+    """The README's python block that contains ``containing``."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return next(b for b in blocks if containing in b)
 
 
 def test_pipeline_example_runs(tmp_path):
-    block = python_blocks()[0]
+    block = python_block("train_transforms = Compose(")
     namespace: dict = {}
     exec(compile(block, str(README), "exec"), namespace)
     image = np.zeros((30, 30, 20), np.float32)
@@ -41,6 +43,20 @@ def test_quick_start_has_two_commands():
 
 def test_embedded_data_example_runs():
     namespace: dict = {}
-    exec(compile(python_blocks()[1], str(README), "exec"), namespace)
+    exec(compile(python_block("samples ="), str(README), "exec"), namespace)
     samples = namespace["samples"]
     assert len(samples) == 4 and all(s["image"].shape == (16, 1, 128, 128) for s in samples)
+
+
+def test_downstream_example_runs(tmp_path, monkeypatch):
+    from monai_slicenav.encoders import SliceEncoder
+    from monai_slicenav.export import export_encoder
+    from monai_slicenav.networks import TokenizerConfig
+
+    monkeypatch.chdir(tmp_path)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), "runs/aligned/slice_encoder")
+    namespace: dict = {}
+    exec(compile(python_block("register_backbone("), str(README), "exec"), namespace)
+    with torch.no_grad():
+        assert namespace["net"](torch.rand(1, 1, 16, 16, 16)).shape == (1, 6, 16, 16, 16)
+    assert namespace["name"] == "my-encoder"
