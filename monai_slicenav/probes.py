@@ -1,0 +1,155 @@
+"""Spatial probes of frozen encoders: how well do a slice's features tell where the slice is?
+
+* absolute pose: from the features of one rendered slice, regress its position in normalised voxel coordinates
+  (3) and its normal direction as the sign-free outer product ``n n^T`` (6 distinct entries: a slice and its
+  mirror image seen from the other side have opposite normals);
+* relative pose: from the features of two slices of one trajectory, regress the action between them (7, with
+  translations in units of ``scale_mm``).
+
+Slices are rendered from real volumes at random poses (:class:`~monai_slicenav.transforms.RandSliceTrajectory`,
+random start orientation); probes are ridge regressions fitted on some subjects and scored (R^2, averaged over
+targets) on others, so a score says what transfers across anatomy, not what a probe memorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .geometry import Pose, pose_vector, relative
+from .transforms import RandSliceTrajectory, RenderSlices
+from .volume import as_volume
+
+__all__ = [
+    "ProbeSet",
+    "sample_probe_set",
+    "encode",
+    "ridge_fit",
+    "r2_score",
+    "pose_features",
+    "encoder_features",
+    "probe_scores",
+]
+
+
+@dataclass
+class ProbeSet:
+    """Rendered slices of one subject and their targets: ``slices`` (N, 2, C, h, w) as N pairs of slices of one
+    trajectory, ``pose`` (N, 9) position and normal outer product of the first slice, ``gap`` (N, 7) the action
+    from the first to the second slice."""
+
+    slices: torch.Tensor
+    pose: torch.Tensor
+    gap: torch.Tensor
+
+
+def sample_probe_set(
+    volume: torch.Tensor,
+    num_pairs: int,
+    slice_size: int = 64,
+    steps_apart: int = 4,
+    seed: int = 0,
+    threshold: float = 0.05,
+    scale_mm: float = 32.0,
+) -> ProbeSet:
+    """Render ``num_pairs`` slice pairs (``steps_apart`` navigation steps apart, random start orientation) from a
+    volume (C, X, Y, Z) with intensities in [0, 1], with their pose targets.
+
+    Raises:
+        ValueError/TypeError: for a volume :func:`~monai_slicenav.volume.as_volume` rejects.
+    """
+    _, affine = as_volume(volume)
+    sampler = RandSliceTrajectory(
+        steps_apart, slice_size, mode="mixed", start_orientation="random", threshold=threshold
+    )
+    sampler.set_random_state(seed)
+    render = RenderSlices(slice_size)
+    frame = sampler.frame(volume)
+    slices, poses, gaps = [], [], []
+    for _ in range(num_pairs):
+        sampler.randomize()
+        trajectory, _ = sampler.walk(frame)
+        pair = Pose.from_tensor(trajectory.as_tensor()[[0, -1]])
+        slices.append(render(volume, pair))
+        vector = pose_vector(pair[0], affine.float(), volume.shape[1:])
+        normal = vector[6:9]
+        outer = normal[:, None] * normal[None, :]
+        poses.append(torch.cat([vector[:3], outer[tuple(torch.triu_indices(3, 3))]]))
+        gap = relative(pair[0], pair[1])
+        gaps.append(torch.cat([gap[:3] / scale_mm, gap[3:]]))
+    return ProbeSet(torch.stack(slices), torch.stack(poses), torch.stack(gaps))
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module | Callable, slices: torch.Tensor, grid: int = 2, batch: int = 64) -> torch.Tensor:
+    """Frozen features of slices (N, C, h, w): the encoder's output average-pooled to a ``grid x grid`` layout
+    and flattened, (N, F). Keeping a coarse layout lets a linear probe read where structures sit in the slice."""
+    features = []
+    for start in range(0, len(slices), batch):
+        out = encoder(slices[start : start + batch])
+        features.append(nn.functional.adaptive_avg_pool2d(out.float(), grid).flatten(1))
+    return torch.cat(features)
+
+
+def ridge_fit(
+    features: torch.Tensor, targets: torch.Tensor, alpha: float = 1.0
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ridge regression (features standardised on the training set, intercept unpenalised) in closed form."""
+    mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
+    x = (features - mean) / std
+    x = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
+    penalty = alpha * torch.eye(x.shape[1], dtype=torch.float64)
+    penalty[-1, -1] = 0.0
+    weights = torch.linalg.solve(x.T @ x + penalty, x.T @ targets.double())
+
+    def predict(new: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([(new - mean) / std, torch.ones(len(new), 1)], dim=1).double()
+        return (z @ weights).float()
+
+    return predict
+
+
+def r2_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Coefficient of determination averaged over target columns (1 is perfect, 0 is the mean predictor)."""
+    residual = ((prediction - target) ** 2).sum(0)
+    total = ((target - target.mean(0)) ** 2).sum(0).clamp(min=1e-12)
+    return float((1 - residual / total).mean())
+
+
+def pose_features(sets: Sequence[ProbeSet]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probe targets themselves as features (first slice, and both slices of a pair): the oracle that bounds
+    what a probe can score."""
+    pose = torch.cat([s.pose for s in sets])
+    gap = torch.cat([s.gap for s in sets])
+    return pose, torch.cat([pose, gap], dim=1)
+
+
+def encoder_features(
+    featurise: Callable[[torch.Tensor], torch.Tensor], sets: Sequence[ProbeSet]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of the first slice of each pair, and of both slices concatenated, from ``featurise`` (slices
+    (N, C, h, w) -> (N, F), e.g. ``lambda s: encode(encoder, s)``)."""
+    slices = torch.cat([s.slices for s in sets])
+    first, second = featurise(slices[:, 0]), featurise(slices[:, 1])
+    return first, torch.cat([first, second], dim=1)
+
+
+def probe_scores(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    train_sets: Sequence[ProbeSet],
+    test_sets: Sequence[ProbeSet],
+    alpha: float = 100.0,
+) -> dict[str, float]:
+    """Fit the pose probe (on single-slice features) and the gap probe (on pair features) on the training sets'
+    features ``train`` and score them (R^2) on ``test`` (each a pair from :func:`encoder_features` or
+    :func:`pose_features`)."""
+    pose = ridge_fit(train[0], torch.cat([s.pose for s in train_sets]), alpha)(test[0])
+    gap = ridge_fit(train[1], torch.cat([s.gap for s in train_sets]), alpha)(test[1])
+    return {
+        "pose_r2": r2_score(pose, torch.cat([s.pose for s in test_sets])),
+        "gap_r2": r2_score(gap, torch.cat([s.gap for s in test_sets])),
+    }

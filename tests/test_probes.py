@@ -1,0 +1,56 @@
+"""Spatial probes: the oracle scores far above a random encoder, shuffled targets destroy the score."""
+
+import pytest
+import torch
+
+from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.networks import TokenizerConfig
+from monai_slicenav.phantom import shepp_logan_volume
+from monai_slicenav.probes import (
+    ProbeSet,
+    encode,
+    encoder_features,
+    pose_features,
+    probe_scores,
+    r2_score,
+    ridge_fit,
+    sample_probe_set,
+)
+
+
+@pytest.fixture(scope="module")
+def sets() -> list[ProbeSet]:
+    volume = shepp_logan_volume(48)
+    return [sample_probe_set(volume, 48, slice_size=32, seed=seed) for seed in (0, 1)]
+
+
+def test_ridge_recovers_a_linear_map():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=generator)
+    y = x @ torch.randn(5, 3, generator=generator) + 2.0
+    predict = ridge_fit(x[:150], y[:150], alpha=1e-3)
+    assert r2_score(predict(x[150:]), y[150:]) > 0.999
+    assert r2_score(y.mean(0).expand_as(y), y) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_targets_are_what_the_sampler_drew(sets):
+    first = sets[0]
+    assert first.slices.shape == (48, 2, 1, 32, 32) and first.pose.shape == (48, 9) and first.gap.shape == (48, 7)
+    assert first.pose[:, :3].abs().max() <= 1.0 + 1e-5  # positions inside the volume, normalised
+    normal_outer = first.pose[:, 3:]
+    torch.testing.assert_close(normal_outer[:, 0] + normal_outer[:, 3] + normal_outer[:, 5], torch.ones(48))  # |n| = 1
+
+
+def test_oracle_beats_random_encoder_and_shuffling_destroys_it(sets):
+    train, test = sets[:1], sets[1:]
+    oracle = probe_scores(pose_features(train), pose_features(test), train, test, alpha=1e-3)
+    torch.manual_seed(0)
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16, 16))).eval()
+    features = [encoder_features(lambda s: encode(encoder, s), group) for group in (train, test)]
+    random_init = probe_scores(features[0], features[1], train, test)
+    assert oracle["pose_r2"] > 0.99 and oracle["gap_r2"] > 0.99
+    assert oracle["pose_r2"] > random_init["pose_r2"] + 0.5 and oracle["gap_r2"] > random_init["gap_r2"] + 0.5
+    order = torch.randperm(len(test[0].pose), generator=torch.Generator().manual_seed(0))
+    shuffled = [ProbeSet(test[0].slices, test[0].pose[order], test[0].gap[order])]
+    destroyed = probe_scores(pose_features(train), pose_features(test), train, shuffled, alpha=1e-3)
+    assert destroyed["pose_r2"] < 0.1 and destroyed["gap_r2"] < 0.1
