@@ -9,6 +9,7 @@ from pathlib import Path
 import fire
 from monai.transforms import ScaleIntensityRangePercentiles
 
+from .evaluate import evaluate as run_evaluation
 from .export import export_from_bundle
 from .io import atomic_write_bytes, atomic_write_json, load_volume
 from .manifests import check_manifest, load_manifest
@@ -154,6 +155,25 @@ class SliceNavCLI:
             state = "reused" if stage["reused"] else f"{stage['wall_s']} s"
             print(f"{stage['bundle']}: {state}, validation {stage['val_metrics']}")
         return record["encoder"]
+
+    def evaluate(
+        self, variants: str = "all", seeds: int = 3, budget: str = "small", out: str = "slicenav_evaluation"
+    ) -> str:
+        """Pretrain every variant with the same budget and compare them on held-out real anatomy: spatial probes,
+        few-shot segmentation, registration. Writes OUT/results.md, results.csv, results.png and run.json; finished
+        cells are reused when run again.
+
+        Args:
+            variants: all, or a comma-separated subset of random, static_volume, tokenizer_only, dynamics_none,
+                dynamics_shuffled, dynamics_aligned.
+            seeds: seeds per variant.
+            budget: micro (smoke test, minutes) | small (2-core CPU, under an hour) | paper (GPU-scale, documented).
+            out: output folder.
+        """
+        chosen = variants if variants == "all" else [v.strip() for v in str(variants).split(",") if v.strip()]
+        run_evaluation(chosen, seeds=seeds, budget=budget, out=out)
+        print((Path(out) / "results.md").read_text())
+        return str(Path(out) / "results.md")
 
     def pack(self, bundle_dir: str, out: str = ".") -> str:
         """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle.

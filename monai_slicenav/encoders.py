@@ -138,18 +138,29 @@ class ContextEncoder(_Exported):
         b, t = stacks.shape[:2]
         if actions is None:
             actions = stacks.new_zeros(b, t - 1, 7)
-        if tuple(actions.shape) != (b, t - 1, 7):
-            raise ValueError(f"Expected actions (B, T - 1, 7) = {(b, t - 1, 7)}, got {tuple(actions.shape)}.")
+        if tuple(actions.shape) != (b, t - 1, 7) or t > self.dynamics.config.max_steps:
+            raise ValueError(
+                f"Expected at most {self.dynamics.config.max_steps} slices and actions (B, T - 1, 7) = "
+                f"{(b, t - 1, 7)}, got {tuple(actions.shape)}."
+            )
         latents = self.encoder(stacks.flatten(0, 1))
-        tokens = self.quantizer(latents) if self.quantizer is not None else latents
-        tokens = tokens.reshape(b, t, *tokens.shape[1:])
-        padded = torch.cat([actions, actions.new_zeros(b, 1, 7)], dim=1)
-        self.dynamics._check(tokens, padded[:, :-1], min_steps=1)
-        grid = self.dynamics.feature_grid(self.dynamics.features(tokens, padded))  # (B, T, width, h/fp, w/fp)
-        patch = self.dynamics.config.patch
-        grid = grid.flatten(0, 1).repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
-        features = torch.cat([latents, grid], dim=1).reshape(b, t, self.out_channels, *latents.shape[-2:])
+        features = torch.cat([latents, self._trunk_grid(latents, actions)], dim=1)
+        features = features.reshape(b, t, self.out_channels, *latents.shape[-2:])
         return features[:, 0] if single else features
+
+    def _trunk_grid(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Trunk features of (B * T, d, h, w) latents, nearest-upsampled to (B * T, width, h, w). Grids whose
+        sides the patch does not divide are padded (replicated) and cropped back."""
+        b, steps = actions.shape[0], actions.shape[1] + 1
+        tokens = self.quantizer(latents) if self.quantizer is not None else latents
+        patch = self.dynamics.config.patch
+        h, w = tokens.shape[-2:]
+        padded = nn.functional.pad(tokens, (0, -w % patch, 0, -h % patch), mode="replicate")
+        padded = padded.reshape(b, steps, *padded.shape[1:])
+        moves = torch.cat([actions, actions.new_zeros(b, 1, 7)], dim=1)  # "stay" after the last slice
+        grid = self.dynamics.feature_grid(self.dynamics.features(padded, moves), padded.shape[-2:])
+        grid = grid.flatten(0, 1).repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+        return grid[..., :h, :w]
 
     @property
     def pyramid_channels(self) -> tuple[int, ...]:
@@ -160,12 +171,7 @@ class ContextEncoder(_Exported):
         """Multi-scale features of single slices (B, C, h, w): the tokenizer encoder's stages, the coarsest one
         concatenated with the dynamics trunk's features of the slice (a one-step trajectory)."""
         stages = self.encoder.pyramid(x)
-        latents = self.encoder.to_latent(stages[-1])
-        tokens = self.quantizer(latents) if self.quantizer is not None else latents
-        actions = x.new_zeros(len(x), 1, 7)
-        grid = self.dynamics.feature_grid(self.dynamics.features(tokens[:, None], actions))[:, 0]
-        patch = self.dynamics.config.patch
-        grid = grid.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+        grid = self._trunk_grid(self.encoder.to_latent(stages[-1]), x.new_zeros(len(x), 0, 7))
         return [*stages[:-1], torch.cat([stages[-1], grid], dim=1)]
 
     def arguments(self) -> dict:

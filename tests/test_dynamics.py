@@ -107,3 +107,13 @@ def test_bad_shapes():
         model(torch.randn(2, 3, 3, 4, 4), torch.randn(2, 2, 7))
     with pytest.raises(ValueError, match="actions"):
         model(torch.randn(2, 3, 2, 4, 4), torch.randn(2, 3, 7))
+
+
+def test_shuffled_actions_never_stay_with_their_trajectory():
+    model = LatentDynamics(**SMALL, action_mode="shuffled")
+    for batch in (2, 3, 7):
+        actions = torch.arange(batch, dtype=torch.float32)[:, None, None].expand(batch, 4, 7)
+        for _ in range(5):
+            seen = model.condition(actions)[:, 0, 0]
+            assert sorted(seen.tolist()) == list(range(batch))  # a permutation of the batch
+            assert not torch.any(seen == torch.arange(batch))  # with no fixed point

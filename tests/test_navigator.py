@@ -134,6 +134,8 @@ def test_context_encoder_is_causal_and_round_trips(navigator, tmp_path):
     assert full.shape == (2, 5, 36, 4, 4) and single.shape == (2, 36, 4, 4)
     torch.testing.assert_close(prefix[:, :2], full[:, :2], atol=1e-5, rtol=0)  # later slices never leak back
     torch.testing.assert_close(single[:, :4], latents)  # the tokenizer's latents come first
+    with torch.no_grad():  # other slice sizes: the spatial embedding is resized, odd grids padded and cropped
+        assert encoder(torch.rand(1, 1, 48, 56)).shape == (1, 36, 6, 7)
     export_encoder(encoder, tmp_path / "context")
     loaded = load_encoder(tmp_path / "context").eval()
     with torch.no_grad():

@@ -13,7 +13,8 @@ Design choices:
   needs ``actions[:, t]`` at all positions, and an additive embedding reaches them all at no extra sequence length
   (an extra token per step would lengthen sequences; AdaLN would add parameters per block).
 * ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action embedding entirely, and
-  ``"shuffled"`` permutes actions across the batch (seeded) — the ablations of the method's claim; data, budget and
+  ``"shuffled"`` gives every trajectory another one's actions (a seeded random derangement of the batch) — the
+  ablations of the method's claim; data, budget and
   everything else stay the same.
 * Targets: regression onto the next step's latents (``objective="regression"``, MSE), or cross-entropy over FSQ
   indices (``objective="fsq_ce"``, needs ``codebook_size``).
@@ -21,6 +22,7 @@ Design choices:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -119,13 +121,18 @@ class LatentDynamics(nn.Module):
         if mode == "none":
             return None
         if mode == "shuffled" and len(actions) > 1:
+            # a random derangement: every trajectory gets another trajectory's actions, never its own
             order = torch.randperm(len(actions), generator=self.shuffle_generator).to(actions.device)
-            return actions[order]
+            shuffled = actions.clone()
+            shuffled[order] = actions[order.roll(-1)]
+            return shuffled
         return actions
 
     def _patchify(self, tokens: torch.Tensor) -> torch.Tensor:
         b, t, d, h, w = tokens.shape
         p = self.config.patch
+        if h % p or w % p:
+            raise ValueError(f"token grids ({h}, {w}) must have sides divisible by patch {p}.")
         x = tokens.reshape(b, t, d, h // p, p, w // p, p)  # (B, T, d, h/p, p, w/p, p)
         return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t, (h // p) * (w // p), d * p * p)  # (B, T, N, d p p)
 
@@ -152,16 +159,29 @@ class LatentDynamics(nn.Module):
 
     def features(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Trunk features (B, S, N, width) of the S = ``len(actions[0])`` steps that carry an action: step s sees
-        the token grids of steps ``<= s`` and the actions ``<= s`` (``actions[:, s]`` leads from step s to s + 1)."""
+        the token grids of steps ``<= s`` and the actions ``<= s`` (``actions[:, s]`` leads from step s to s + 1).
+
+        Token grids of another size than ``grid_size`` (sides multiples of ``patch``) get the learned spatial
+        embedding resized bilinearly, as ViTs do for new image sizes, so encoders apply to any slice size."""
         cfg = self.config
         b, s = actions.shape[:2]
-        x = self.embed(self._patchify(tokens[:, :s])) + self.space + self.time[:, :s]  # (B, S, N, width)
+        x = self.embed(self._patchify(tokens[:, :s])) + self._space(tokens.shape[-2:]) + self.time[:, :s]
         seen = self.condition(actions)
         if seen is not None:
             x = x + self.action(seen)[:, :, None, :]  # the action of step s reaches every token of step s
         n = x.shape[2]
         x = self.trunk(x.reshape(b, s * n, cfg.width), mask=block_causal_mask(s, n, x.device))
         return self.norm(x).reshape(b, s, n, cfg.width)
+
+    def _space(self, grid: Sequence[int]) -> torch.Tensor:
+        p = self.config.patch
+        trained = tuple(g // p for g in self.config.grid_size)
+        wanted = (grid[0] // p, grid[1] // p)
+        if wanted == trained:
+            return self.space
+        table = self.space.reshape(1, *trained, -1).permute(0, 3, 1, 2)
+        resized = nn.functional.interpolate(table, size=wanted, mode="bilinear", align_corners=False)
+        return resized.permute(0, 2, 3, 1).reshape(1, 1, wanted[0] * wanted[1], -1)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Predictions for steps 1 .. T - 1: (B, T - 1, d, h, w) latents (regression) or
@@ -178,10 +198,11 @@ class LatentDynamics(nn.Module):
         b, s = features.shape[:2]
         return self._unpatchify(self.head(features).reshape(b, s, self.config.tokens_per_step, -1), self.out_channels)
 
-    def feature_grid(self, features: torch.Tensor) -> torch.Tensor:
-        """Trunk features (B, S, N, width) -> (B, S, width, h / patch, w / patch) spatial feature maps."""
+    def feature_grid(self, features: torch.Tensor, grid: Sequence[int] | None = None) -> torch.Tensor:
+        """Trunk features (B, S, N, width) -> (B, S, width, h / patch, w / patch) spatial feature maps of token grids
+        of size ``grid`` (default ``grid_size``)."""
         b, s, _, width = features.shape
-        gh, gw = (g // self.config.patch for g in self.config.grid_size)
+        gh, gw = (g // self.config.patch for g in (grid or self.config.grid_size))
         return features.reshape(b, s, gh, gw, width).permute(0, 1, 4, 2, 3)
 
     @property

@@ -1,0 +1,307 @@
+"""One command for the whole comparison (``slicenav evaluate``): pretrain every variant with the same data and step
+budget, then score its encoder on real anatomy held out from pretraining.
+
+Pretraining uses only the embedded synthetic volumes (``include_packaged`` stays off), so the packaged real templates
+are never seen before evaluation; the record says which volumes each task used. Tasks:
+
+* ``probe``: spatial probes of the frozen encoder (:mod:`monai_slicenav.probes`): pose R^2 and gap R^2, fitted on
+  slices of two templates and scored on two others;
+* ``segmentation``: the segmentation bundle, n = 1 (and n = 5 where the budget says so), mean Dice on MNI152;
+* ``registration``: the registration bundle's feature similarity on the deformed-copy pair, mean Dice after.
+
+Every (variant, seed, task) cell is a JSON file under ``<out>/cells`` holding a hash of its settings; finished cells
+with the same hash are not recomputed, so an interrupted run resumes. ``random`` is the randomly initialised encoder
+of the tokenizer architecture (seeded), the floor every pretraining must beat.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from monai.transforms import Spacing
+from tqdm import tqdm
+
+from . import __version__
+from .encoders import SliceEncoder
+from .export import export_encoder, load_encoder
+from .io import atomic_write_files, atomic_write_json
+from .networks.tokenizer import TokenizerConfig
+from .packaged import packaged_pairs
+from .pretrain import PRESETS, pretrain
+from .probes import encode, encoder_features, probe_scores, sample_probe_set
+from .registration import RegistrationConfig
+from .registration_pairs import default_pairs, run_registration
+from .transforms import EmbeddedVolumed
+
+__all__ = ["VARIANTS", "BUDGETS", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("random", "static_volume", "tokenizer_only", "dynamics_none", "dynamics_shuffled", "dynamics_aligned")
+
+BUDGETS: dict[str, dict] = {
+    "micro": {  # a smoke run of a few minutes (the test suite)
+        "preset": "micro",
+        "steps": 4,
+        "probe": {"pairs": 24, "slice_size": 32, "spacing_mm": 4.0},
+        "segmentation": {
+            "shots": [1],
+            "spacing_mm": 4.0,
+            "roi_size": 32,
+            "samples_per_volume": 1,
+            "max_epochs": 1,
+            "epoch_length": 2,
+            "decoder_channels": [8, 8, 8],
+        },
+        "registration": {"spacing_mm": 4.0, "iterations": [5, 5, 5]},
+    },  # fmt: skip
+    "small": {  # completes on a 2-core CPU within the hour
+        "preset": "small",
+        "steps": 200,
+        "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0},
+        "segmentation": {
+            "shots": [1],
+            "spacing_mm": 3.0,
+            "roi_size": 48,
+            "samples_per_volume": 2,
+            "max_epochs": 3,
+            "epoch_length": 10,
+            "decoder_channels": [32, 16, 16],
+        },
+        "registration": {"spacing_mm": 3.0, "iterations": [40, 30, 20]},
+    },  # fmt: skip
+    "paper": {  # what a GPU run would use (documented; runs anywhere, slowly)
+        "preset": "default",
+        "steps": 20000,
+        "probe": {"pairs": 512, "slice_size": 128, "spacing_mm": 1.0},
+        "segmentation": {
+            "shots": [1, 2, 5],
+            "spacing_mm": 1.5,
+            "roi_size": 96,
+            "samples_per_volume": 4,
+            "max_epochs": 50,
+            "epoch_length": 20,
+            "decoder_channels": [64, 32, 16],
+        },
+        "registration": {"spacing_mm": 1.5, "iterations": [100, 60, 40]},
+    },  # fmt: skip
+}
+PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
+PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cell(path: Path, settings: Mapping, compute: Callable[[], dict]) -> dict:
+    """Run ``compute`` unless ``path`` holds a finished cell with the same settings hash."""
+    digest = _digest({**settings, "version": __version__})
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("hash") == digest:
+            return record
+    start = time.perf_counter()
+    record = {**compute(), "hash": digest, "seconds": round(time.perf_counter() - start, 2)}
+    atomic_write_json(path, record)
+    return record
+
+
+def _random_encoder(out: Path, preset: str, seed: int) -> Path:
+    channels = PRESETS[preset].get("channels") or TokenizerConfig().channels
+    torch.manual_seed(seed)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=tuple(channels))), out, provenance={"variant": "random"})
+    return out
+
+
+def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.Tensor]:
+    """The images of packaged pairs, intensities in [0, 1], resampled to ``spacing_mm``.
+
+    Raises:
+        FileNotFoundError: when a pair is not installed.
+    """
+    items = {item["name"]: item for item in packaged_pairs()}
+    missing = [name for name in pair_names if name not in items]
+    if missing:
+        raise FileNotFoundError(f"Packaged volumes {missing} are not installed (pip '.[data]' and mricron-data).")
+    return [Spacing(spacing_mm)(EmbeddedVolumed()(items[name])["image"]) for name in pair_names]
+
+
+def _segmentation_dice(encoder: Path, root: Path, shots: int, settings: Mapping, seed: int) -> float:
+    from monai.bundle import ConfigWorkflow
+
+    from .pretrain import bundles_dir
+
+    configs = bundles_dir() / "slicenav_segmentation" / "configs"
+    common = {
+        **{k: v for k, v in settings.items() if k != "shots"},
+        "val_interval": settings["max_epochs"],
+        "encoder_path": str(encoder),
+        "num_train": shots,
+        "seed": seed,
+    }
+    train_file, evaluate_file = str(configs / "train.yaml"), str(configs / "evaluate.yaml")
+    for files, kind in ((train_file, "train"), ([train_file, evaluate_file], "eval")):
+        flow = ConfigWorkflow(config_file=files, workflow_type=kind, bundle_root=str(root), **common)
+        flow.initialize()
+        flow.run()
+        flow.finalize()
+    with open(root / "eval" / "val_mean_dice_raw.csv") as f:
+        return float(next(csv.DictReader(f))["mean"])
+
+
+def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_sets: dict) -> dict:
+    """Every task's cell for one encoder (computed, or reused when finished with the same settings and weights)."""
+    probe_cfg, seg_cfg, reg_cfg = settings["probe"], settings["segmentation"], settings["registration"]
+    weights = hashlib.sha256((encoder / "encoder.pt").read_bytes()).hexdigest()
+
+    def probe() -> dict:
+        if not probe_sets:  # rendered once per run, shared by every encoder
+            for group, names in (("train", PROBE_TRAIN), ("test", PROBE_TEST)):
+                volumes = _probe_volumes(names, probe_cfg["spacing_mm"])
+                probe_sets[group] = [
+                    sample_probe_set(v, probe_cfg["pairs"], probe_cfg["slice_size"], seed=i)
+                    for i, v in enumerate(volumes)
+                ]
+        model = load_encoder(encoder).eval()
+        features = [encoder_features(lambda s: encode(model, s), probe_sets[g]) for g in ("train", "test")]
+        return probe_scores(features[0], features[1], probe_sets["train"], probe_sets["test"])
+
+    def segmentation(shots: int) -> dict:
+        return {"dice": _segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
+
+    def registration() -> dict:
+        config = RegistrationConfig(iterations=reg_cfg["iterations"])
+        pair = default_pairs()[0]
+        return run_registration(pair, cell_dir / "registration", "features", encoder, reg_cfg["spacing_mm"], config)
+
+    scores = _cell(cell_dir / "probe.json", {"w": weights, **probe_cfg}, probe)
+    row = {"pose_r2": scores["pose_r2"], "gap_r2": scores["gap_r2"]}
+    for shots in seg_cfg["shots"]:
+        cell = _cell(
+            cell_dir / f"segmentation_n{shots}.json",
+            {"w": weights, "n": shots, **seg_cfg},
+            lambda n=shots: segmentation(n),
+        )
+        row[f"seg_dice_n{shots}"] = cell["dice"]
+    row["reg_dice"] = _cell(cell_dir / "registration.json", {"w": weights, **reg_cfg}, registration)["mean_dice_after"]
+    return row
+
+
+def evaluate(
+    variants: str | Sequence[str] = "all",
+    seeds: int = 3,
+    budget: str = "small",
+    out: str | os.PathLike = "slicenav_evaluation",
+) -> list[dict]:
+    """Pretrain and score every variant over ``seeds`` seeds; write ``results.csv``, ``results.md``, ``results.png``
+    and ``run.json`` (budget, volumes used, package versions) under ``out``.
+
+    Raises:
+        ValueError: for an unknown budget or variant, or seeds < 1.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
+    chosen = list(VARIANTS) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or int(seeds) < 1:
+        raise ValueError(f"variants must be 'all' or among {VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}.")
+    settings, out = BUDGETS[budget], Path(out)
+    start = time.perf_counter()
+    probe_sets = {}
+    rows = []
+    cells = [(v, s) for s in range(int(seeds)) for v in chosen]
+    for variant, seed in tqdm(cells, desc="slicenav evaluate", unit="cell"):
+        if variant == "random":
+            encoder = _random_encoder(out / "pretrain" / f"seed{seed}" / "random" / "encoder", settings["preset"], seed)
+        else:
+            record = pretrain(
+                variant, settings["steps"], out / "pretrain" / f"seed{seed}" / variant, seed=seed,
+                preset=settings["preset"], cache_dir=out / "cache",
+            )  # fmt: skip
+            encoder = Path(record["encoder"])
+        row = {"variant": variant, "seed": seed}
+        row.update(_score(encoder, out / "cells" / f"{variant}-seed{seed}", seed, settings, probe_sets))
+        rows.append(row)
+    _write_results(out, rows, budget, settings, time.perf_counter() - start)
+    return rows
+
+
+def _metrics(rows: Sequence[Mapping]) -> list[str]:
+    return [k for k in rows[0] if k not in ("variant", "seed")]
+
+
+def _summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]]:
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        table[variant] = {
+            m: (statistics.mean(r[m] for r in mine), statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0)
+            for m in _metrics(rows)
+        }
+    return table
+
+
+def _write_results(out: Path, rows: list[dict], budget: str, settings: Mapping, seconds: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import monai
+    import numpy
+    from matplotlib import pyplot as plt
+
+    metrics, summary = _metrics(rows), _summary(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["variant", "seed", *metrics])
+    writer.writeheader()
+    writer.writerows(rows)
+    lines = [
+        f"# slicenav evaluate — budget `{budget}`, {len({r['seed'] for r in rows})} seed(s), {seconds / 60:.1f} min",
+        "",
+        "| variant | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for variant, values in summary.items():
+        lines.append(f"| {variant} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in values.values()) + " |")
+    lines += ["", "Higher is better in every column (R^2 of spatial probes, mean Dice)."]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
+    for axis, metric in zip(numpy.atleast_1d(axes), metrics, strict=True):
+        names = list(summary)
+        axis.bar(range(len(names)), [summary[n][metric][0] for n in names], yerr=[summary[n][metric][1] for n in names])
+        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        axis.set_title(metric, fontsize=9)
+    figure.tight_layout()
+    picture = io.BytesIO()
+    figure.savefig(picture, format="png", dpi=100)
+    plt.close(figure)
+    record = {
+        "budget": budget,
+        "settings": settings,
+        "wall_s": round(seconds, 1),
+        "pretraining_data": "embedded synthetic volumes only (include_packaged false)",
+        "evaluation_volumes": {
+            "probe_train": PROBE_TRAIN,
+            "probe_test": PROBE_TEST,
+            "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
+            "registration": "colin27_deformed",
+        },
+        "versions": {"monai_slicenav": __version__, "monai": monai.__version__, "torch": torch.__version__},
+    }
+    atomic_write_files(
+        {
+            out / "results.csv": table.getvalue().encode(),
+            out / "results.md": ("\n".join(lines) + "\n").encode(),
+            out / "results.png": picture.getvalue(),
+            out / "run.json": (json.dumps(record, indent=2, default=str) + "\n").encode(),
+        }
+    )
