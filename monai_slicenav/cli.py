@@ -157,7 +157,7 @@ class SliceNavCLI:
         return record["encoder"]
 
     def evaluate(
-        self, variants: str = "all", seeds: int = 3, budget: str = "small", out: str = "slicenav_evaluation"
+        self, variants: str | tuple = "all", seeds: int = 3, budget: str = "small", out: str = "slicenav_evaluation"
     ) -> str:
         """Pretrain every variant with the same budget and compare them on held-out real anatomy: spatial probes,
         few-shot segmentation, registration. Writes OUT/results.md, results.csv, results.png and run.json; finished
@@ -170,7 +170,10 @@ class SliceNavCLI:
             budget: micro (smoke test, minutes) | small (2-core CPU, under an hour) | paper (GPU-scale, documented).
             out: output folder.
         """
-        chosen = variants if variants == "all" else [v.strip() for v in str(variants).split(",") if v.strip()]
+        if isinstance(variants, (list, tuple)):  # fire parses "a,b" as a tuple
+            chosen: str | list[str] = [str(v) for v in variants]
+        else:
+            chosen = variants if variants == "all" else [v.strip() for v in str(variants).split(",") if v.strip()]
         run_evaluation(chosen, seeds=seeds, budget=budget, out=out)
         print((Path(out) / "results.md").read_text())
         return str(Path(out) / "results.md")

@@ -14,8 +14,7 @@ Design choices:
   (an extra token per step would lengthen sequences; AdaLN would add parameters per block).
 * ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action embedding entirely, and
   ``"shuffled"`` gives every trajectory another one's actions (a seeded random derangement of the batch) — the
-  ablations of the method's claim; data, budget and
-  everything else stay the same.
+  ablations of the method's claim; data, budget and everything else stay the same.
 * Targets: regression onto the next step's latents (``objective="regression"``, MSE), or cross-entropy over FSQ
   indices (``objective="fsq_ce"``, needs ``codebook_size``).
 """
