@@ -10,31 +10,13 @@ registration runs monai_slicenav.registration_pairs.compare_similarities on the 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
 
-from monai.bundle import ConfigWorkflow
-
+from monai_slicenav.evaluate import segmentation_dice
 from monai_slicenav.registration import RegistrationConfig
 from monai_slicenav.registration_pairs import compare_similarities
-
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_segmentation" / "configs"
-
-
-def segment(root: Path, num_train: int, encoder: str, settings: dict) -> float:
-    common = {**settings, "encoder_path": encoder, "num_train": num_train}
-    for files, kind in (
-        (str(CONFIGS / "train.yaml"), "train"),
-        ([str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")], "eval"),
-    ):
-        flow = ConfigWorkflow(config_file=files, workflow_type=kind, bundle_root=str(root), **common)
-        flow.initialize()
-        flow.run()
-        flow.finalize()
-    with open(root / "eval" / "val_mean_dice_raw.csv") as f:
-        return float(next(csv.DictReader(f))["mean"])
 
 
 def main() -> None:
@@ -59,7 +41,7 @@ def main() -> None:
         for n in args.shots:
             for name, encoder in (("random", ""), ("pretrained", args.encoder)):
                 start = time.perf_counter()
-                dice = segment(out / f"seg_{name}_n{n}", n, encoder, settings)
+                dice = segmentation_dice(encoder, out / f"seg_{name}_n{n}", n, settings)
                 rows.append(
                     {
                         "task": "segmentation",

@@ -43,7 +43,7 @@ from .registration import RegistrationConfig
 from .registration_pairs import default_pairs, run_registration
 from .transforms import EmbeddedVolumed
 
-__all__ = ["VARIANTS", "BUDGETS", "evaluate"]
+__all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,10 @@ def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.T
     return [Spacing(spacing_mm)(EmbeddedVolumed()(items[name])["image"]) for name in pair_names]
 
 
-def _segmentation_dice(encoder: Path, root: Path, shots: int, settings: Mapping, seed: int) -> float:
+def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settings: Mapping, seed: int = 0) -> float:
+    """Train the segmentation bundle on ``shots`` cases from ``encoder`` (empty: random initialisation) in ``root``,
+    evaluate it (``evaluate.yaml``) and return the held-out case's mean Dice. ``settings`` are bundle overrides
+    (``max_epochs`` also sets the validation interval)."""
     from monai.bundle import ConfigWorkflow
 
     from .pretrain import bundles_dir
@@ -178,7 +181,7 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
         return probe_scores(features[0], features[1], probe_sets["train"], probe_sets["test"])
 
     def segmentation(shots: int) -> dict:
-        return {"dice": _segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
+        return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
 
     def registration() -> dict:
         config = RegistrationConfig(iterations=reg_cfg["iterations"])
