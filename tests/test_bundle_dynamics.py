@@ -195,3 +195,13 @@ def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--variant", "dynamics_sideways", "--steps", "4", "--out", str(tmp_path / "bad")])
     assert "variant must be one of" in capsys.readouterr().err
+
+
+def test_dynamics_bundle_resumes_from_its_checkpoint(tokenizer_bundle, tmp_path):
+    settings = {**TINY, **SMALL_NETS, "tokenizer_dir": str(tokenizer_bundle), "val_interval": 5}
+    run_recording_losses(workflow("slicenav_dynamics", tmp_path, **settings, max_epochs=2))
+    resumed = workflow("slicenav_dynamics", tmp_path, **settings, max_epochs=3, resume=True)
+    losses = run_recording_losses(resumed)
+    assert len(losses) == 1  # only the third epoch ran
+    optimizer = resumed.parser.get_parsed_content("optimizer")
+    assert all(int(state["step"]) == 3 for state in optimizer.state.values())  # Adam state restored
