@@ -11,6 +11,7 @@ from .dynamics import (
 from .static import PrepareMaskedVolumes, VolumeReconstructionWriter, masked_strip
 from .tokenizer import (
     ExportEncoderHandler,
+    ItemWriter,
     PrepareSlices,
     ReconstructionStripHandler,
     ReseedHandler,
@@ -37,6 +38,7 @@ __all__ = [
     "ReconstructionStripHandler",
     "StripHandler",
     "ReseedHandler",
+    "ItemWriter",
     "TokenWriter",
     "latest_checkpoint",
     "reconstruction_strip",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.engines.utils import PrepareBatch
 from PIL import Image
 
@@ -22,7 +22,7 @@ from ..io import atomic_write_files
 from ..navigation import trajectory_to_dict
 from ..networks.navigator import SliceNavigator, rollout
 from ..networks.tokenizer import SliceTokenizer, TokenizerConfig
-from .tokenizer import StripHandler, unwrap_network
+from .tokenizer import ItemWriter, StripHandler, unwrap_network
 
 __all__ = [
     "load_tokenizer_weights",
@@ -154,22 +154,12 @@ class NavigationStripHandler(StripHandler):
         return navigation_strip(navigator, slices, actions, self.max_slices)
 
 
-class RolloutWriter:
+class RolloutWriter(ItemWriter):
     """Write, for each inferred trajectory, ``rollout.png`` (:func:`navigation_strip`: the true render above the
     imagined navigation), ``rollout.json`` (latent MSE per step of the next-step predictions and of the open-loop
-    rollout) and ``trajectory.json`` (poses and actions) under ``<out_dir>/<name>``, atomically.
-
-    Args:
-        out_dir: destination folder.
-        max_slices: steps shown and scored.
+    rollout) and ``trajectory.json`` (poses and actions) under ``<out_dir>/<name>``, atomically; arguments as
+    :class:`ItemWriter` (``max_slices``: steps shown and scored).
     """
-
-    def __init__(self, out_dir: str | os.PathLike, max_slices: int = 16) -> None:
-        self.out_dir = Path(out_dir)
-        self.max_slices = max_slices
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         navigator = unwrap_network(engine.network)

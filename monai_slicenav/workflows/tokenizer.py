@@ -24,6 +24,7 @@ from ..navigation import trajectory_to_dict
 from .distributed import is_main_process
 
 __all__ = [
+    "ItemWriter",
     "TokenWriter",
     "latest_checkpoint",
     "ReseedHandler",
@@ -217,15 +218,13 @@ def reconstruction_strip(inputs: torch.Tensor, recon: torch.Tensor, max_slices: 
     return torch.cat(rows, dim=0).clamp(0.0, 1.0)
 
 
-class TokenWriter:
-    """Write what the tokenizer makes of each inferred trajectory: ``tokens.pt`` (FSQ indices (N, h / f, w / f) and
-    codes (N, d, h / f, w / f), a plain dict of tensors loadable with ``weights_only=True``), ``reconstruction.png``
-    (slices above their reconstructions) and ``trajectory.json`` (the poses and actions), one folder per item
-    (``<out_dir>/<name>``), all written atomically.
+class ItemWriter:
+    """Write files for every inferred item when an iteration completes (one folder per item under ``out_dir``);
+    subclasses say what they write (``__call__``).
 
     Args:
         out_dir: destination folder.
-        max_slices: slices shown in the PNG.
+        max_slices: slices shown in pictures.
     """
 
     def __init__(self, out_dir: str | os.PathLike, max_slices: int = 16) -> None:
@@ -234,6 +233,14 @@ class TokenWriter:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+
+class TokenWriter(ItemWriter):
+    """Write what the tokenizer makes of each inferred trajectory: ``tokens.pt`` (FSQ indices (N, h / f, w / f) and
+    codes (N, d, h / f, w / f), a plain dict of tensors loadable with ``weights_only=True``), ``reconstruction.png``
+    (slices above their reconstructions) and ``trajectory.json`` (the poses and actions), one folder per item
+    (``<out_dir>/<name>``), all written atomically; arguments as :class:`ItemWriter`.
+    """
 
     def __call__(self, engine: Engine) -> None:
         tokenizer = unwrap_network(engine.network)
