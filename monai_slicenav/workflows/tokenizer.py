@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ class ExportEncoderHandler:
                 logger.info("exported the %s to %s", name, ", ".join(str(p) for p in paths))
 
 
-class StripHandler:
+class StripHandler(ABC):
     """Log an image strip made from the engine's last output to TensorBoard when an epoch completes. MONAI's
     ``TensorBoardImageHandler`` shows one image per call; a strip shows a whole trajectory at a glance. Subclasses
     say what the strip is (:meth:`strip`).
@@ -192,9 +193,9 @@ class StripHandler:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
+    @abstractmethod
     def strip(self, engine: Engine) -> torch.Tensor:
         """The (H, W) image to log."""
-        raise NotImplementedError
 
     def __call__(self, engine: Engine) -> None:
         self.writer.add_image(self.tag, self.strip(engine), self.global_step_transform(engine), dataformats="HW")
