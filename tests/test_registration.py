@@ -23,15 +23,10 @@ from monai_slicenav.registration import (
 )
 from monai_slicenav.registration_pairs import compare_similarities, default_pairs, load_pair
 
+from .packaged_data import needs_packaged_data
+
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_registration" / "configs"
 SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
-
-try:
-    default_pairs()
-    HAVE_DATA = True
-except (FileNotFoundError, StopIteration):
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="packaged volumes absent (pip '.[data]' + Debian mricron-data)")
 
 
 def test_negative_jacobian_fraction():
@@ -75,7 +70,7 @@ def test_intensity_registration_recovers_a_translation():
         register(intensity_levels(fixed), intensity_levels(moving), (32, 32, 32), "mutual")
 
 
-@needs_data
+@needs_packaged_data
 def test_bundle_comparison_recovers_the_known_deformation(tmp_path):
     torch.manual_seed(0)
     export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), tmp_path / "encoder")
