@@ -47,7 +47,7 @@ def render_slices(
     padding_mode: str = "zeros",
     return_mask: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Render ``h x w`` slices of a batch of volumes at a batch of poses in one ``grid_sample`` call.
+    """Render ``h x w`` slices of a batch of volumes at a batch of poses with one ``grid_sample`` call per volume.
 
     Args:
         volume: (B, C, X, Y, Z) volumes (floating point; integer label maps need ``mode="nearest"``).
@@ -80,10 +80,17 @@ def render_slices(
     grid = torch.empty(batch, steps, h, w, 3, dtype=dtype, device=volume.device)
     for k in range(3):  # one coordinate at a time: ~2x faster on CPU than one broadcast over a trailing dim of 3
         torch.add(center[:, :, k] + cols * u[:, :, k], rows * v[:, :, k], out=grid[..., k])
-    sampled = F.grid_sample(
-        volume.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=False
-    )  # (B, C, T, h, w)
-    slices = sampled.permute(0, 2, 1, 3, 4).to(volume.dtype)  # (B, T, C, h, w)
+    # One grid_sample per volume with the T slices as the batch dim (the volume expanded, not copied) rather than
+    # as a depth dim of one (1, T, h, w) grid: the CPU kernel parallelises over the batch, so this is ~1.9x faster
+    # on 2 threads, bit-identical (bench/render.py).
+    per_volume = [
+        F.grid_sample(
+            vol.to(dtype).expand(steps, *vol.shape), points[:, None], mode=mode, padding_mode=padding_mode,
+            align_corners=False,
+        )[:, :, 0]
+        for vol, points in zip(volume, grid, strict=True)
+    ]  # fmt: skip
+    slices = (per_volume[0][None] if batch == 1 else torch.stack(per_volume)).to(volume.dtype)  # (B, T, C, h, w)
     if not return_mask:
         return slices
     mask = (grid.abs() <= 1.0).all(dim=-1)[:, :, None]  # (B, T, 1, h, w)
