@@ -7,6 +7,7 @@ from .lift3d import Lift3D, SliceNavBackbone, register_backbone
 from .networks import LatentDynamics, SliceTokenizer
 from .transforms import (
     EmbeddedVolumed,
+    LoadVolumed,
     RandSliceTrajectory,
     RandSliceTrajectoryd,
     RandSynthAppearanced,
@@ -33,6 +34,7 @@ __all__ = [
     "RenderSlicesd",
     "render_slices",
     "EmbeddedVolumed",
+    "LoadVolumed",
     "SynthLabelEnsembled",
     "RandSynthAppearanced",
     "embedded_datalist",

@@ -7,11 +7,14 @@ are never seen before evaluation; the record says which volumes each task used. 
 * ``probe``: spatial probes of the frozen encoder (:mod:`monai_slicenav.probes`): pose R^2 and gap R^2, fitted on
   slices of two templates and scored on two others;
 * ``segmentation``: the segmentation bundle, n = 1 (and n = 5 where the budget says so), mean Dice on MNI152;
-* ``registration``: the registration bundle's feature similarity on the deformed-copy pair, mean Dice after.
+* ``registration``: the registration bundle's feature similarity on the deformed-copy pair, mean Dice after; the
+  same registration with intensities (LNCC, no encoder) is computed once as a reference line.
 
 Every (variant, seed, task) cell is a JSON file under ``<out>/cells`` holding a hash of its settings; finished cells
 with the same hash are not recomputed, so an interrupted run resumes. ``random`` is the randomly initialised encoder
-of the tokenizer architecture (seeded), the floor every pretraining must beat.
+of the tokenizer architecture (seeded), the floor every pretraining must beat. ``dynamics_untrained`` is a control:
+the dynamics variants' stage-1 tokenizer under a seeded, untrained dynamics trunk, so that what stage 2 learned is
+told apart from what the wider context-encoder features give a probe by themselves.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from monai.transforms import Spacing
 from tqdm import tqdm
 
 from . import __version__
-from .encoders import SliceEncoder
+from .encoders import ContextEncoder, SliceEncoder
 from .export import export_encoder, load_encoder
 from .io import atomic_write_files, atomic_write_json
 from .networks.tokenizer import TokenizerConfig
@@ -47,7 +50,15 @@ __all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("random", "static_volume", "tokenizer_only", "dynamics_none", "dynamics_shuffled", "dynamics_aligned")
+VARIANTS = (
+    "random",
+    "static_volume",
+    "tokenizer_only",
+    "dynamics_untrained",
+    "dynamics_none",
+    "dynamics_shuffled",
+    "dynamics_aligned",
+)
 
 BUDGETS: dict[str, dict] = {
     "micro": {  # a smoke run of a few minutes (the test suite)
@@ -65,12 +76,12 @@ BUDGETS: dict[str, dict] = {
         },
         "registration": {"spacing_mm": 4.0, "iterations": [5, 5, 5]},
     },  # fmt: skip
-    "small": {  # completes on a 2-core CPU within the hour
+    "small": {  # completes on a 2-core CPU within the hour (3 seeds)
         "preset": "small",
         "steps": 200,
         "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0},
         "segmentation": {
-            "shots": [1],
+            "shots": [1, 5],
             "spacing_mm": 3.0,
             "roi_size": 48,
             "samples_per_volume": 2,
@@ -124,6 +135,16 @@ def _random_encoder(out: Path, preset: str, seed: int) -> Path:
     return out
 
 
+def _untrained_trunk(trained: Path, out: Path, seed: int) -> Path:
+    """The control encoder: ``trained`` context encoder's tokenizer weights under a freshly initialised trunk."""
+    model = load_encoder(trained)
+    torch.manual_seed(seed)
+    control = ContextEncoder(**model.arguments())
+    control.encoder.load_state_dict(model.encoder.state_dict())
+    export_encoder(control, out, provenance={"variant": "dynamics_untrained", "tokenizer_from": str(trained)})
+    return out
+
+
 def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.Tensor]:
     """The images of packaged pairs, intensities in [0, 1], resampled to ``spacing_mm``.
 
@@ -139,8 +160,7 @@ def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.T
 
 def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settings: Mapping, seed: int = 0) -> float:
     """Train the segmentation bundle on ``shots`` cases from ``encoder`` (empty: random initialisation) in ``root``,
-    evaluate it (``evaluate.yaml``) and return the held-out case's mean Dice. ``settings`` are bundle overrides
-    (``max_epochs`` also sets the validation interval)."""
+    evaluate it (``evaluate.yaml``) and return the held-out case's mean Dice. ``settings`` are bundle overrides."""
     from monai.bundle import ConfigWorkflow
 
     from .pretrain import bundles_dir
@@ -148,7 +168,7 @@ def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settin
     configs = bundles_dir() / "slicenav_segmentation" / "configs"
     common = {
         **{k: v for k, v in settings.items() if k != "shots"},
-        "val_interval": settings["max_epochs"],
+        "val_interval": settings["max_epochs"] + 1,  # no validation while training: evaluate.yaml scores the result
         "encoder_path": str(encoder),
         "num_train": shots,
         "seed": seed,
@@ -183,11 +203,6 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
     def segmentation(shots: int) -> dict:
         return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
 
-    def registration() -> dict:
-        config = RegistrationConfig(iterations=reg_cfg["iterations"])
-        pair = default_pairs()[0]
-        return run_registration(pair, cell_dir / "registration", "features", encoder, reg_cfg["spacing_mm"], config)
-
     scores = _cell(cell_dir / "probe.json", {"w": weights, **probe_cfg}, probe)
     row = {"pose_r2": scores["pose_r2"], "gap_r2": scores["gap_r2"]}
     for shots in seg_cfg["shots"]:
@@ -197,8 +212,22 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
             lambda n=shots: segmentation(n),
         )
         row[f"seg_dice_n{shots}"] = cell["dice"]
-    row["reg_dice"] = _cell(cell_dir / "registration.json", {"w": weights, **reg_cfg}, registration)["mean_dice_after"]
+    row["reg_dice"] = _registration(cell_dir, reg_cfg, encoder, weights)["mean_dice_after"]
     return row
+
+
+def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None, weights: str = "") -> dict:
+    """The registration cell of the deformed-copy pair: encoder features, or intensities (LNCC) without one."""
+
+    def compute() -> dict:
+        config = RegistrationConfig(iterations=settings["iterations"])
+        similarity = "features" if encoder is not None else "intensity"
+        pair = default_pairs()[0]
+        return run_registration(
+            pair, cell_dir / "registration", similarity, encoder or "", settings["spacing_mm"], config
+        )
+
+    return _cell(cell_dir / "registration.json", {"w": weights, **settings}, compute)
 
 
 def evaluate(
@@ -225,18 +254,23 @@ def evaluate(
     rows = []
     cells = [(v, s) for s in range(int(seeds)) for v in chosen]
     for variant, seed in tqdm(cells, desc="slicenav evaluate", unit="cell"):
+        folder = out / "pretrain" / f"seed{seed}"
         if variant == "random":
-            encoder = _random_encoder(out / "pretrain" / f"seed{seed}" / "random" / "encoder", settings["preset"], seed)
+            encoder = _random_encoder(folder / "random" / "encoder", settings["preset"], seed)
         else:
+            trained = "dynamics_aligned" if variant == "dynamics_untrained" else variant
             record = pretrain(
-                variant, settings["steps"], out / "pretrain" / f"seed{seed}" / variant, seed=seed,
-                preset=settings["preset"], cache_dir=out / "cache",
+                trained, settings["steps"], folder / trained, seed=seed, preset=settings["preset"],
+                cache_dir=out / "cache",
             )  # fmt: skip
             encoder = Path(record["encoder"])
+            if variant == "dynamics_untrained":
+                encoder = _untrained_trunk(encoder, folder / variant / "encoder", seed)
         row = {"variant": variant, "seed": seed}
         row.update(_score(encoder, out / "cells" / f"{variant}-seed{seed}", seed, settings, probe_sets))
         rows.append(row)
-    _write_results(out, rows, budget, settings, time.perf_counter() - start)
+    reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
+    _write_results(out, rows, reference, budget, settings, time.perf_counter() - start)
     return rows
 
 
@@ -255,7 +289,9 @@ def _summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]
     return table
 
 
-def _write_results(out: Path, rows: list[dict], budget: str, settings: Mapping, seconds: float) -> None:
+def _write_results(
+    out: Path, rows: list[dict], reference: Mapping, budget: str, settings: Mapping, seconds: float
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,7 +312,17 @@ def _write_results(out: Path, rows: list[dict], budget: str, settings: Mapping, 
     ]
     for variant, values in summary.items():
         lines.append(f"| {variant} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in values.values()) + " |")
-    lines += ["", "Higher is better in every column (R^2 of spatial probes, mean Dice)."]
+    lines.append(
+        "| reference: intensity registration (LNCC, no encoder) | "
+        + " | ".join(f"{reference['mean_dice_after']:.3f}" if m == "reg_dice" else "—" for m in metrics)
+        + " |"
+    )
+    lines += [
+        "",
+        "Higher is better in every column (R^2 of spatial probes, mean Dice). "
+        f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
+        "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
+    ]
     figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
     for axis, metric in zip(numpy.atleast_1d(axes), metrics, strict=True):
         names = list(summary)
@@ -291,6 +337,7 @@ def _write_results(out: Path, rows: list[dict], budget: str, settings: Mapping, 
         "budget": budget,
         "settings": settings,
         "wall_s": round(seconds, 1),
+        "intensity_registration_reference": {k: reference[k] for k in ("mean_dice_before", "mean_dice_after")},
         "pretraining_data": "embedded synthetic volumes only (include_packaged false)",
         "evaluation_volumes": {
             "probe_train": PROBE_TRAIN,

@@ -39,7 +39,15 @@ VARIANTS = ("tokenizer_only", "dynamics_aligned", "dynamics_none", "dynamics_shu
 PRESETS: dict[str, dict] = {
     "default": {},
     "small": {  # CPU-friendly: 96^3 volumes, 64^2 slices, narrower networks
-        "data": {"num_synthetic": 8, "synth_size": 96, "slice_size": 64, "crop_size": 48, "num_steps": 7},
+        # one 48^3 crop per volume: 2 x 48^3 voxels per static step against 32 slices of 64^2 pixels per slice step
+        "data": {
+            "num_synthetic": 8,
+            "synth_size": 96,
+            "slice_size": 64,
+            "crop_size": 48,
+            "crops_per_volume": 1,
+            "num_steps": 7,
+        },
         "channels": [16, 32, 64],
         "dynamics": {"width": 64, "depth": 2, "heads": 4},
     },

@@ -1,9 +1,17 @@
+import nibabel
 import pytest
 import torch
-from monai.transforms import Compose
+from monai.data import CacheDataset
+from monai.transforms import Compose, RandomizableTrait
 
 from monai_slicenav.data import embedded_datalist
-from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, tissue_labels
+from monai_slicenav.transforms import (
+    EmbeddedVolumed,
+    LoadVolumed,
+    RandSliceTrajectoryd,
+    RenderSlicesd,
+    tissue_labels,
+)
 from monai_slicenav.transforms.synth import SynthLabelEnsemble
 
 SYNTH = {"spatial_size": 32, "spacing": 2.0, "num_labels": (4, 6)}
@@ -52,8 +60,26 @@ def test_packaged_items_become_finite_slices():
 
 
 def test_unknown_source():
-    with pytest.raises(ValueError, match="unknown source"):
+    with pytest.raises(ValueError, match="unknown source None in item x; expected 'synthetic'"):
         EmbeddedVolumed()({"name": "x"})
+    (synthetic,) = embedded_datalist(1, include_packaged=False)
+    with pytest.raises(ValueError, match="unknown source 'synthetic'.*expected 'packaged' or 'file'"):
+        LoadVolumed()(synthetic)
+
+
+def test_load_volumed_is_deterministic_and_cached(tmp_path):
+    """Real volumes load without randomness, so CacheDataset keeps the load and what follows it."""
+    image = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(1, 4, 5, 6)
+    path = tmp_path / "own.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(image[0].numpy(), 2.0 * torch.eye(4).numpy()), path)
+    item = {"source": "file", "image": str(path)}
+    assert not isinstance(LoadVolumed(), RandomizableTrait) and isinstance(EmbeddedVolumed(), RandomizableTrait)
+    loaded = LoadVolumed()(item)["image"]
+    torch.testing.assert_close(loaded, EmbeddedVolumed()(item)["image"])
+    assert float(loaded.min()) == 0.0 and float(loaded.max()) == 1.0
+    dataset = CacheDataset([item], Compose([LoadVolumed()]), cache_rate=1.0, progress=False)
+    path.unlink()  # served from the cache from now on
+    torch.testing.assert_close(dataset[0]["image"], loaded)
 
 
 def test_synthetic_items_use_the_disk_cache(tmp_path):

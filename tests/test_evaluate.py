@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from monai_slicenav.cli import main
 from monai_slicenav.evaluate import BUDGETS, VARIANTS, evaluate
@@ -25,6 +26,20 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
+    reference = record["intensity_registration_reference"]["mean_dice_after"]
+    assert 0.0 < reference <= 1.0
+    assert f"no encoder) | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()
+
+    # the control keeps the aligned variant's tokenizer weights under an untrained trunk
+    weights = {
+        v: torch.load(tmp_path / "pretrain" / "seed0" / v / "encoder" / "encoder.pt", weights_only=True)
+        for v in ("dynamics_aligned", "dynamics_untrained")
+    }
+    trained, control = weights["dynamics_aligned"], weights["dynamics_untrained"]
+    assert trained.keys() == control.keys()
+    for key in trained:
+        same = torch.equal(trained[key], control[key])
+        assert same == key.startswith("encoder.") or not key.endswith("weight"), key
 
     cells = sorted((tmp_path / "cells").rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in cells}

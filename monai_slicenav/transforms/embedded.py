@@ -20,7 +20,7 @@ from monai.transforms import (
 
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
-__all__ = ["tissue_labels", "EmbeddedVolumed"]
+__all__ = ["tissue_labels", "LoadVolumed", "EmbeddedVolumed"]
 
 
 def tissue_labels(grey: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
@@ -30,62 +30,46 @@ def tissue_labels(grey: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
     return torch.stack([background, grey, white]).argmax(dim=0)
 
 
-class EmbeddedVolumed(Randomizable, MapTransform):
-    """Turn an item of :func:`~monai_slicenav.data.embedded_datalist` into ``image`` and ``label``.
+class LoadVolumed(MapTransform):
+    """Load a ``"packaged"`` or ``"file"`` item of :func:`~monai_slicenav.data.embedded_datalist` (or
+    :func:`~monai_slicenav.data.file_datalist`) into ``image`` (and ``label``), deterministically.
 
-    * ``{"source": "synthetic", "synth_seed": s}``: the label map of seed ``s``, painted with a random appearance.
     * ``{"source": "packaged", "image": path, "label": path | "probabilities": [grey, white], "resample": ...}``:
       loaded, reoriented to RAS, the label resampled onto the image grid when the item states a method, intensities
-      scaled to [0, 1] (0.5th-99.5th percentile, clipped).
+      scaled to [0, 1] (0.5th-99.5th percentile, clipped), labels as int64.
     * ``{"source": "file", "image": path}``: any image of your own, loaded and scaled the same way; no label.
+
+    Being deterministic, it lets ``CacheDataset`` keep what follows it (real volumes need no random appearance);
+    :class:`EmbeddedVolumed` handles synthetic items too.
 
     Args:
         image_key: output key of the image. Defaults to ``"image"``.
         label_key: output key of the label map. Defaults to ``"label"``.
-        synth_options: options of :class:`~monai_slicenav.transforms.SynthLabelEnsemble`.
-        appearance_options: options of :class:`~monai_slicenav.transforms.RandSynthAppearance`.
 
     Raises:
-        ValueError: for an item whose source is neither ``"synthetic"`` nor ``"packaged"``.
+        ValueError: for an item whose source is neither ``"packaged"`` nor ``"file"``.
     """
 
-    def __init__(
-        self,
-        image_key: str = "image",
-        label_key: str = "label",
-        synth_options: dict | None = None,
-        appearance_options: dict | None = None,
-    ) -> None:
+    sources = "'packaged' or 'file'"  # named in the error for an unknown source
+
+    def __init__(self, image_key: str = "image", label_key: str = "label") -> None:
         MapTransform.__init__(self, (image_key, label_key))
         self.image_key, self.label_key = image_key, label_key
-        self.synthesise = SynthLabelEnsemble(**(synth_options or {}))
-        self.paint = RandSynthAppearance(**(appearance_options or {}))
         self.load = LoadImage(image_only=True, ensure_channel_first=True)
         self.orient = Orientation(axcodes="RAS", labels=None)
         self.scale = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.paint.set_random_state(state=self.R)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        """The appearance draws from the shared random state while it is painted."""
-
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         source = d.get("source")
-        if source == "synthetic":
-            label = self.synthesise(int(d["synth_seed"]))
-            d[self.image_key], d[self.label_key] = self.paint(label), label
-        elif source == "packaged":
+        if source == "packaged":
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
             d[self.image_key] = self.scale(self.orient(self.load(d["image"]))).float()
         else:
             raise ValueError(
-                f"EmbeddedVolumed: unknown source {source!r} in item {d.get('name', '?')}; "
-                "expected 'synthetic', 'packaged' or 'file'."
+                f"{type(self).__name__}: unknown source {source!r} in item {d.get('name', '?')}; expected "
+                f"{self.sources}."
             )
         return d
 
@@ -100,3 +84,48 @@ class EmbeddedVolumed(Randomizable, MapTransform):
             label = ResampleToMatch(mode=item["resample"], padding_mode="zeros")(label, img_dst=image)
         label = label.round().to(torch.int64)
         return self.scale(image).float(), label
+
+
+class EmbeddedVolumed(Randomizable, LoadVolumed):
+    """Turn an item of :func:`~monai_slicenav.data.embedded_datalist` into ``image`` and ``label``: synthetic
+    items ``{"source": "synthetic", "synth_seed": s}`` become the label map of seed ``s`` painted with a random
+    appearance; packaged and file items are loaded as :class:`LoadVolumed` does.
+
+    Args:
+        image_key: output key of the image. Defaults to ``"image"``.
+        label_key: output key of the label map. Defaults to ``"label"``.
+        synth_options: options of :class:`~monai_slicenav.transforms.SynthLabelEnsemble`.
+        appearance_options: options of :class:`~monai_slicenav.transforms.RandSynthAppearance`.
+
+    Raises:
+        ValueError: for an item whose source is not ``"synthetic"``, ``"packaged"`` or ``"file"``.
+    """
+
+    sources = "'synthetic', 'packaged' or 'file'"
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str = "label",
+        synth_options: dict | None = None,
+        appearance_options: dict | None = None,
+    ) -> None:
+        LoadVolumed.__init__(self, image_key, label_key)
+        self.synthesise = SynthLabelEnsemble(**(synth_options or {}))
+        self.paint = RandSynthAppearance(**(appearance_options or {}))
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.paint.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        """The appearance draws from the shared random state while it is painted."""
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        if data.get("source") != "synthetic":
+            return LoadVolumed.__call__(self, data)
+        d = dict(data)
+        label = self.synthesise(int(d["synth_seed"]))
+        d[self.image_key], d[self.label_key] = self.paint(label), label
+        return d
