@@ -30,7 +30,7 @@ from .registration import (
 from .segmentation import CoarseLabelsd, DeformedCopyd, coarse_label_names, labelled_case
 from .transforms import EmbeddedVolumed
 
-__all__ = ["default_pairs", "load_pair", "run_registration", "compare_similarities"]
+__all__ = ["default_pairs", "file_pair", "load_pair", "run_registration", "compare_similarities"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,32 +51,68 @@ def default_pairs() -> list[dict]:
     ]
 
 
-def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[str, torch.Tensor]:
-    """Fixed and moving image and coarse labels on the fixed grid (resampled to ``spacing_mm``, padded to a
-    multiple of ``multiple``); the moving copy (``copy_seed``) is deformed after resampling."""
+def file_pair(
+    fixed_image: str | os.PathLike,
+    moving_image: str | os.PathLike,
+    fixed_label: str | os.PathLike = "",
+    moving_label: str | os.PathLike = "",
+    name: str = "",
+) -> dict:
+    """A pair of your own NIfTI files (any orientation and spacing; intensities are rescaled to [0, 1] by
+    percentiles). With label maps for both, Dice of their labels before and after is reported; label values are
+    used as they are, and the two maps must share their meaning.
+
+    Raises:
+        FileNotFoundError: naming a file that does not exist.
+        ValueError: when only one of the two label maps is given.
+    """
+    if bool(fixed_label) != bool(moving_label):
+        raise ValueError("Give label maps for both images (fixed_label and moving_label) or for neither.")
+    for path in (fixed_image, moving_image, fixed_label, moving_label):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"Registration input {path} does not exist.")
+
+    def item(image: str | os.PathLike, label: str | os.PathLike) -> dict:
+        entry = {"source": "file", "image": str(image), "name": Path(image).name}
+        return {**entry, "label": str(label), "resample": "nearest"} if label else entry
+
+    stem = lambda path: Path(path).name.split(".")[0]  # noqa: E731
+    return {
+        "name": name or f"{stem(moving_image)}_to_{stem(fixed_image)}",
+        "fixed": item(fixed_image, fixed_label),
+        "moving": item(moving_image, moving_label),
+    }
+
+
+def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[str, torch.Tensor | None]:
+    """Fixed and moving image (and labels, when the pair has them) on the fixed grid, resampled to ``spacing_mm``
+    and padded to a multiple of ``multiple``. Packaged pairs get their coarse labels; a moving copy (``copy_seed``)
+    is deformed after resampling. ``fixed_label``/``moving_label`` are None for a pair without labels."""
+    labelled = "label" in pair["fixed"]
+    keys = ("image", "label") if labelled else ("image",)
+    modes = ("bilinear", "nearest")[: len(keys)]
     load = Compose(
         [
             EmbeddedVolumed(),
-            CoarseLabelsd(),
-            Spacingd(("image", "label"), spacing_mm, mode=("bilinear", "nearest")),
-            SpatialPadd(("image", "label"), spatial_size=(multiple, multiple, multiple), method="end"),
+            *([CoarseLabelsd()] if "pair" in pair["fixed"] else []),
+            Spacingd(keys, spacing_mm, mode=modes),
+            SpatialPadd(keys, spatial_size=(multiple, multiple, multiple), method="end"),
         ]
     )
     fixed = load(pair["fixed"])
     moving = load(pair["moving"])
-    moving = ResampleToMatchd(("image", "label"), "image_fixed", mode=("bilinear", "nearest"))(
-        {**moving, "image_fixed": fixed["image"]}
-    )
-    moving = DeformedCopyd(magnitude_range=pair["moving"].get("copy_magnitude", (60.0, 120.0)))(moving)
+    moving = ResampleToMatchd(keys, "image_fixed", mode=modes)({**moving, "image_fixed": fixed["image"]})
+    if labelled:
+        moving = DeformedCopyd(magnitude_range=pair["moving"].get("copy_magnitude", (60.0, 120.0)))(moving)
     shape = fixed["image"].shape[1:]
     padded = [-(-s // multiple) * multiple for s in shape]
-    pad = SpatialPadd(("image", "label"), padded, method="end")
+    pad = SpatialPadd(keys, padded, method="end")
     fixed, moving = pad(fixed), pad(moving)
     return {
         "fixed_image": fixed["image"][None].float(),
-        "fixed_label": fixed["label"][None],
+        "fixed_label": fixed["label"][None].round().to(torch.int64) if labelled else None,
         "moving_image": moving["image"][None].float(),
-        "moving_label": moving["label"][None].round().to(torch.int64),
+        "moving_label": moving["label"][None].round().to(torch.int64) if labelled else None,
         "affine": fixed["image"].affine,
     }
 
@@ -116,36 +152,54 @@ def run_registration(
     ddf = register(fixed_levels, moving_levels, data["fixed_image"].shape[2:], similarity, config)
     seconds = time.perf_counter() - start
     warped_image = warp_volume(data["moving_image"], ddf)
-    warped_label = warp_volume(data["moving_label"], ddf, mode="nearest")
-    classes = len(coarse_label_names())
-    before = label_dice(data["moving_label"], data["fixed_label"], classes)
-    after = label_dice(warped_label, data["fixed_label"], classes)
     record = {
         "pair": pair["name"],
         "similarity": similarity,
         "encoder": str(encoder_path) if similarity == "features" else None,
-        "dice_before": before,
-        "dice_after": after,
-        "mean_dice_before": sum(before) / len(before),
-        "mean_dice_after": sum(after) / len(after),
         "negative_jacobian_fraction": negative_jacobian_fraction(ddf, data["fixed_image"] > 0.05),
         "seconds": round(seconds, 2),
         "spacing_mm": spacing_mm,
         "config": asdict(config),
-        "classes": coarse_label_names()[1:],
         "displacement_units": "voxels of the fixed grid (MONAI Warp convention), in ddf.nii.gz as (X, Y, Z, 1, 3)",
     }
+    warped_label = None
+    if data["fixed_label"] is not None:
+        warped_label = warp_volume(data["moving_label"], ddf, mode="nearest")
+        record.update(_dice_record(pair, data["moving_label"], warped_label, data["fixed_label"]))
     target = Path(out_dir) / pair["name"] / similarity
     write_registration(target, data["affine"].numpy(), warped_image, warped_label, ddf, record)
     logger.info(
-        "%s / %s: mean Dice %.3f -> %.3f in %.1f s",
+        "%s / %s: mean Dice %s -> %s in %.1f s",
         pair["name"],
         similarity,
-        record["mean_dice_before"],
-        record["mean_dice_after"],
+        record.get("mean_dice_before", "n/a"),
+        record.get("mean_dice_after", "n/a"),
         seconds,
     )
     return record
+
+
+def _dice_record(pair: dict, moving: torch.Tensor, warped: torch.Tensor, fixed: torch.Tensor) -> dict:
+    """Dice per class before and after: the coarse lobes of packaged pairs, else every non-zero label value present
+    in either map (renumbered 1..K for the one-hot, so sparse label values such as 2035 cost nothing)."""
+    if "pair" in pair["fixed"]:
+        names = coarse_label_names()
+    else:
+        values = torch.unique(torch.cat([moving.flatten(), fixed.flatten()]))
+        values = values[values != 0]
+        names = ["background", *(str(int(v)) for v in values)]
+        moving, warped, fixed = (
+            torch.where(x == 0, 0, torch.searchsorted(values, x) + 1) for x in (moving, warped, fixed)
+        )
+    before = label_dice(moving, fixed, len(names))
+    after = label_dice(warped, fixed, len(names))
+    return {
+        "dice_before": before,
+        "dice_after": after,
+        "mean_dice_before": sum(before) / len(before),
+        "mean_dice_after": sum(after) / len(after),
+        "classes": names[1:],
+    }
 
 
 def compare_similarities(

@@ -21,7 +21,7 @@ from monai_slicenav.registration import (
     register,
     warp_volume,
 )
-from monai_slicenav.registration_pairs import compare_similarities, default_pairs, load_pair
+from monai_slicenav.registration_pairs import compare_similarities, default_pairs, file_pair, load_pair
 
 from .packaged_data import needs_packaged_data
 
@@ -96,3 +96,59 @@ def test_bundle_comparison_recovers_the_known_deformation(tmp_path):
 
 def test_metadata_verifies_offline():
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def _blob_pair(folder: Path) -> dict[str, Path]:
+    """Two NIfTI images (LPS-flipped 2 mm grid) of two labelled blobs (values 3 and 40), the moving one shifted."""
+    grid = np.stack(np.meshgrid(*(np.arange(32.0),) * 3, indexing="ij"))
+    affine = np.diag([-2.0, -2.0, 2.0, 1.0])
+    files = {}
+    for role, shift in (("fixed", 0.0), ("moving", 2.0)):
+        labels = np.zeros((32, 32, 32), np.int16)
+        for value, centre in ((3, (12.0 + shift, 16.0, 16.0)), (40, (21.0 + shift, 15.0, 17.0))):
+            inside = ((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0) < 16.0
+            labels[inside] = value
+        image = (labels > 0).astype(np.float32) + 0.5 * (labels == 40)
+        for kind, array in (("image", image), ("label", labels)):
+            files[f"{role}_{kind}"] = folder / f"{role}_{kind}.nii.gz"
+            nib.save(nib.Nifti1Image(array, affine), files[f"{role}_{kind}"])
+    return files
+
+
+def test_bundle_registers_your_own_files(tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    files = _blob_pair(tmp_path)
+    common = {"similarity": "intensity", "spacing_mm": 2.0, "iterations": [30, 30, 20]}
+    flow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.yaml"), workflow_type="infer", bundle_root=str(tmp_path),
+        **{k: str(v) for k, v in files.items()}, **common,
+    )  # fmt: skip
+    flow.initialize()
+    flow.run()
+    out = tmp_path / "eval" / "moving_image_to_fixed_image" / "intensity"
+    record = json.loads((out / "registration.json").read_text())
+    assert record["classes"] == ["3", "40"]
+    assert record["mean_dice_before"] < 0.75 and record["mean_dice_after"] > record["mean_dice_before"] + 0.1
+    warped = nib.load(str(out / "warped_label.nii.gz"))
+    assert set(np.unique(warped.get_fdata()).astype(int)) <= {0, 3, 40}
+    assert np.allclose(np.abs(np.diag(warped.affine))[:3], 2.0)  # on the RAS working grid, world-aligned
+
+    unlabelled = {k: str(v) for k, v in files.items() if k.endswith("image")}
+    flow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.yaml"), workflow_type="infer", bundle_root=str(tmp_path / "plain"),
+        **unlabelled, **common,
+    )  # fmt: skip
+    flow.initialize()
+    flow.run()
+    plain = tmp_path / "plain" / "eval" / "moving_image_to_fixed_image" / "intensity"
+    assert "mean_dice_after" not in json.loads((plain / "registration.json").read_text())
+    assert not (plain / "warped_label.nii.gz").exists() and (plain / "ddf.nii.gz").is_file()
+
+
+def test_file_pair_errors(tmp_path):
+    files = _blob_pair(tmp_path)
+    with pytest.raises(ValueError, match="both images"):
+        file_pair(files["fixed_image"], files["moving_image"], fixed_label=files["fixed_label"])
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz does not exist"):
+        file_pair(files["fixed_image"], tmp_path / "missing.nii.gz")

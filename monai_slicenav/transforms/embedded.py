@@ -37,7 +37,9 @@ class LoadVolumed(MapTransform):
     * ``{"source": "packaged", "image": path, "label": path | "probabilities": [grey, white], "resample": ...}``:
       loaded, reoriented to RAS, the label resampled onto the image grid when the item states a method, intensities
       scaled to [0, 1] (0.5th-99.5th percentile, clipped), labels as int64.
-    * ``{"source": "file", "image": path}``: any image of your own, loaded and scaled the same way; no label.
+    * ``{"source": "file", "image": path}``: any image of your own, loaded and scaled the same way; with
+      ``"label": path`` too, its label map is loaded as well (resampled onto the image grid when the item says
+      ``"resample": "nearest"``).
 
     Being deterministic, it lets ``CacheDataset`` keep what follows it (real volumes need no random appearance);
     :class:`EmbeddedVolumed` handles synthetic items too.
@@ -62,7 +64,7 @@ class LoadVolumed(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         source = d.get("source")
-        if source == "packaged":
+        if source == "packaged" or (source == "file" and "label" in d):
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
             d[self.image_key] = self.scale(self.orient(self.load(d["image"]))).float()
