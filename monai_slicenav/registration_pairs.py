@@ -76,9 +76,9 @@ def file_pair(
         entry = {"source": "file", "image": str(image), "name": Path(image).name}
         return {**entry, "label": str(label), "resample": "nearest"} if label else entry
 
-    stem = lambda path: Path(path).name.split(".")[0]  # noqa: E731
+    stems = [Path(path).name.split(".")[0] for path in (moving_image, fixed_image)]
     return {
-        "name": name or f"{stem(moving_image)}_to_{stem(fixed_image)}",
+        "name": name or "_to_".join(stems),
         "fixed": item(fixed_image, fixed_label),
         "moving": item(moving_image, moving_label),
     }
@@ -132,12 +132,14 @@ def run_registration(
         fraction inside the fixed foreground, wall time, settings.
 
     Raises:
-        ValueError: when ``similarity="features"`` has no ``encoder_path``.
+        ValueError: when ``similarity="features"`` has no ``encoder_path``, or label maps hold no label.
     """
     config = config or RegistrationConfig()
     if similarity == "features" and not encoder_path:
         raise ValueError("Feature-based registration needs an exported encoder (encoder_path).")
     data = load_pair(pair, spacing_mm)
+    if data["fixed_label"] is not None:  # checked before the optimisation, not after it
+        classes = _label_classes(pair, data["moving_label"], data["fixed_label"])
     start = time.perf_counter()
     levels = len(config.iterations)
     if similarity == "features":
@@ -165,7 +167,7 @@ def run_registration(
     warped_label = None
     if data["fixed_label"] is not None:
         warped_label = warp_volume(data["moving_label"], ddf, mode="nearest")
-        record.update(_dice_record(pair, data["moving_label"], warped_label, data["fixed_label"]))
+        record.update(_dice_record(classes, data["moving_label"], warped_label, data["fixed_label"]))
     target = Path(out_dir) / pair["name"] / similarity
     write_registration(target, data["affine"].numpy(), warped_image, warped_label, ddf, record)
     logger.info(
@@ -179,15 +181,29 @@ def run_registration(
     return record
 
 
-def _dice_record(pair: dict, moving: torch.Tensor, warped: torch.Tensor, fixed: torch.Tensor) -> dict:
-    """Dice per class before and after: the coarse lobes of packaged pairs, else every non-zero label value present
-    in either map (renumbered 1..K for the one-hot, so sparse label values such as 2035 cost nothing)."""
+def _label_classes(pair: dict, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[list[str], torch.Tensor | None]:
+    """Class names (background first) and, for label maps of your own, their sorted non-zero values: the coarse
+    lobes of packaged pairs, else every non-zero value present in either map.
+
+    Raises:
+        ValueError: when the maps hold no label other than 0.
+    """
     if "pair" in pair["fixed"]:
-        names = coarse_label_names()
-    else:
-        values = torch.unique(torch.cat([moving.flatten(), fixed.flatten()]))
-        values = values[values != 0]
-        names = ["background", *(str(int(v)) for v in values)]
+        return coarse_label_names(), None
+    values = torch.unique(torch.cat([moving.flatten(), fixed.flatten()]))
+    values = values[values != 0]
+    if values.numel() == 0:
+        raise ValueError(f"{pair['name']}: the label maps hold no label other than 0 (background).")
+    return ["background", *(str(int(v)) for v in values)], values
+
+
+def _dice_record(
+    classes: tuple[list[str], torch.Tensor | None], moving: torch.Tensor, warped: torch.Tensor, fixed: torch.Tensor
+) -> dict:
+    """Dice per class before and after; label values of your own are renumbered 1..K first, so sparse values such
+    as 2035 cost no more than dense ones in the one-hot."""
+    names, values = classes
+    if values is not None:
         moving, warped, fixed = (
             torch.where(x == 0, 0, torch.searchsorted(values, x) + 1) for x in (moving, warped, fixed)
         )

@@ -21,7 +21,13 @@ from monai_slicenav.registration import (
     register,
     warp_volume,
 )
-from monai_slicenav.registration_pairs import compare_similarities, default_pairs, file_pair, load_pair
+from monai_slicenav.registration_pairs import (
+    compare_similarities,
+    default_pairs,
+    file_pair,
+    load_pair,
+    run_registration,
+)
 
 from .packaged_data import needs_packaged_data
 
@@ -152,3 +158,8 @@ def test_file_pair_errors(tmp_path):
         file_pair(files["fixed_image"], files["moving_image"], fixed_label=files["fixed_label"])
     with pytest.raises(FileNotFoundError, match="missing.nii.gz does not exist"):
         file_pair(files["fixed_image"], tmp_path / "missing.nii.gz")
+    empty = tmp_path / "empty_label.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 32), np.int16), np.diag([-2.0, -2.0, 2.0, 1.0])), empty)
+    pair = file_pair(files["fixed_image"], files["moving_image"], empty, empty, name="blank")
+    with pytest.raises(ValueError, match="blank: the label maps hold no label other than 0"):
+        run_registration(pair, tmp_path / "out", "intensity", config=RegistrationConfig(iterations=(1, 1, 1)))
