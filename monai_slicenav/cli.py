@@ -164,10 +164,11 @@ class SliceNavCLI:
         cells are reused when run again.
 
         Args:
-            variants: all, or a comma-separated subset of random, static_volume, tokenizer_only, dynamics_none,
-                dynamics_shuffled, dynamics_aligned.
+            variants: all, or a comma-separated subset of random, static_volume, tokenizer_only, dynamics_untrained
+                (control: stage-1 tokenizer, untrained trunk), dynamics_none, dynamics_shuffled, dynamics_aligned.
             seeds: seeds per variant.
-            budget: micro (smoke test, minutes) | small (2-core CPU, under an hour) | paper (GPU-scale, documented).
+            budget: micro (smoke test, about a minute) | small (3 seeds in under an hour on 2 CPU cores) | paper
+                (GPU-scale, documented).
             out: output folder.
         """
         if isinstance(variants, (list, tuple)):  # fire parses "a,b" as a tuple
