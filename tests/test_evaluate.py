@@ -60,6 +60,13 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     assert all(p.stat().st_mtime_ns == stamps[p] for p in cells)  # finished cells are reused, not recomputed
 
 
+def test_missing_evaluation_volumes_fail_before_pretraining(tmp_path, monkeypatch):
+    monkeypatch.setattr("monai_slicenav.evaluate.packaged_pairs", lambda: [])
+    with pytest.raises(FileNotFoundError, match=r"volumes \['colin27_brain_aal'.* are not installed"):
+        evaluate(["static_volume"], seeds=1, budget="micro", out=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="budget"):
         evaluate(budget="huge")
