@@ -5,7 +5,9 @@ Pretraining uses only the embedded synthetic volumes (``include_packaged`` stays
 are never seen before evaluation; the record says which volumes each task used. Tasks:
 
 * ``probe``: spatial probes of the frozen encoder (:mod:`monai_slicenav.probes`): pose R^2 and gap R^2, fitted on
-  slices of two templates and scored on two others;
+  slices of two templates and scored on two others; on the encoder's pooled features as they are, and narrowed to
+  ``equal_width`` principal components (``pose_r2_w16``, ``gap_r2_w16``) so that wide and narrow encoders are also
+  compared at an equal feature count;
 * ``segmentation``: the segmentation bundle, n = 1 (and n = 5 where the budget says so), mean Dice on MNI152;
 * ``registration``: the registration bundle's feature similarity on the deformed-copy pair, mean Dice after; the
   same registration with intensities (LNCC, no encoder) is computed once as a reference line.
@@ -41,7 +43,7 @@ from .io import atomic_write_files, atomic_write_json
 from .networks.tokenizer import TokenizerConfig
 from .packaged import packaged_pairs
 from .pretrain import PRESETS, pretrain
-from .probes import encode, encoder_features, probe_scores, sample_probe_set
+from .probes import encode, encoder_features, narrow_features, probe_scores, sample_probe_set
 from .registration import RegistrationConfig
 from .registration_pairs import default_pairs, run_registration
 from .transforms import EmbeddedVolumed
@@ -64,7 +66,7 @@ BUDGETS: dict[str, dict] = {
     "micro": {  # a smoke run of a few minutes (the test suite)
         "preset": "micro",
         "steps": 4,
-        "probe": {"pairs": 24, "slice_size": 32, "spacing_mm": 4.0},
+        "probe": {"pairs": 24, "slice_size": 32, "spacing_mm": 4.0, "equal_width": 16},
         "segmentation": {
             "shots": [1],
             "spacing_mm": 4.0,
@@ -79,7 +81,7 @@ BUDGETS: dict[str, dict] = {
     "small": {  # completes on a 2-core CPU within the hour (3 seeds)
         "preset": "small",
         "steps": 200,
-        "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0},
+        "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0, "equal_width": 16},
         "segmentation": {
             "shots": [1, 5],
             "spacing_mm": 3.0,
@@ -94,7 +96,7 @@ BUDGETS: dict[str, dict] = {
     "paper": {  # what a GPU run would use (documented; runs anywhere, slowly)
         "preset": "default",
         "steps": 20000,
-        "probe": {"pairs": 512, "slice_size": 128, "spacing_mm": 1.0},
+        "probe": {"pairs": 512, "slice_size": 128, "spacing_mm": 1.0, "equal_width": 16},
         "segmentation": {
             "shots": [1, 2, 5],
             "spacing_mm": 1.5,
@@ -210,14 +212,20 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
                     for i, v in enumerate(volumes)
                 ]
         model = load_encoder(encoder).eval()
-        features = [encoder_features(lambda s: encode(model, s), probe_sets[g]) for g in ("train", "test")]
-        return probe_scores(features[0], features[1], probe_sets["train"], probe_sets["test"])
+        train, test = (encoder_features(lambda s: encode(model, s), probe_sets[g]) for g in ("train", "test"))
+        width = probe_cfg["equal_width"]
+        narrow = probe_scores(*narrow_features(train, test, width), probe_sets["train"], probe_sets["test"])
+        return {
+            **probe_scores(train, test, probe_sets["train"], probe_sets["test"]),
+            **{f"{name}_w{width}": value for name, value in narrow.items()},
+        }
 
     def segmentation(shots: int) -> dict:
         return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
 
     scores = _cell(cell_dir / "probe.json", {"w": weights, **probe_cfg}, probe)
-    row = {"pose_r2": scores["pose_r2"], "gap_r2": scores["gap_r2"]}
+    width = probe_cfg["equal_width"]
+    row = {k: scores[k] for k in ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}")}
     for shots in seg_cfg["shots"]:
         cell = _cell(
             cell_dir / f"segmentation_n{shots}.json",

@@ -8,7 +8,9 @@
 
 Slices are rendered from real volumes at random poses (:class:`~monai_slicenav.transforms.RandSliceTrajectory`,
 random start orientation); probes are ridge regressions fitted on some subjects and scored (R^2, averaged over
-targets) on others, so a score says what transfers across anatomy, not what a probe memorised.
+targets) on others, so a score says what transfers across anatomy, not what a probe memorised. Encoders of
+different widths can be compared at an equal feature count with :func:`narrow_features` (PCA fitted on the
+training slices).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "r2_score",
     "pose_features",
     "encoder_features",
+    "narrow_features",
     "probe_scores",
 ]
 
@@ -135,6 +138,26 @@ def encoder_features(
     slices = torch.cat([s.slices for s in sets])
     first, second = featurise(slices[:, 0]), featurise(slices[:, 1])
     return first, torch.cat([first, second], dim=1)
+
+
+def narrow_features(
+    train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], width: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[tuple[torch.Tensor, torch.Tensor]]]:
+    """Project :func:`encoder_features` outputs onto the first ``width`` principal components of the training
+    slices' standardised features (both slices of every pair), so that probes of encoders of different widths see
+    equally many features. Returns (first, pair) for train and test, with ``width`` and ``2 * width`` columns (fewer
+    when the encoder has fewer features)."""
+    features = train[0].shape[1]
+    slices = {name: (pair[0], pair[1][:, features:]) for name, pair in (("train", train), ("test", test))}
+    fit = torch.cat(slices["train"]).double()
+    mean, std = fit.mean(0), fit.std(0).clamp(min=1e-6)
+    basis = torch.linalg.svd((fit - mean) / std, full_matrices=False).Vh[:width].T  # (F, width)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return (((x.double() - mean) / std) @ basis).float()
+
+    narrowed = {name: (project(a), project(b)) for name, (a, b) in slices.items()}
+    return tuple((a, torch.cat([a, b], dim=1)) for a, b in (narrowed["train"], narrowed["test"]))  # type: ignore
 
 
 def probe_scores(

@@ -21,14 +21,14 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
-    columns = ["pose_r2", "gap_r2", "seg_dice_n1", "reg_dice"]
+    columns = ["pose_r2", "gap_r2", "pose_r2_w16", "gap_r2_w16", "seg_dice_n1", "reg_dice"]
     assert all(math.isfinite(float(row[c])) for row in table for c in columns)
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
-    assert f"no encoder) | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()
+    assert f"no encoder) | — | — | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()
 
     # the control keeps the aligned variant's tokenizer weights under an untrained trunk
     weights = {

@@ -10,6 +10,7 @@ from monai_slicenav.probes import (
     ProbeSet,
     encode,
     encoder_features,
+    narrow_features,
     pose_features,
     probe_scores,
     r2_score,
@@ -54,3 +55,21 @@ def test_oracle_beats_random_encoder_and_shuffling_destroys_it(sets):
     shuffled = [ProbeSet(test[0].slices, test[0].pose[order], test[0].gap[order])]
     destroyed = probe_scores(pose_features(train), pose_features(test), train, shuffled, alpha=1e-3)
     assert destroyed["pose_r2"] < 0.1 and destroyed["gap_r2"] < 0.1
+
+
+def test_narrowed_features_keep_what_a_full_rank_projection_keeps(sets):
+    train, test = sets[:1], sets[1:]
+    torch.manual_seed(0)
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16, 16))).eval()
+    wide = [encoder_features(lambda s: encode(encoder, s), group) for group in (train, test)]
+    features = wide[0][0].shape[1]
+    narrow_train, narrow_test = narrow_features(wide[0], wide[1], 3)
+    assert narrow_train[0].shape == (48, 3) and narrow_train[1].shape == (48, 6) and narrow_test[1].shape == (48, 6)
+    variances = narrow_train[0].var(0)
+    assert bool((variances[:-1] >= variances[1:]).all())  # principal components, largest first
+    # a full-rank projection is an invertible linear map: a (nearly unpenalised) linear probe scores the same
+    full = narrow_features(wide[0], wide[1], features)
+    as_is = probe_scores(wide[0], wide[1], train, test, alpha=1e-6)
+    rotated = probe_scores(*full, train, test, alpha=1e-6)
+    assert rotated["pose_r2"] == pytest.approx(as_is["pose_r2"], abs=1e-3)
+    assert rotated["gap_r2"] == pytest.approx(as_is["gap_r2"], abs=1e-3)
