@@ -328,7 +328,10 @@ def _write_results(
     writer.writeheader()
     writer.writerows(rows)
     lines = [
-        f"# slicenav evaluate — budget `{budget}`, {len({r['seed'] for r in rows})} seed(s), {seconds / 60:.1f} min",
+        f"# slicenav evaluate — budget `{budget}`, {len({r['seed'] for r in rows})} seed(s)",
+        "",
+        f"This invocation took {seconds / 60:.1f} min (finished cells of earlier runs are reused; each cell's own "
+        "time is in its JSON under cells/).",
         "",
         "| variant | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
@@ -342,7 +345,8 @@ def _write_results(
     )
     lines += [
         "",
-        "Higher is better in every column (R^2 of spatial probes, mean Dice). "
+        "Higher is better in every column (R^2 of spatial probes, mean Dice); `_w16` columns: the probe on the "
+        "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
         f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
         "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
     ]
