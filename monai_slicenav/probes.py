@@ -142,7 +142,7 @@ def encoder_features(
 
 def narrow_features(
     train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], width: int
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[tuple[torch.Tensor, torch.Tensor]]]:
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Project :func:`encoder_features` outputs onto the first ``width`` principal components of the training
     slices' standardised features (both slices of every pair), so that probes of encoders of different widths see
     equally many features. Returns (first, pair) for train and test, with ``width`` and ``2 * width`` columns (fewer
@@ -156,8 +156,8 @@ def narrow_features(
     def project(x: torch.Tensor) -> torch.Tensor:
         return (((x.double() - mean) / std) @ basis).float()
 
-    narrowed = {name: (project(a), project(b)) for name, (a, b) in slices.items()}
-    return tuple((a, torch.cat([a, b], dim=1)) for a, b in (narrowed["train"], narrowed["test"]))  # type: ignore
+    (train_a, train_b), (test_a, test_b) = ((project(a), project(b)) for a, b in slices.values())
+    return (train_a, torch.cat([train_a, train_b], dim=1)), (test_a, torch.cat([test_a, test_b], dim=1))
 
 
 def probe_scores(
