@@ -17,8 +17,9 @@ from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.pretrain import VARIANTS, pretrain
 from monai_slicenav.workflows import load_tokenizer_weights
 
+from .bundle_helpers import SCHEMA, run_workflow
+
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
 TINY = {
     "num_synthetic": 1,
     "num_val_synthetic": 1,
@@ -107,9 +108,7 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         **SMALL_NETS,
         **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40, "cache_dir": str(tmp_path / "data")}},
     )
-    infer.initialize()
-    infer.run()
-    infer.finalize()
+    run_workflow(infer)
     out = next((tmp_path / "eval" / "inference").iterdir())
     scores = json.loads((out / "rollout.json").read_text())
     assert scores["steps"] == 3 and scores["rollout_latent_mse"][0] == pytest.approx(scores["next_step_latent_mse"][0])
@@ -153,9 +152,7 @@ def test_static_volume_bundle_trains_exports_and_infers(tmp_path):
         **{"network_def#channels": [8, 16, 16]},
         **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40, "cache_dir": str(tmp_path / "data")}},
     )
-    infer.initialize()
-    infer.run()
-    infer.finalize()
+    run_workflow(infer)
     out = next((tmp_path / "eval" / "inference").iterdir())
     scores = json.loads((out / "reconstruction.json").read_text())
     assert scores["hidden_fraction"] == pytest.approx(0.6, abs=0.05) and 0 <= scores["hidden_mae"] < 1

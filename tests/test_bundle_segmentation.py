@@ -3,7 +3,6 @@ back onto the input grid; the coarse label merge and the deformed copies checked
 
 import csv
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -24,10 +23,10 @@ from monai_slicenav.segmentation import (
 )
 from monai_slicenav.transforms import EmbeddedVolumed
 
+from .bundle_helpers import SCHEMA, configs_dir, run_workflow
 from .packaged_data import needs_packaged_data
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_segmentation" / "configs"
-SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
+CONFIGS = configs_dir("slicenav_segmentation")
 TINY = {"spacing_mm": 4.0, "roi_size": 32, "samples_per_volume": 2, "decoder_channels": [16, 8, 8]}
 
 
@@ -76,10 +75,7 @@ def test_train_then_evaluate_writes_dice(tmp_path):
         val_interval=2,
         **settings,
     )
-    train.initialize()
-    assert not train.check_properties()
-    train.run()
-    train.finalize()
+    run_workflow(train, check_properties=True)
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     key = "encoder.stages.0.0.conv.weight"
     assert torch.equal(state[f"encoder.encoder.{key}"], encoder.state_dict()[key])  # frozen pretrained weights
@@ -91,9 +87,7 @@ def test_train_then_evaluate_writes_dice(tmp_path):
         bundle_root=str(tmp_path),
         **settings,
     )
-    evaluate.initialize()
-    evaluate.run()
-    evaluate.finalize()
+    run_workflow(evaluate)
     with open(tmp_path / "eval" / "val_mean_dice_raw.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["filename"] for r in rows] == ["mni152_harvard_oxford"]
@@ -111,9 +105,7 @@ def test_train_then_evaluate_writes_dice(tmp_path):
         image=str(image),
         **{k: v for k, v in settings.items() if k != "frozen" and k != "samples_per_volume"},
     )
-    infer.initialize()
-    infer.run()
-    infer.finalize()
+    run_workflow(infer)
     seg = nib.load(str(tmp_path / "eval" / "inference" / "head" / "head_seg.nii.gz"))
     assert seg.shape == (30, 27, 25) and np.allclose(seg.affine, affine)
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(6))

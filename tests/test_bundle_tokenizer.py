@@ -19,8 +19,9 @@ from monai_slicenav.navigation import trajectory_from_dict
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RenderSlices
 
+from .bundle_helpers import SCHEMA, run_workflow
+
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
-SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
 CONFIGS = {
     "meta_file": str(BUNDLE / "configs" / "metadata.json"),
     "config_file": str(BUNDLE / "configs" / "train.yaml"),
@@ -150,10 +151,7 @@ def test_inference_writes_tokens_that_match_the_model(tmp_path):
         slice_size=32,
         num_steps=5,
     )
-    workflow.initialize()
-    assert not workflow.check_properties()
-    workflow.run()
-    workflow.finalize()
+    run_workflow(workflow, check_properties=True)
 
     out = tmp_path / "eval" / "inference" / "head"
     tokens = torch.load(out / "tokens.pt", weights_only=True)

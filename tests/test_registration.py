@@ -29,10 +29,10 @@ from monai_slicenav.registration_pairs import (
     run_registration,
 )
 
+from .bundle_helpers import SCHEMA, configs_dir, run_workflow
 from .packaged_data import needs_packaged_data
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_registration" / "configs"
-SCHEMA = Path(__file__).resolve().parents[1] / "monai_slicenav" / "schemas" / "meta_schema.json"
+CONFIGS = configs_dir("slicenav_registration")
 
 
 def test_negative_jacobian_fraction():
@@ -130,8 +130,7 @@ def test_bundle_registers_your_own_files(tmp_path):
         config_file=str(CONFIGS / "inference.yaml"), workflow_type="infer", bundle_root=str(tmp_path),
         **{k: str(v) for k, v in files.items()}, **common,
     )  # fmt: skip
-    flow.initialize()
-    flow.run()
+    run_workflow(flow)
     out = tmp_path / "eval" / "moving_image_to_fixed_image" / "intensity"
     record = json.loads((out / "registration.json").read_text())
     assert record["classes"] == ["3", "40"]
@@ -145,8 +144,7 @@ def test_bundle_registers_your_own_files(tmp_path):
         config_file=str(CONFIGS / "inference.yaml"), workflow_type="infer", bundle_root=str(tmp_path / "plain"),
         **unlabelled, **common,
     )  # fmt: skip
-    flow.initialize()
-    flow.run()
+    run_workflow(flow)
     plain = tmp_path / "plain" / "eval" / "moving_image_to_fixed_image" / "intensity"
     assert "mean_dice_after" not in json.loads((plain / "registration.json").read_text())
     assert not (plain / "warped_label.nii.gz").exists() and (plain / "ddf.nii.gz").is_file()
