@@ -9,6 +9,7 @@ from pathlib import Path
 import fire
 from monai.transforms import ScaleIntensityRangePercentiles
 
+from .controllability import describe
 from .evaluate import evaluate as run_evaluation
 from .export import export_from_bundle
 from .io import atomic_write_bytes, atomic_write_json, load_volume
@@ -153,7 +154,11 @@ class SliceNavCLI:
         record = pretrain(variant, steps, out, seed=seed, preset=preset, cache_dir=cache_dir)
         for stage in record["stages"]:
             state = "reused" if stage["reused"] else f"{stage['wall_s']} s"
-            print(f"{stage['bundle']}: {state}, validation {stage['val_metrics']}")
+            metrics = stage["val_metrics"]
+            key = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("ctrl_")}
+            print(f"{stage['bundle']}: {state}, validation {key}")
+            if "ctrl_ratio_true_copy" in metrics:
+                print(f"  controllability on held-out validation trajectories: {describe(metrics)}")
         return record["encoder"]
 
     def evaluate(

@@ -10,7 +10,12 @@ are never seen before evaluation; the record says which volumes each task used. 
   compared at an equal feature count;
 * ``segmentation``: the segmentation bundle, n = 1 (and n = 5 where the budget says so), mean Dice on MNI152;
 * ``registration``: the registration bundle's feature similarity on the deformed-copy pair, mean Dice after; the
-  same registration with intensities (LNCC, no encoder) is computed once as a reference line.
+  same registration with intensities (LNCC, no encoder) is computed once as a reference line;
+* ``controllability`` (the dynamics variants): does the trained stage 2 use its actions? On trajectories of the
+  regime it was trained with, rendered on held-out synthetic volumes (``_syn``) and on the four real templates
+  (``_real``): next-step latent error with the true actions over the copy baseline (``ctrl_true_copy``), true over
+  shuffled actions (``ctrl_true_shuffled``) and the decoded PSNR gap true - shuffled in dB (``ctrl_gap_db``); see
+  :mod:`monai_slicenav.controllability`. Lower ratios and a larger gap are better; other variants show "—".
 
 Every (variant, seed, task) cell is a JSON file under ``<out>/cells`` holding a hash of its settings; finished cells
 with the same hash are not recomputed, so an interrupted run resumes. ``random`` is the randomly initialised encoder
@@ -26,6 +31,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import statistics
 import time
@@ -37,6 +43,8 @@ from monai.transforms import Spacing
 from tqdm import tqdm
 
 from . import __version__
+from .controllability import held_out_controllability
+from .data import embedded_datalist
 from .encoders import ContextEncoder, SliceEncoder
 from .export import export_encoder, load_encoder
 from .io import atomic_write_files, atomic_write_json
@@ -47,6 +55,7 @@ from .probes import encode, encoder_features, narrow_features, probe_scores, sam
 from .registration import RegistrationConfig
 from .registration_pairs import default_pairs, run_registration
 from .transforms import EmbeddedVolumed
+from .workflows import trained_navigator
 
 __all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 
@@ -77,6 +86,7 @@ BUDGETS: dict[str, dict] = {
             "decoder_channels": [8, 8, 8],
         },
         "registration": {"spacing_mm": 4.0, "iterations": [5, 5, 5]},
+        "controllability": {"synthetic": 1, "trajectories": 4},
     },  # fmt: skip
     "small": {  # completes on a 2-core CPU within the hour (3 seeds)
         "preset": "small",
@@ -92,6 +102,7 @@ BUDGETS: dict[str, dict] = {
             "decoder_channels": [32, 16, 16],
         },
         "registration": {"spacing_mm": 3.0, "iterations": [40, 30, 20]},
+        "controllability": {"synthetic": 4, "trajectories": 16},
     },  # fmt: skip
     "paper": {  # what a GPU run would use (documented; runs anywhere, slowly)
         "preset": "default",
@@ -107,10 +118,13 @@ BUDGETS: dict[str, dict] = {
             "decoder_channels": [64, 32, 16],
         },
         "registration": {"spacing_mm": 1.5, "iterations": [100, 60, 40]},
+        "controllability": {"synthetic": 8, "trajectories": 32},
     },  # fmt: skip
 }
 PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
+CONTROLLABILITY_COLUMNS = {"ctrl_true_copy": "ctrl_ratio_true_copy", "ctrl_true_shuffled": "ctrl_ratio_true_shuffled",
+                           "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
 
 
 def _digest(payload: object) -> str:
@@ -251,6 +265,33 @@ def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None
     return _cell(cell_dir / "registration.json", {"w": weights, **settings}, compute)
 
 
+def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mapping) -> dict:
+    """The controllability cell of a dynamics variant's trained stage (see the module docstring)."""
+    stage = Path(record["stages"][-1]["root"])
+    cfg = settings["controllability"]
+    weights = hashlib.sha256((stage / "models" / "model.pt").read_bytes()).hexdigest()
+
+    def compute() -> dict:
+        navigator = trained_navigator(stage)
+        regime = json.loads((stage / "models" / "context_encoder" / "encoder.json").read_text())["navigation"]
+        synth_size = PRESETS[settings["preset"]].get("data", {}).get("synth_size")
+        installed = _installed(PROBE_TRAIN + PROBE_TEST)
+        real = [installed[name] for name in PROBE_TRAIN + PROBE_TEST]
+        data = {"syn": embedded_datalist(cfg["synthetic"], 1000 + seed, include_packaged=False), "real": real}
+        figures = {}
+        for name, items in data.items():
+            scores = held_out_controllability(navigator, regime, items, cfg["trajectories"], seed, synth_size)
+            figures.update({f"{key}_{name}": value for key, value in scores.items()})
+        return figures
+
+    cell = _cell(cell_dir / "controllability.json", {"w": weights, **cfg}, compute)
+    return {
+        f"{column}_{data}": cell[f"{key}_{data}"]
+        for data in ("syn", "real")
+        for column, key in CONTROLLABILITY_COLUMNS.items()
+    }
+
+
 def evaluate(
     variants: str | Sequence[str] = "all",
     seeds: int = 3,
@@ -290,11 +331,17 @@ def evaluate(
             if variant == "dynamics_untrained":
                 encoder = _untrained_trunk(encoder, folder / variant / "encoder", seed)
         row = {"variant": variant, "seed": seed}
-        row.update(_score(encoder, out / "cells" / f"{variant}-seed{seed}", seed, settings, probe_sets))
+        cell_dir = out / "cells" / f"{variant}-seed{seed}"
+        row.update(_score(encoder, cell_dir, seed, settings, probe_sets))
+        controlled = variant.startswith("dynamics_") and variant != "dynamics_untrained"
+        row.update(_controllability(record, cell_dir, seed, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
     _write_results(out, rows, reference, budget, settings, time.perf_counter() - start)
     return rows
+
+
+_NOT_APPLICABLE = {f"{c}_{d}": math.nan for d in ("syn", "real") for c in CONTROLLABILITY_COLUMNS}
 
 
 def _metrics(rows: Sequence[Mapping]) -> list[str]:
@@ -337,7 +384,8 @@ def _write_results(
         "|---|" + "---|" * len(metrics),
     ]
     for variant, values in summary.items():
-        lines.append(f"| {variant} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in values.values()) + " |")
+        cells = ("—" if math.isnan(m) else f"{m:.3f} ± {s:.3f}" for m, s in values.values())
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append(
         "| reference: intensity registration (LNCC, no encoder) | "
         + " | ".join(f"{reference['mean_dice_after']:.3f}" if m == "reg_dice" else "—" for m in metrics)
@@ -345,8 +393,12 @@ def _write_results(
     )
     lines += [
         "",
-        "Higher is better in every column (R^2 of spatial probes, mean Dice); `_w16` columns: the probe on the "
+        "Higher is better in the task columns (R^2 of spatial probes, mean Dice); `_w16` columns: the probe on the "
         "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
+        "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
+        "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
+        "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_gap_db` "
+        "decoded PSNR with true minus shuffled actions (higher is better; 0 for `dynamics_none` by construction). "
         f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
         "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
     ]

@@ -144,6 +144,7 @@ def export_encoder(
     out_dir: str | os.PathLike,
     input_spec: Mapping | None = None,
     provenance: Mapping | None = None,
+    navigation: Mapping | None = None,
 ) -> tuple[Path, Path]:
     """Write ``encoder.pt`` and ``encoder.json`` into ``out_dir`` atomically (each through a temporary file).
 
@@ -153,6 +154,9 @@ def export_encoder(
         input_spec: how inputs must look, e.g. ``{"normalisation": "...", "slice_size": [128, 128],
             "spacing_mm": 1.0}``.
         provenance: where the weights come from, e.g. ``{"bundle": ..., "version": ..., "data": ..., "steps": ...}``.
+        navigation: the keyword arguments of :class:`~monai_slicenav.transforms.RandSliceTrajectory` the training
+            trajectories were drawn with (written under ``"navigation"`` when given), so that trajectories of the
+            same regime can be rendered on other volumes.
 
     Returns:
         the two paths written.
@@ -170,6 +174,8 @@ def export_encoder(
         "input": dict(input_spec or {}),
         "provenance": dict(provenance or {}),
     }
+    if navigation is not None:
+        record["navigation"] = dict(navigation)
     meta = (json.dumps(record, indent=2) + "\n").encode()  # fails on unserialisable provenance before any write
     weights_path, meta_path = atomic_write_files(
         {out_dir / "encoder.pt": buffer.getvalue(), out_dir / "encoder.json": meta}

@@ -80,7 +80,10 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         gap_weight=0.5,
     )
     losses = run_recording_losses(flow)
-    assert len(losses) == 12 and sum(losses[-3:]) < 0.6 * sum(losses[:3])
+    # the residual model starts as the copy baseline (z_t+1 = z_t), so the loss falls from there
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert metrics["val_latent_mse"] == pytest.approx(metrics["ctrl_mse_true"])  # one prediction, two meters
 
     # the frozen tokenizer inside the trained model equals the tokenizer bundle's weights
     trained = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
@@ -103,9 +106,7 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         tmp_path,
         "inference.yaml",
         slice_size=32,
-        num_steps=3,
-        gap_head=True,
-        **SMALL_NETS,
+        num_steps=3,  # no network override: the architecture and the gap head come from the trained run's record
         **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40, "cache_dir": str(tmp_path / "data")}},
     )
     run_workflow(infer)

@@ -9,12 +9,17 @@ Design choices:
   short enough for CPU training; positions get learned spatial and temporal embeddings.
 * Attention is block-causal: a token of step t attends every token of steps ``<= t`` (spatial attention within the
   step, causal across steps). Predictions for steps ``<= t`` therefore never depend on later slices or actions.
-* The action enters every step by adding its embedding to every token of that step: the prediction of step t + 1
-  needs ``actions[:, t]`` at all positions, and an additive embedding reaches them all at no extra sequence length
-  (an extra token per step would lengthen sequences; AdaLN would add parameters per block).
-* ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action embedding entirely, and
-  ``"shuffled"`` gives every trajectory another one's actions (a seeded random derangement of the batch) — the
-  ablations of the method's claim; data, budget and everything else stay the same.
+* Actions are divided by ``action_scale`` (the navigation regime's per-step bounds: mm, radians and log-zoom on
+  one scale) before a small MLP embeds them. ``conditioning="add"`` adds the embedding to every token of its step
+  (no extra sequence length); ``conditioning="token"`` appends it as one extra token per step (as the action
+  tokens of V-JEPA 2-AC and DINO-WM), which attention can read selectively. The extra token is dropped from the
+  outputs.
+* ``residual=True`` predicts the change from the current step's latents (z_t+1 = z_t + head), so the trunk spends
+  its capacity on what the action changes rather than on copying.
+* ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action input entirely, and
+  ``"shuffled"`` gives every trajectory another one's actions while training (a seeded random derangement of the
+  batch) — the ablations of the method's claim; data, budget and everything else stay the same. In eval mode a
+  ``"shuffled"`` model sees the actions it is given, so evaluations feed every model the same inputs.
 * Targets: regression onto the next step's latents (``objective="regression"``, MSE), or cross-entropy over FSQ
   indices (``objective="fsq_ce"``, needs ``codebook_size``).
 """
@@ -29,10 +34,20 @@ from torch import nn
 
 from ..geometry import ACTION_DIM
 
-__all__ = ["DynamicsConfig", "LatentDynamics", "ACTION_MODES", "OBJECTIVES", "block_causal_mask", "next_step_loss"]
+__all__ = [
+    "DynamicsConfig",
+    "LatentDynamics",
+    "ACTION_MODES",
+    "OBJECTIVES",
+    "CONDITIONINGS",
+    "block_causal_mask",
+    "derange",
+    "next_step_loss",
+]
 
 ACTION_MODES = ("aligned", "none", "shuffled")
 OBJECTIVES = ("regression", "fsq_ce")
+CONDITIONINGS = ("add", "token")
 
 
 @dataclass
@@ -51,9 +66,19 @@ class DynamicsConfig:
     action_mode: str = "aligned"  # "aligned" | "none" | "shuffled"
     objective: str = "regression"  # "regression" | "fsq_ce"
     codebook_size: int = 0  # FSQ codebook size, for objective "fsq_ce"
+    conditioning: str = "add"  # "add" (embedding added to the step's tokens) | "token" (one action token per step)
+    residual: bool = False  # predict z_t+1 - z_t (regression only)
+    action_scale: tuple[float, ...] = (1.0,) * ACTION_DIM  # actions are divided by these before the embedding
 
     def __post_init__(self) -> None:
         self.grid_size = (int(self.grid_size[0]), int(self.grid_size[1]))
+        self.action_scale = tuple(float(a) for a in self.action_scale)
+        if len(self.action_scale) != ACTION_DIM or not all(a > 0 for a in self.action_scale):
+            raise ValueError(f"action_scale must be {ACTION_DIM} positive numbers, got {self.action_scale}.")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}.")
+        if self.residual and self.objective != "regression":
+            raise ValueError("residual=True predicts a change of latents: it needs objective 'regression'.")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}.")
         if self.objective not in OBJECTIVES:
@@ -80,6 +105,17 @@ def block_causal_mask(steps: int, tokens_per_step: int, device: torch.device | N
     return step_of[None, :] > step_of[:, None]
 
 
+def derange(rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random derangement of ``rows`` along dim 0: every row moves to another position, never its own (rows are
+    returned unchanged when there is only one)."""
+    if len(rows) < 2:
+        return rows
+    order = torch.randperm(len(rows), generator=generator).to(rows.device)
+    moved = rows.clone()
+    moved[order] = rows[order.roll(-1)]
+    return moved
+
+
 class LatentDynamics(nn.Module):
     """Predict the next slice's tokens from past token grids and actions (see the module docstring).
 
@@ -102,6 +138,7 @@ class LatentDynamics(nn.Module):
         self.space = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_step, cfg.width))
         self.time = nn.Parameter(torch.zeros(1, cfg.max_steps, 1, cfg.width))
         self.action = nn.Sequential(nn.Linear(ACTION_DIM, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.width))
+        self.register_buffer("action_scale", torch.tensor(cfg.action_scale), persistent=False)
         layer = nn.TransformerEncoderLayer(
             cfg.width, cfg.heads, int(cfg.width * cfg.mlp_ratio), cfg.dropout, activation="gelu", batch_first=True,
             norm_first=True,
@@ -110,21 +147,21 @@ class LatentDynamics(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
         out_per_token = cfg.codebook_size if cfg.objective == "fsq_ce" else cfg.latent_dim
         self.head = nn.Linear(cfg.width, out_per_token * cfg.patch**2)
+        if cfg.residual:  # start from the copy baseline (z_t+1 = z_t) rather than from noise added to it
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.space, std=0.02)
         nn.init.normal_(self.time, std=0.02)
         self.shuffle_generator = torch.Generator().manual_seed(0)
 
     def condition(self, actions: torch.Tensor) -> torch.Tensor | None:
-        """The actions the model sees under its ``action_mode`` (None for ``"none"``)."""
+        """The actions the model sees under its ``action_mode`` (None for ``"none"``; for ``"shuffled"`` while
+        training, another trajectory's actions, never its own)."""
         mode = self.config.action_mode
         if mode == "none":
             return None
-        if mode == "shuffled" and len(actions) > 1:
-            # a random derangement: every trajectory gets another trajectory's actions, never its own
-            order = torch.randperm(len(actions), generator=self.shuffle_generator).to(actions.device)
-            shuffled = actions.clone()
-            shuffled[order] = actions[order.roll(-1)]
-            return shuffled
+        if mode == "shuffled" and self.training:
+            return derange(actions, self.shuffle_generator)
         return actions
 
     def _patchify(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -165,12 +202,17 @@ class LatentDynamics(nn.Module):
         cfg = self.config
         b, s = actions.shape[:2]
         x = self.embed(self._patchify(tokens[:, :s])) + self._space(tokens.shape[-2:]) + self.time[:, :s]
+        spatial = x.shape[2]
         seen = self.condition(actions)
         if seen is not None:
-            x = x + self.action(seen)[:, :, None, :]  # the action of step s reaches every token of step s
+            moves = self.action(seen / self.action_scale)  # (B, S, width)
+            if cfg.conditioning == "add":  # the action of step s reaches every token of step s
+                x = x + moves[:, :, None, :]
+            else:  # one more token per step, visible to that step's tokens and later ones
+                x = torch.cat([x, (moves + self.time[:, :s, 0])[:, :, None, :]], dim=2)
         n = x.shape[2]
         x = self.trunk(x.reshape(b, s * n, cfg.width), mask=block_causal_mask(s, n, x.device))
-        return self.norm(x).reshape(b, s, n, cfg.width)
+        return self.norm(x).reshape(b, s, n, cfg.width)[:, :, :spatial]
 
     def _space(self, grid: Sequence[int]) -> torch.Tensor:
         p = self.config.patch
@@ -190,12 +232,26 @@ class LatentDynamics(nn.Module):
             ValueError: for shapes that do not match the config or each other.
         """
         self._check(tokens, actions, min_steps=2)
-        return self.predict(self.features(tokens, actions))
+        return self.predict(self.features(tokens, actions), tokens[:, : actions.shape[1]])
 
-    def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """Trunk features (B, S, N, width) -> predicted grids (B, S, out_channels, h, w) of the steps after each."""
+    def predict(self, features: torch.Tensor, current: torch.Tensor | None = None) -> torch.Tensor:
+        """Trunk features (B, S, N, width) -> predicted grids (B, S, out_channels, h, w) of the steps after each.
+
+        Args:
+            features: from :meth:`features`.
+            current: the token grids (B, S, d, h, w) the features were computed from; a ``residual`` model adds
+                its prediction to them (required then).
+        """
         b, s = features.shape[:2]
-        return self._unpatchify(self.head(features).reshape(b, s, self.config.tokens_per_step, -1), self.out_channels)
+        out = self._unpatchify(self.head(features).reshape(b, s, self.config.tokens_per_step, -1), self.out_channels)
+        if not self.config.residual:
+            return out
+        if current is None or current.shape != out.shape:
+            raise ValueError(
+                f"A residual dynamics model needs the current token grids {tuple(out.shape)} to add its change to, "
+                f"got {None if current is None else tuple(current.shape)}."
+            )
+        return current + out
 
     def feature_grid(self, features: torch.Tensor, grid: Sequence[int] | None = None) -> torch.Tensor:
         """Trunk features (B, S, N, width) -> (B, S, width, h / patch, w / patch) spatial feature maps of token grids

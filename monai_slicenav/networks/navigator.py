@@ -96,7 +96,7 @@ class SliceNavigator(nn.Module):
         tokens = self.tokens(slices)
         self.dynamics._check(tokens, actions, min_steps=2)
         features = self.dynamics.features(tokens, actions)  # (B, T - 1, N, width)
-        prediction = self.dynamics.predict(features)
+        prediction = self.dynamics.predict(features, tokens[:, :-1])
         true_latents = tokens[:, 1:]
         if self.dynamics.config.objective == "fsq_ce":
             target = self.tokenizer.quantizer.codes_to_indices(true_latents.movedim(2, 1))  # (B, T - 1, h, w)
@@ -181,6 +181,6 @@ def rollout(navigator: SliceNavigator, context: torch.Tensor, actions: torch.Ten
         )
     for step in range(k, total):
         features = navigator.dynamics.features(tokens, actions[:, :step])
-        prediction = navigator.latents_of(navigator.dynamics.predict(features[:, -1:]))
+        prediction = navigator.latents_of(navigator.dynamics.predict(features[:, -1:], tokens[:, -1:]))
         tokens = torch.cat([tokens, prediction], dim=1)
     return tokens[:, k:]

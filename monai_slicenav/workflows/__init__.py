@@ -2,11 +2,13 @@
 
 from .distributed import is_main_process, silence_other_ranks
 from .dynamics import (
+    ControllabilityHandler,
     NavigationStripHandler,
     PrepareTrajectories,
     RolloutWriter,
     load_tokenizer_weights,
     navigation_strip,
+    trained_navigator,
 )
 from .static import PrepareMaskedVolumes, VolumeReconstructionWriter, masked_strip
 from .tokenizer import (
@@ -26,11 +28,13 @@ __all__ = [
     "PrepareMaskedVolumes",
     "VolumeReconstructionWriter",
     "masked_strip",
+    "ControllabilityHandler",
     "NavigationStripHandler",
     "PrepareTrajectories",
     "RolloutWriter",
     "load_tokenizer_weights",
     "navigation_strip",
+    "trained_navigator",
     "is_main_process",
     "silence_other_ranks",
     "ExportEncoderHandler",

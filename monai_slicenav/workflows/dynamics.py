@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.engines.utils import PrepareBatch
 from PIL import Image
 
+from ..controllability import ControllabilityMeter
 from ..export import load_into, load_state_dict
 from ..geometry import Pose
 from ..io import atomic_write_files
@@ -26,10 +27,12 @@ from .tokenizer import ItemWriter, StripHandler, unwrap_network
 
 __all__ = [
     "load_tokenizer_weights",
+    "trained_navigator",
     "PrepareTrajectories",
     "navigation_strip",
     "NavigationStripHandler",
     "RolloutWriter",
+    "ControllabilityHandler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,43 @@ def load_tokenizer_weights(tokenizer: SliceTokenizer, source: str | os.PathLike)
     for parameter in tokenizer.parameters():
         parameter.requires_grad_(False)
     return tokenizer.eval()
+
+
+def trained_navigator(source: str | os.PathLike, load_weights: bool = True) -> SliceNavigator:
+    """Rebuild a trained dynamics stage's :class:`SliceNavigator` from what its run recorded, whatever preset or
+    overrides it was trained with: the architecture from ``models/context_encoder/encoder.json`` (tokenizer and
+    dynamics configs), the pose heads from the keys of ``models/model.pt``, and (``load_weights``) its weights, read
+    with ``weights_only=True``. The navigator is returned in eval mode.
+
+    Args:
+        source: a dynamics bundle root, its ``models`` folder, or a ``slicenav pretrain`` output folder of a
+            dynamics variant (its ``pretrain.json`` names the stage).
+
+    Raises:
+        FileNotFoundError: when the record or the weights are missing.
+        ValueError: for a malformed record, or weights that do not match it (keys named).
+    """
+    source = Path(source)
+    if (source / "pretrain.json").is_file():
+        source = Path(json.loads((source / "pretrain.json").read_text())["stages"][-1]["root"])
+    models = source / "models" if (source / "models").is_dir() else source
+    record_path, weights = models / "context_encoder" / "encoder.json", models / "model.pt"
+    missing = [str(p) for p in (record_path, weights) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source}: not a trained dynamics stage; missing {missing}.")
+    try:
+        arguments = json.loads(record_path.read_text())["arguments"]
+        tokenizer_config, dynamics_config = dict(arguments["tokenizer"]), dict(arguments["dynamics"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{record_path}: not a context-encoder record with tokenizer and dynamics arguments ({err})."
+        ) from err
+    state = load_state_dict(weights)
+    heads = {name: any(k.startswith(f"{name}.") for k in state) for name in ("pose_head", "gap_head")}
+    navigator = SliceNavigator(SliceTokenizer(**tokenizer_config), dynamics_config, **heads)
+    if load_weights:
+        load_into(navigator, state, True, str(weights))
+    return navigator.eval()
 
 
 class PrepareTrajectories(PrepareBatch):
@@ -188,3 +228,35 @@ class RolloutWriter(ItemWriter):
                 target / "trajectory.json": (json.dumps(record, indent=2) + "\n").encode(),
             }
         )
+
+
+class ControllabilityHandler:
+    """Compute the controllability figures (:mod:`~monai_slicenav.controllability`) over an evaluator's epoch and
+    add them to ``engine.state.metrics`` (so ``StatsHandler``, ``TensorBoardStatsHandler`` and the stage record
+    report them). Attach it before those handlers. Reads the slices from the engine output's ``image``, the
+    actions and poses from the batch.
+
+    Args:
+        seed: seeds the derangements of the actions; each epoch starts from it again, so figures of two
+            validations differ only by what the model learned.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self.meter = ControllabilityMeter()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
+
+    def started(self, engine: Engine) -> None:
+        self.meter = ControllabilityMeter(torch.Generator().manual_seed(self.seed))
+
+    def iteration(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        slices = engine.state.output["image"]
+        self.meter.update(unwrap_network(engine.network), slices, batch["actions"], batch["poses"])
+
+    def completed(self, engine: Engine) -> None:
+        engine.state.metrics.update(self.meter.compute())

@@ -132,6 +132,8 @@ class ExportEncoderHandler:
             not exported).
         input_spec: normalisation, slice size and spacing the encoder was trained with.
         provenance: bundle name, version, data, ...; ``iterations`` and ``epochs`` are added.
+        navigation: the trajectory regime trained on (``RandSliceTrajectory``'s keyword arguments), recorded under
+            ``"navigation"`` in every ``encoder.json``.
     """
 
     def __init__(
@@ -139,11 +141,13 @@ class ExportEncoderHandler:
         out_dir: str | os.PathLike | Mapping[str, str | os.PathLike],
         input_spec: Mapping | None = None,
         provenance: Mapping | None = None,
+        navigation: Mapping | None = None,
     ) -> None:
         targets = out_dir if isinstance(out_dir, Mapping) else {"encoder": out_dir}
         self.out_dirs = {name: Path(path) for name, path in targets.items()}
         self.input_spec = dict(input_spec or {})
         self.provenance = dict(provenance or {})
+        self.navigation = None if navigation is None else dict(navigation)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -154,7 +158,7 @@ class ExportEncoderHandler:
         provenance = {**self.provenance, "iterations": engine.state.iteration, "epochs": engine.state.epoch}
         for name, encoder in encoders_of(unwrap_network(engine.network)).items():
             if name in self.out_dirs:
-                paths = export_encoder(encoder, self.out_dirs[name], self.input_spec, provenance)
+                paths = export_encoder(encoder, self.out_dirs[name], self.input_spec, provenance, self.navigation)
                 logger.info("exported the %s to %s", name, ", ".join(str(p) for p in paths))
 
 
