@@ -90,7 +90,7 @@ BUDGETS: dict[str, dict] = {
     },  # fmt: skip
     "small": {  # completes on a 2-core CPU within the hour (3 seeds)
         "preset": "small",
-        "steps": 200,
+        "steps": 600,
         "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0, "equal_width": 16},
         "segmentation": {
             "shots": [1, 5],
