@@ -15,6 +15,7 @@ from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
 from monai_slicenav.export import load_encoder
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.pretrain import VARIANTS, pretrain
+from monai_slicenav.transforms import RandSliceTrajectoryd
 from monai_slicenav.workflows import load_tokenizer_weights
 
 from .bundle_helpers import SCHEMA, run_workflow
@@ -99,6 +100,14 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         torch.testing.assert_close(context_encoder(x)[:, :4], slice_encoder(x))
     record = json.loads((tmp_path / "models" / "context_encoder" / "encoder.json").read_text())
     assert record["provenance"]["bundle"] == "slicenav_dynamics" and record["provenance"]["iterations"] == 12
+    # both exports record the navigation regime trained with: RandSliceTrajectoryd's arguments, re-usable as such
+    regime = flow.parser.get_parsed_content("navigation_regime")
+    for export in ("encoder", "context_encoder"):
+        navigation = json.loads((tmp_path / "models" / export / "encoder.json").read_text())["navigation"]
+        assert navigation == {**regime, "zoom_range": list(regime["zoom_range"])}
+    assert navigation["num_steps"] == 3 and navigation["spatial_size"] == 32 and navigation["momentum"] == 0.0
+    redrawn = RandSliceTrajectoryd("label", **navigation).sampler
+    assert (redrawn.max_translation, redrawn.max_rotation) == (regime["max_translation"], regime["max_rotation"])
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
 
     infer = workflow(

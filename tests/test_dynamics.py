@@ -16,9 +16,10 @@ def test_block_causal_mask():
     assert torch.equal(~mask, expected_allowed)
 
 
-def test_predictions_never_see_the_future():
+@pytest.mark.parametrize("conditioning", ["add", "token"])
+def test_predictions_never_see_the_future(conditioning):
     torch.manual_seed(0)
-    model = LatentDynamics(**SMALL).eval()
+    model = LatentDynamics(**SMALL, conditioning=conditioning).eval()
     tokens, actions = torch.randn(2, 6, 2, 4, 4), torch.randn(2, 5, 7)
     changed_tokens, changed_actions = tokens.clone(), actions.clone()
     changed_tokens[:, 3] += 1.0  # step 3 and the action leaving it
@@ -41,6 +42,36 @@ def test_action_modes():
     seen = shuffled.condition(actions)
     assert not torch.equal(seen, actions)
     assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, actions.tolist()))  # a permutation of the rows
+    assert shuffled.eval().condition(actions) is actions  # evaluations feed every model the same inputs
+
+
+def test_residual_model_starts_as_the_copy_baseline_and_token_conditioning_reads_actions():
+    torch.manual_seed(0)
+    tokens, actions = torch.randn(2, 5, 2, 4, 4), torch.randn(2, 4, 7)
+    residual = LatentDynamics(**SMALL, residual=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(residual(tokens, actions), tokens[:, :4])  # z_t+1 = z_t before training
+    token = LatentDynamics(**SMALL, conditioning="token").eval()
+    with torch.no_grad():
+        prediction = token(tokens, actions)
+        assert prediction.shape == (2, 4, 2, 4, 4)  # the action tokens are not predictions
+        changed = token(tokens, actions * 2)
+    assert float((prediction - changed).abs().max()) > 1e-4
+
+
+def test_action_scale_normalises_the_actions():
+    torch.manual_seed(0)
+    tokens, actions = torch.randn(2, 5, 2, 4, 4), torch.randn(2, 4, 7)
+    scale = (10.0, 10.0, 10.0, 0.5, 0.5, 0.5, 0.1)
+    scaled = LatentDynamics(**SMALL, action_scale=scale).eval()
+    plain = LatentDynamics(**SMALL).eval()
+    plain.load_state_dict(scaled.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(tokens, actions * torch.tensor(scale)), plain(tokens, actions))
+    with pytest.raises(ValueError, match="action_scale"):
+        DynamicsConfig(action_scale=(1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="residual"):
+        DynamicsConfig(residual=True, objective="fsq_ce", codebook_size=8)
 
 
 def drifting_world(batch: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

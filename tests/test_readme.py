@@ -60,3 +60,21 @@ def test_downstream_example_runs(tmp_path, monkeypatch):
     with torch.no_grad():
         assert namespace["net"](torch.rand(1, 1, 16, 16, 16)).shape == (1, 6, 16, 16, 16)
     assert namespace["name"] == "my-encoder"
+
+
+def test_main_job_runs_both_stages_and_prints_controllability(tmp_path, monkeypatch, capsys):
+    """Quick-start command 1, as written but at the micro preset and 4 steps: both stages train, both encoders
+    are exported and the controllability figures are printed."""
+    from monai_slicenav.cli import main
+
+    quick_start = README.read_text().split("## Quick start")[1].split("\n## ")[0]
+    command = re.findall(r"```bash\n(.*?)\n\s*```", quick_start, flags=re.S)[0].split("&&")[1].split()
+    assert command[:3] == ["slicenav", "pretrain", "dynamics_aligned"] and "--preset" in command
+    argv = [{"600": "4", "small": "micro"}.get(arg, arg) for arg in command[1:]]
+    monkeypatch.chdir(tmp_path)
+    main(argv)
+    printed = capsys.readouterr().out
+    assert "slicenav_tokenizer:" in printed and "slicenav_dynamics:" in printed
+    assert "controllability on held-out validation trajectories" in printed and "dB" in printed
+    for export in ("encoder", "slice_encoder"):
+        assert (tmp_path / "runs" / "quickstart" / export / "encoder.pt").is_file()
