@@ -79,6 +79,16 @@ class TestGeometry:
         assert float(actions[:, 6].abs().max()) <= 0.03 + 1e-6
         assert float(actions[:, :3].norm(dim=1).max()) > 0.5  # the walk actually moves
 
+    def test_jumps_cover_several_steps_and_keep_other_seeds(self):
+        bounds = {"max_translation": 1.5, "max_rotation": 0.04, "max_log_zoom": 0.03, "momentum": 0.0}
+        _, plain = sample(3, num_steps=60, **bounds)
+        _, off = sample(3, num_steps=60, jump_probability=0.0, jump_steps=5, **bounds)
+        torch.testing.assert_close(off, plain, atol=0, rtol=0)  # no jumps: the same random stream
+        _, jumping = sample(3, num_steps=60, jump_probability=0.3, jump_steps=5, **bounds)
+        moves = jumping[:, 3:6].norm(dim=1)
+        assert float(moves.max()) <= 5 * 0.04 + 1e-5 and int((moves > 0.04 + 1e-6).sum()) >= 5
+        assert float(jumping[:, 6].abs().max()) <= 5 * 0.03 + 1e-6
+
     @pytest.mark.parametrize("seed", range(6))
     @pytest.mark.parametrize("affine", [None, "oblique"])
     def test_centres_stay_in_foreground_box(self, seed, affine):
@@ -154,6 +164,8 @@ class TestInvalid:
             ({"zoom_range": (1.2, 2.0)}, "zoom_range"),
             ({"max_rotation": -0.1}, "max_translation, max_rotation"),
             ({"momentum": 1.0}, "momentum"),
+            ({"jump_probability": 1.5}, "jump_probability"),
+            ({"jump_steps": 0}, "jump_steps"),
         ],
     )
     def test_bad_arguments(self, kwargs, match):

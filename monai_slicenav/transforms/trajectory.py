@@ -61,6 +61,10 @@ class RandSliceTrajectory(RandomizableTransform):
         max_log_zoom: largest |delta log spacing| per step. Defaults to 0.03.
         momentum: in [0, 1): how much of the previous step's velocity is kept; higher is smoother. Defaults to 0.8.
         threshold: voxels above it (in any channel) are foreground. Defaults to 0.0.
+        jump_probability: in [0, 1]: chance that a step is a jump of ``jump_steps`` steps at once (the step's move
+            multiplied by ``jump_steps``, so per-step bounds scale with it), as when a reader skips through a
+            stack. Defaults to 0.0 (no jumps; the random stream is then the same as without the option).
+        jump_steps: how many steps a jump covers, >= 1. Defaults to 4.
 
     Raises:
         ValueError: for a bad argument, or at call time for an invalid volume or an empty foreground.
@@ -81,6 +85,8 @@ class RandSliceTrajectory(RandomizableTransform):
         max_log_zoom: float = 0.03,
         momentum: float = 0.8,
         threshold: float = 0.0,
+        jump_probability: float = 0.0,
+        jump_steps: int = 4,
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         if int(num_steps) < 1:
@@ -97,6 +103,10 @@ class RandSliceTrajectory(RandomizableTransform):
             raise ValueError("max_translation, max_rotation and max_log_zoom must be >= 0.")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        if not 0 <= jump_probability <= 1 or int(jump_steps) < 1:
+            raise ValueError(
+                f"jump_probability must be in [0, 1] and jump_steps >= 1, got {jump_probability}, {jump_steps}."
+            )
         self.num_steps = int(num_steps)
         self.spatial_size = as_slice_size(spatial_size)
         self.mode = mode
@@ -108,6 +118,9 @@ class RandSliceTrajectory(RandomizableTransform):
         self.max_log_zoom = float(max_log_zoom)
         self.momentum = float(momentum)
         self.threshold = float(threshold)
+        self.jump_probability = float(jump_probability)
+        self.jump_steps = int(jump_steps)
+        self._jumps = np.zeros(self.num_steps, dtype=bool)
         self._start_fraction = np.full(3, 0.5)
         self._orientation = "axial"
         self._quaternion = np.array([1.0, 0.0, 0.0, 0.0])
@@ -125,6 +138,8 @@ class RandSliceTrajectory(RandomizableTransform):
         quaternion = self.R.normal(size=4)
         self._quaternion = quaternion / np.linalg.norm(quaternion)
         self._noise = self.R.normal(size=(self.num_steps, ACTION_DIM))
+        if self.jump_probability > 0:  # drawn only when asked, so seeds without jumps keep their trajectories
+            self._jumps = self.R.uniform(size=self.num_steps) < self.jump_probability
 
     def __call__(self, img: torch.Tensor, randomize: bool = True, name: str = "image") -> tuple[Pose, torch.Tensor]:
         """Sample a trajectory on ``img`` (C, X, Y, Z); ``name`` labels it in error messages.
@@ -214,6 +229,7 @@ class RandSliceTrajectory(RandomizableTransform):
             norms = np.linalg.norm(steps[:, group], axis=1, keepdims=True)
             steps[:, group] *= np.minimum(1.0, bound / np.maximum(norms, 1e-12))
         steps[:, 6] = np.clip(steps[:, 6], -self.max_log_zoom, self.max_log_zoom)
+        steps[self._jumps] *= self.jump_steps
         return steps
 
 
@@ -252,7 +268,7 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
     Args:
         keys: one key, the reference volume whose affine and foreground define the trajectory.
         num_steps, spatial_size, mode, start_orientation, spacing, zoom_range, max_translation, max_rotation,
-            max_log_zoom, momentum, threshold: as in :class:`RandSliceTrajectory`.
+            max_log_zoom, momentum, threshold, jump_probability, jump_steps: as in :class:`RandSliceTrajectory`.
         pose_key: output key of the packed poses. Defaults to ``"poses"``.
         action_key: output key of the actions. Defaults to ``"actions"``.
         num_samples: trajectories per volume. With more than one, a list of that many dicts is returned (sharing
@@ -279,6 +295,8 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         max_log_zoom: float = 0.03,
         momentum: float = 0.8,
         threshold: float = 0.0,
+        jump_probability: float = 0.0,
+        jump_steps: int = 4,
         pose_key: str = "poses",
         action_key: str = "actions",
         num_samples: int = 1,
@@ -303,6 +321,8 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
             max_log_zoom,
             momentum,
             threshold,
+            jump_probability,
+            jump_steps,
         )
         self.pose_key = pose_key
         self.action_key = action_key
