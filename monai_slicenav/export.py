@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .io import atomic_write_files
 
 __all__ = [
     "EXPORT_FORMAT",
+    "MAX_ENCODER_PARAMETERS",
     "ENCODER_ARCHITECTURES",
     "SliceEncoder",
     "ContextEncoder",
@@ -45,6 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
+MAX_ENCODER_PARAMETERS = 2**30  # 4 GiB of float32: far above any encoder here, far below a crafted record
 _PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -72,9 +75,28 @@ def load_encoder(path: str | os.PathLike, strict: bool = True, map_location: str
             f"{meta}: unsupported export (format {record.get('format')!r}, architecture "
             f"{record.get('architecture')!r}); known architectures: {sorted(ENCODER_ARCHITECTURES)}."
         )
-    model = ENCODER_ARCHITECTURES[record["architecture"]](**record.get("arguments", {}))
+    model = _build_checked(ENCODER_ARCHITECTURES[record["architecture"]], record.get("arguments", {}), meta)
     load_into(model, load_state_dict(weights, map_location=map_location), strict, str(weights))
     return model
+
+
+def _build_checked(architecture: type[nn.Module], arguments: object, meta: Path) -> nn.Module:
+    """Build ``architecture(**arguments)`` from an untrusted record: first on the meta device (no memory), refusing
+    malformed arguments and sizes beyond :data:`MAX_ENCODER_PARAMETERS`, then for real."""
+    if not isinstance(arguments, Mapping):
+        raise ValueError(f"{meta}: field 'arguments' must be an object, got {type(arguments).__name__}.")
+    try:
+        with torch.device("meta"):
+            shape_only = architecture(**arguments)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{meta}: field 'arguments' does not build {architecture.__name__} ({err}).") from err
+    count = sum(t.numel() for t in (*shape_only.parameters(), *shape_only.buffers()))
+    if count > MAX_ENCODER_PARAMETERS:
+        raise ValueError(
+            f"{meta}: field 'arguments' asks for {count:,} parameters, more than the {MAX_ENCODER_PARAMETERS:,} an "
+            "encoder may have; refusing to allocate it."
+        )
+    return architecture(**arguments)
 
 
 def _export_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -107,11 +129,13 @@ def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        globals_used = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
-        if globals_used:
+        # torch words this "Unsupported global: GLOBAL x" or "unsupported GLOBAL x" depending on the path
+        named = re.search(r"unsupported global\W+(?:global\s+)?([\w.]+)", str(err), flags=re.IGNORECASE)
+        if named or "global" in str(err).lower():
+            what = f" (it names {named.group(1)})" if named else ""
             raise ValueError(
-                f"{path}: refused, the file holds pickled Python objects, not a plain state dict of tensors "
-                f"(loading it could run arbitrary code). {globals_used[0]}"
+                f"{path}: refused, the file holds pickled Python objects{what}, not a plain state dict of tensors; "
+                "loading it could run arbitrary code, so it is not loaded."
             ) from err
         raise ValueError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[-1]}).") from err
     except (RuntimeError, EOFError, OSError) as err:

@@ -12,7 +12,7 @@ from monai.transforms import LoadImage
 
 from .volume import as_volume
 
-__all__ = ["load_volume", "atomic_write_bytes", "atomic_write_json", "atomic_write_files"]
+__all__ = ["load_volume", "atomic_write_bytes", "atomic_write_json", "atomic_write_files", "default_file_mode"]
 
 
 def load_volume(path: str | os.PathLike) -> MetaTensor:
@@ -42,17 +42,31 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return atomic_write_files({path: payload})[0]
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0o644 under umask 022)."""
+    try:  # Linux reports the umask without changing it; os.umask would, for an instant, in every thread
+        status = Path("/proc/self/status").read_text()
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_files(payloads: dict[str | os.PathLike, bytes]) -> list[Path]:
     """Write several files as one unit: every payload goes to a temporary file first (flushed to disk), and only
     when all are complete are they renamed over their targets; a failure before that leaves every target as it
-    was. Use it for files that belong together (weights and their config)."""
+    was. Use it for files that belong together (weights and their config). Files get the mode ``open()`` would
+    give them under the umask (``mkstemp`` alone makes them 0600, unreadable to colleagues sharing a model)."""
     staged: list[tuple[Path, str]] = []
+    mode = default_file_mode()
     try:
         for target, payload in payloads.items():
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged.append((path, temporary))
+            os.chmod(temporary, mode)
             with os.fdopen(handle, "wb") as stream:
                 stream.write(payload)
                 stream.flush()

@@ -6,18 +6,43 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
 import yaml
 
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, default_file_mode
 
-__all__ = ["LARGE_FILE_BYTES", "pack_bundle"]
+__all__ = ["LARGE_FILE_BYTES", "bundle_name", "pack_bundle"]
 
 LARGE_FILE_BYTES = 25 * 1024 * 1024  # model-zoo limit for files stored in the archive itself
 _INCLUDED = ("configs", "docs", "models", "LICENSE", "large_files.yml")
 _EXCLUDED_PREFIXES = ("models/checkpoint",)  # training state: local, not for sharing
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component: no separators, no "..", no "/"
+
+
+def bundle_name(bundle_dir: Path) -> str:
+    """The bundle's ``name`` from ``configs/metadata.json`` (else the folder name), checked to be one safe path
+    component: it names the archive and the folder inside it.
+
+    Raises:
+        ValueError: for a malformed ``metadata.json`` or a name that could write outside the output folder.
+    """
+    meta_path = bundle_dir / "configs" / "metadata.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_path}: not valid JSON ({err}).") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}.")
+    name = meta.get("name", bundle_dir.resolve().name)
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"{meta_path}: field 'name' must be one file name of letters, digits, '_', '-' and '.' (it names the "
+            f"archive and its folder), got {name!r}."
+        )
+    return name
 
 
 def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -28,12 +53,13 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
 
     Raises:
         FileNotFoundError: when the bundle has no ``configs/metadata.json`` or no ``models/model.pt``.
+        ValueError: for a malformed ``metadata.json`` or an unsafe ``name`` (see :func:`bundle_name`).
     """
     bundle_dir = Path(bundle_dir)
     for required in ("configs/metadata.json", "models/model.pt"):
         if not (bundle_dir / required).is_file():
             raise FileNotFoundError(f"{bundle_dir / required}: missing; train the bundle before packing it.")
-    name = json.loads((bundle_dir / "configs" / "metadata.json").read_text()).get("name", bundle_dir.name)
+    name = bundle_name(bundle_dir)
     files = sorted(
         path
         for entry in _INCLUDED
@@ -41,15 +67,25 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         if path.is_file() and not path.relative_to(bundle_dir).as_posix().startswith(_EXCLUDED_PREFIXES)
     )
     large = [path for path in files if path.stat().st_size > LARGE_FILE_BYTES]
+    mode = default_file_mode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
             if path not in large and path.name != "large_files.yml":
-                archive.write(path, f"{name}/{path.relative_to(bundle_dir).as_posix()}")
+                _add(archive, f"{name}/{path.relative_to(bundle_dir).as_posix()}", path.read_bytes(), mode)
         if large:
             listing = {"large_files": [_large_entry(bundle_dir, path) for path in large]}
-            archive.writestr(f"{name}/large_files.yml", yaml.safe_dump(listing, sort_keys=False))
+            _add(archive, f"{name}/large_files.yml", yaml.safe_dump(listing, sort_keys=False).encode(), mode)
     return atomic_write_bytes(Path(out_dir) / f"{name}.zip", buffer.getvalue())
+
+
+def _add(archive: zipfile.ZipFile, member: str, payload: bytes, mode: int) -> None:
+    """Store ``payload`` as ``member`` with ordinary file permissions (the umask's, not the 0600 that ``writestr``
+    and private source files would give), so a colleague who unpacks the archive can read it."""
+    info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (0o100000 | mode) << 16  # a regular file with these permission bits
+    archive.writestr(info, payload)
 
 
 def _large_entry(bundle_dir: Path, path: Path) -> dict:

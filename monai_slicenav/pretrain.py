@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .export import load_encoder, load_state_dict
 from .io import atomic_write_files, atomic_write_json
 
 __all__ = ["VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
@@ -127,7 +128,7 @@ def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> 
     record_path = root / "stage.json"
     if record_path.is_file() and (root / "models" / "model.pt").is_file():
         record = json.loads(record_path.read_text())
-        if record.get("hash") == digest:
+        if record.get("hash") == digest and _intact(bundle, root):
             logger.info("%s: reusing the finished run in %s", bundle, root)
             return {**record, "reused": True}
     if (root / "models").exists():  # an interrupted run of the same config: start it again cleanly
@@ -163,7 +164,23 @@ def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> 
     return {**record, "reused": False}
 
 
+def _intact(bundle: str, root: Path) -> bool:
+    """Whether a finished stage's weights and exports still load (a truncated or edited cache entry does not, and
+    is then retrained rather than copied over a good export)."""
+    models = root / "models"
+    exports = dict.fromkeys(["encoder", _STAGE_ENCODERS.get(bundle, "encoder")])
+    try:
+        load_state_dict(models / "model.pt")
+        for name in exports:
+            load_encoder(models / name)
+    except (ValueError, FileNotFoundError) as err:
+        logger.warning("%s: the cached run in %s is damaged (%s); training it again.", bundle, root, err)
+        return False
+    return True
+
+
 def _copy_export(source: Path, target: Path) -> None:
+    load_encoder(source)  # never copy a damaged export over a good one: this raises, naming the file
     atomic_write_files({target / name: (source / name).read_bytes() for name in ("encoder.pt", "encoder.json")})
 
 

@@ -1,6 +1,9 @@
 """Sharing a trained bundle: `slicenav export`, `slicenav pack` and MONAI's own loader on the unpacked archive."""
 
+import json
+import os
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -76,3 +79,31 @@ def test_large_weights_are_listed_not_packed(trained_bundle, tmp_path, monkeypat
         listing = yaml.safe_load(opened.read("slicenav_tokenizer/large_files.yml"))
     (entry,) = listing["large_files"]
     assert entry["path"] == "models/model.pt" and len(entry["hash_val"]) == 64 and entry["hash_type"] == "sha256"
+
+
+@pytest.mark.parametrize("name", ["/tmp/evil", "../escaped", "a/b", "..", ""])
+def test_pack_refuses_names_that_leave_the_output_folder(trained_bundle, tmp_path, name, capsys):
+    bundle, _ = trained_bundle
+    meta_path = bundle / "configs" / "metadata.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "name": name}))
+    with pytest.raises(SystemExit):
+        main(["pack", str(bundle), "--out", str(tmp_path / "zoo")])
+    error = capsys.readouterr().err
+    assert "metadata.json" in error and "'name'" in error
+    assert not (tmp_path / "zoo").exists() and not list(tmp_path.rglob("*.zip"))
+
+
+def test_packed_and_exported_files_are_readable_by_colleagues(trained_bundle, tmp_path):
+    bundle, _ = trained_bundle
+    previous = os.umask(0o022)
+    try:
+        (bundle / "models" / "model.pt").chmod(0o600)  # a private source file still packs readable
+        archive = pack_module.pack_bundle(bundle, tmp_path / "zoo")
+        main(["export", "--bundle_dir", str(bundle), "--out", str(tmp_path / "exported")])
+    finally:
+        os.umask(previous)
+    modes = [archive.stat().st_mode] + [p.stat().st_mode for p in (tmp_path / "exported").iterdir()]
+    assert all(stat.S_IMODE(m) == 0o644 for m in modes)
+    with zipfile.ZipFile(archive) as opened:
+        assert all(stat.S_IMODE(info.external_attr >> 16) == 0o644 for info in opened.infolist())
+        assert all(not info.filename.startswith(("/", "..")) for info in opened.infolist())
