@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -94,6 +95,12 @@ class SliceNavCLI:
             start: start orientation, canonical | random | axial | coronal | sagittal.
             columns: tiles per row in the PNG.
         """
+        seed = _bounded_int(seed, "--seed", 0, 2**32 - 1)
+        steps = _bounded_int(steps, "--steps", 1, 4096)
+        size = _bounded_int(size, "--size", 1, 4096)
+        columns = _bounded_int(columns, "--columns", 1, 4096)
+        spacing = None if spacing is None else _positive_float(spacing, "--spacing")
+        threshold = _finite_float(threshold, "--threshold")
         volume = load_volume(image) if image else shepp_logan_volume(160)
         scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
         run = navigate(
@@ -194,10 +201,38 @@ class SliceNavCLI:
         return str(pack_bundle(bundle_dir, out))
 
 
+def _bounded_int(value: object, option: str, low: int, high: int) -> int:
+    """``value`` as an int in [low, high], else a ValueError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{option} must be an integer in [{low}, {high}], got {value!r}.")
+    return value
+
+
+def _finite_float(value: object, option: str) -> float:
+    """``value`` as a finite float, else a ValueError naming the option (fire passes "nan" as a string)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"{option} must be a finite number, got {value!r}.")
+    return number
+
+
+def _positive_float(value: object, option: str) -> float:
+    number = _finite_float(value, option)
+    if number <= 0:
+        raise ValueError(f"{option} must be > 0, got {value!r}.")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``slicenav`` console script; bad input prints one clear line and exits with status 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--help"], ["-h"]):  # fire's own help for the bare class lists no commands; the bare call does
+        args = []
     try:
-        fire.Fire(SliceNavCLI, command=argv, name="slicenav")
+        fire.Fire(SliceNavCLI, command=args, name="slicenav")
     except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
         print(f"slicenav: error: {err}", file=sys.stderr)
         sys.exit(2)

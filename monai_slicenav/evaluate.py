@@ -309,6 +309,8 @@ def evaluate(
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
     chosen = list(VARIANTS) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
     unknown = [v for v in chosen if v not in VARIANTS]
+    if not chosen:
+        raise ValueError(f"variants is empty: give 'all' or a comma-separated subset of {VARIANTS}.")
     if unknown or int(seeds) < 1:
         raise ValueError(f"variants must be 'all' or among {VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}.")
     _installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining

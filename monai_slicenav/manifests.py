@@ -148,7 +148,7 @@ def check_manifest(manifest: str | os.PathLike | dict, root: str | os.PathLike) 
         checked += 1
         if not path.is_file():
             problems.append(Problem(str(path), "missing", "listed in the manifest"))
-        elif entry.get("sha256") and sha256_of(path) != entry["sha256"]:
+        elif entry.get("sha256") and sha256_of(path) != str(entry["sha256"]).lower():
             problems.append(Problem(str(path), "checksum", f"sha256 differs from {entry['sha256']}"))
     ids = _case_ids(record, root)
     expected = record["cases"].get("expected")

@@ -120,3 +120,15 @@ def test_load_manifest_errors(tmp_path):
     bad.write_text('{"name": "x"}')
     with pytest.raises(ValueError, match="lacks the fields"):
         load_manifest(bad)
+
+
+def test_checksums_in_upper_case_match(tmp_path):
+    manifest_path = make_dataset(tmp_path / "tiny")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][0]["sha256"] = manifest["files"][0]["sha256"].upper()
+    manifest_path.write_text(json.dumps(manifest))
+    problems, _ = check_manifest(manifest_path, tmp_path / "tiny")
+    assert not problems
+    (tmp_path / "tiny" / "dataset.json").write_text('{"name": "changed"}')
+    problems, _ = check_manifest(manifest_path, tmp_path / "tiny")
+    assert any(p.path.endswith("dataset.json") for p in problems)  # a real mismatch is still reported
