@@ -184,12 +184,22 @@ def export_encoder(
 
     Returns:
         the two paths written.
+
+    Raises:
+        ValueError: for an unregistered architecture, or weights holding NaN or Inf (nothing is written).
     """
     if getattr(encoder, "architecture", None) not in ENCODER_ARCHITECTURES:
         raise ValueError(f"Cannot export {type(encoder).__name__}: its architecture is not registered.")
     out_dir = Path(out_dir)
+    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ValueError(
+            f"Refusing to export to {out_dir}: non-finite values (NaN/Inf) in {len(broken)} weights, e.g. "
+            f"{broken[:3]}; the training diverged (lower the learning rate). Existing files are left as they were."
+        )
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}, buffer)
+    torch.save(state, buffer)
     record = {
         "format": EXPORT_FORMAT,
         "architecture": encoder.architecture,

@@ -82,3 +82,13 @@ def test_damaged_cache_entry_is_retrained_not_copied(tmp_path):
     assert not first["stages"][0]["reused"] and not again["stages"][0]["reused"]  # retrained, not reused
     assert isinstance(load_encoder(tmp_path / "out" / "encoder"), SliceEncoder)
     assert (tmp_path / "out" / "encoder" / "encoder.pt").read_bytes() == good  # seeded: the same weights again
+
+
+def test_non_finite_weights_are_never_exported(exported):
+    before = {p.name: p.read_bytes() for p in exported.iterdir()}
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16)))
+    with torch.no_grad():
+        next(encoder.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values .* training diverged"):
+        export_encoder(encoder, exported)
+    assert {p.name: p.read_bytes() for p in exported.iterdir()} == before  # the old export is intact
