@@ -44,3 +44,17 @@ def test_reseed_handler_makes_runs_identical():
     engine.run([0], max_epochs=1)
     engine.run([0], max_epochs=1)
     assert torch.equal(seen[0], seen[1])
+
+
+def test_non_finite_loss_stops_the_run_before_the_final_save(tmp_path):
+    from monai.handlers import CheckpointSaver
+    from monai_slicenav.workflows import NonFiniteLossError, StopOnNonFiniteLoss
+
+    weights = torch.nn.Linear(2, 2)
+    losses = iter([1.0, 0.5, float("nan"), 0.2])
+    engine = Engine(lambda e, batch: {"loss": torch.tensor(next(losses))})
+    StopOnNonFiniteLoss().attach(engine)  # with the trainer's handlers, before the savers
+    CheckpointSaver(str(tmp_path), {"model": weights}, save_final=True, final_filename="model.pt").attach(engine)
+    with pytest.raises(NonFiniteLossError, match="train_loss is nan at iteration 3"):
+        engine.run(range(4), max_epochs=1)
+    assert not (tmp_path / "model.pt").exists()  # the diverged weights were never saved as final

@@ -10,6 +10,7 @@ from .dynamics import (
     navigation_strip,
     trained_navigator,
 )
+from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from .static import PrepareMaskedVolumes, VolumeReconstructionWriter, masked_strip
 from .tokenizer import (
     ExportEncoderHandler,
@@ -25,6 +26,8 @@ from .tokenizer import (
 )
 
 __all__ = [
+    "NonFiniteLossError",
+    "StopOnNonFiniteLoss",
     "PrepareMaskedVolumes",
     "VolumeReconstructionWriter",
     "masked_strip",
