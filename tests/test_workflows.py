@@ -48,6 +48,7 @@ def test_reseed_handler_makes_runs_identical():
 
 def test_non_finite_loss_stops_the_run_before_the_final_save(tmp_path):
     from monai.handlers import CheckpointSaver
+
     from monai_slicenav.workflows import NonFiniteLossError, StopOnNonFiniteLoss
 
     weights = torch.nn.Linear(2, 2)
