@@ -212,3 +212,20 @@ def test_dynamics_bundle_resumes_from_its_checkpoint(tokenizer_bundle, tmp_path)
     assert len(losses) == 1  # only the third epoch ran
     optimizer = resumed.parser.get_parsed_content("optimizer")
     assert all(int(state["step"]) == 3 for state in optimizer.state.values())  # Adam state restored
+
+
+@pytest.mark.parametrize("config", sorted(BUNDLES.glob("*/configs/multi_gpu_train.yaml")), ids=lambda p: p.parts[-3])
+def test_multi_gpu_configs_silence_only_rank_zero_writers(config):
+    """The multi-GPU overrides address handlers by list position: each one must land on a handler that logs or
+    writes (rank 0's job), never on one that computes what the run needs (reseeding, validation, metrics)."""
+    import yaml
+
+    train = yaml.safe_load((config.parent / "train.yaml").read_text())
+    overrides = yaml.safe_load(config.read_text())
+    writers = ("StatsHandler", "TensorBoardStatsHandler", "ExportEncoderHandler", "StripHandler", "Writer")
+    disabled = [key for key in overrides if key.endswith("#_disabled_") and "#handlers#" in key]
+    assert disabled
+    for key in disabled:
+        section, _, index, _ = key.split("#")
+        target = train[section]["handlers"][int(index)]["_target_"]
+        assert target.endswith(writers), f"{config.name}: {key} disables {target}"
