@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .manifests import load_manifest, manifest_datalist
 from .packaged import packaged_pairs
 
-__all__ = ["synthetic_seed", "embedded_datalist", "file_datalist"]
+__all__ = ["synthetic_seed", "embedded_datalist", "file_datalist", "volume_files", "user_datalist"]
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+_LIST_SUFFIXES = (".txt", ".csv", ".tsv")
 
 
 def synthetic_seed(seed: int, index: int) -> int:
@@ -57,4 +63,73 @@ def file_datalist(paths: Sequence[str | os.PathLike]) -> list[dict]:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file.")
         items.append({"source": "file", "image": str(path), "name": path.name.split(".")[0]})
+    return items
+
+
+def _is_volume(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _listed(list_file: Path) -> list[Path]:
+    """Paths in a text or CSV list (one per line, or the first column; a header row is skipped), relative ones
+    taken from the list's folder."""
+    delimiter = "\t" if list_file.suffix == ".tsv" else ","
+    with list_file.open(newline="", encoding="utf-8") as stream:
+        rows = [row for row in csv.reader(stream, delimiter=delimiter) if row and row[0].strip()]
+    paths = [Path(row[0].strip()) for row in rows if not row[0].lstrip().startswith("#")]
+    paths = [path if path.is_absolute() else list_file.parent / path for path in paths]
+    if paths and not _is_volume(paths[0]):  # a header such as "image" or "path"
+        paths = paths[1:]
+    return paths
+
+
+def volume_files(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Path]:
+    """The image files a user points at: a folder (searched recursively for NIfTI ``*.nii`` / ``*.nii.gz``), a
+    glob (``scans/*/t1.nii.gz``), a ``.txt`` / ``.csv`` / ``.tsv`` list (one path per line or the first column,
+    relative to the list), a ``data_manifests/*.json`` manifest (its ``image`` entry, else its first entry, of the
+    cases under ``root``), or one NIfTI file. Sorted, without duplicates.
+
+    Raises:
+        FileNotFoundError: when nothing matches (the message says what was searched) or a listed file is missing.
+        ValueError: for a manifest without ``root``.
+    """
+    text = str(source)
+    path = Path(source)
+    if any(char in text for char in "*?[") and not path.exists():
+        found = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+    elif path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and _is_volume(p)]
+    elif path.suffix == ".json" and path.is_file():
+        if root is None:
+            raise ValueError(f"{path}: a manifest needs the folder its dataset was downloaded to (root).")
+        record = load_manifest(path)
+        entry = "image" if "image" in record["entries"] else next(iter(record["entries"]))
+        found = [Path(item[entry]) for item in manifest_datalist(record, root) if entry in item]
+    elif path.suffix in _LIST_SUFFIXES and path.is_file():
+        found = _listed(path)
+        missing = [str(p) for p in found if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path}: {len(missing)} listed files do not exist, e.g. {missing[:3]}.")
+    elif path.is_file():
+        found = [path]
+    else:
+        raise FileNotFoundError(f"{source}: no such file, folder or glob match.")
+    if not found:
+        raise FileNotFoundError(
+            f"{source}: no NIfTI volumes found (a folder is searched recursively for *.nii / *.nii.gz; also "
+            "accepted: a glob, a .txt/.csv list, or a data_manifests/*.json manifest with its root)."
+        )
+    return sorted(dict.fromkeys(found))
+
+
+def user_datalist(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[dict]:
+    """:func:`file_datalist` of :func:`volume_files`: your own scans as items for
+    :class:`~monai_slicenav.transforms.EmbeddedVolumed`, named by their path relative to the common folder (so
+    ``a/t1.nii.gz`` and ``b/t1.nii.gz`` stay apart)."""
+    paths = volume_files(source, root)
+    items = file_datalist(paths)
+    common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    for item, path in zip(items, paths, strict=True):
+        relative = path.relative_to(common).as_posix()
+        item["name"] = relative.removesuffix(".gz").removesuffix(".nii").replace("/", "_")
     return items

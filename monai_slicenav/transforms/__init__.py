@@ -1,6 +1,6 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
-from .embedded import EmbeddedVolumed, LoadVolumed, tissue_labels
+from .embedded import EmbeddedVolumed, LoadVolumed, otsu_threshold, tissue_labels
 from .pretext import SlicePoseVectors, SlicePoseVectorsD, SlicePoseVectorsd, SlicePoseVectorsDict
 from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
 from .synth import (
@@ -23,6 +23,7 @@ __all__ = [
     "EmbeddedVolumed",
     "LoadVolumed",
     "tissue_labels",
+    "otsu_threshold",
     "SlicePoseVectors",
     "SlicePoseVectorsd",
     "SlicePoseVectorsD",

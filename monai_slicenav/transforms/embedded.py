@@ -20,7 +20,7 @@ from monai.transforms import (
 
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
-__all__ = ["tissue_labels", "LoadVolumed", "EmbeddedVolumed"]
+__all__ = ["tissue_labels", "otsu_threshold", "LoadVolumed", "EmbeddedVolumed"]
 
 
 def tissue_labels(grey: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
@@ -28,6 +28,22 @@ def tissue_labels(grey: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
     with background = 255 - grey - white clipped at 0; 0 background/CSF, 1 grey matter, 2 white matter."""
     background = (255.0 - grey - white).clamp_min(0.0)
     return torch.stack([background, grey, white]).argmax(dim=0)
+
+
+def otsu_threshold(image: torch.Tensor, bins: int = 256) -> float:
+    """Otsu's threshold of intensities in [0, 1]: the cut of a ``bins``-bin histogram that maximises the
+    between-class variance (background against head). Written here because MONAI has none and scikit-image is not a
+    dependency."""
+    values = torch.as_tensor(image).float().flatten().clamp(0.0, 1.0)
+    counts = torch.histc(values, bins=bins, min=0.0, max=1.0).double()
+    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    below = counts.cumsum(0)
+    mass_below = (counts * centres).cumsum(0)
+    above = counts.sum() - below
+    mean_below = mass_below / below.clamp_min(1)
+    mean_above = (mass_below[-1] - mass_below) / above.clamp_min(1)
+    between = below * above * (mean_below - mean_above) ** 2
+    return float(centres[int(between.argmax())] + 0.5 / bins)
 
 
 class LoadVolumed(MapTransform):
@@ -47,6 +63,9 @@ class LoadVolumed(MapTransform):
     Args:
         image_key: output key of the image. Defaults to ``"image"``.
         label_key: output key of the label map. Defaults to ``"label"``.
+        foreground_label: for file items without a label, store the image's foreground (intensity above
+            :func:`otsu_threshold`, as 0/1 int64) under ``label_key``, so that trajectories are bounded by the head
+            whatever the scan. Defaults to False.
 
     Raises:
         ValueError: for an item whose source is neither ``"packaged"`` nor ``"file"``.
@@ -54,9 +73,10 @@ class LoadVolumed(MapTransform):
 
     sources = "'packaged' or 'file'"  # named in the error for an unknown source
 
-    def __init__(self, image_key: str = "image", label_key: str = "label") -> None:
+    def __init__(self, image_key: str = "image", label_key: str = "label", foreground_label: bool = False) -> None:
         MapTransform.__init__(self, (image_key, label_key))
         self.image_key, self.label_key = image_key, label_key
+        self.foreground_label = bool(foreground_label)
         self.load = LoadImage(image_only=True, ensure_channel_first=True)
         self.orient = Orientation(axcodes="RAS", labels=None)
         self.scale = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)
@@ -67,7 +87,10 @@ class LoadVolumed(MapTransform):
         if source == "packaged" or (source == "file" and "label" in d):
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
-            d[self.image_key] = self.scale(self.orient(self.load(d["image"]))).float()
+            d[self.image_key] = image = self.scale(self.orient(self.load(d["image"]))).float()
+            if self.foreground_label:
+                mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.int64)
+                d[self.label_key] = MetaTensor(mask, affine=image.affine)
         else:
             raise ValueError(
                 f"{type(self).__name__}: unknown source {source!r} in item {d.get('name', '?')}; expected "
@@ -98,6 +121,7 @@ class EmbeddedVolumed(Randomizable, LoadVolumed):
         label_key: output key of the label map. Defaults to ``"label"``.
         synth_options: options of :class:`~monai_slicenav.transforms.SynthLabelEnsemble`.
         appearance_options: options of :class:`~monai_slicenav.transforms.RandSynthAppearance`.
+        foreground_label: as in :class:`LoadVolumed` (your own scans without label maps).
 
     Raises:
         ValueError: for an item whose source is not ``"synthetic"``, ``"packaged"`` or ``"file"``.
@@ -111,8 +135,9 @@ class EmbeddedVolumed(Randomizable, LoadVolumed):
         label_key: str = "label",
         synth_options: dict | None = None,
         appearance_options: dict | None = None,
+        foreground_label: bool = False,
     ) -> None:
-        LoadVolumed.__init__(self, image_key, label_key)
+        LoadVolumed.__init__(self, image_key, label_key, foreground_label)
         self.synthesise = SynthLabelEnsemble(**(synth_options or {}))
         self.paint = RandSynthAppearance(**(appearance_options or {}))
 

@@ -1,0 +1,103 @@
+"""Your own folder of scans: found as a folder, a glob, a list or a manifest; mixed orientations and spacings load
+as RAS volumes in [0, 1] whose foreground (from the image alone) bounds the trajectories."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose
+
+from monai_slicenav.data import user_datalist, volume_files
+from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, otsu_threshold
+
+ORIENTED = {  # voxel axes -> world, as scanners write them: RAS, LPS and a permuted, anisotropic one
+    "ras": np.diag([1.0, 1.0, 1.0, 1.0]),
+    "lps": np.diag([-1.2, -1.2, 1.5, 1.0]),
+    "pir": np.array([[0.0, 0.0, -2.0, 0], [-1.0, 0.0, 0.0, 0], [0.0, -1.0, 0.0, 0], [0, 0, 0, 1.0]]),
+}
+
+
+def head(shape=(30, 28, 26), seed=0) -> np.ndarray:
+    """A bright noisy ellipsoid (the head) in a dark, noisy background."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    inside = ((grid / np.array([0.7, 0.6, 0.5])[:, None, None, None]) ** 2).sum(0) < 1
+    return (inside * (100 + 20 * rng.random(shape)) + 5 * rng.random(shape)).astype(np.float32)
+
+
+@pytest.fixture
+def scans(tmp_path):
+    folder = tmp_path / "my_mri"
+    for index, (name, affine) in enumerate(ORIENTED.items()):
+        (folder / f"sub-{index}").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(head(seed=index), affine), str(folder / f"sub-{index}" / f"t1_{name}.nii.gz"))
+    (folder / "notes.txt").write_text("not a scan")
+    return folder
+
+
+def test_a_folder_a_glob_and_a_list_find_the_same_scans(scans, tmp_path):
+    found = volume_files(scans)
+    assert [p.name for p in found] == ["t1_ras.nii.gz", "t1_lps.nii.gz", "t1_pir.nii.gz"]
+    assert volume_files(f"{scans}/*/t1_*.nii.gz") == found
+    listing = tmp_path / "scans.csv"
+    listing.write_text("image\n" + "\n".join(str(p.relative_to(tmp_path)) for p in found) + "\n")
+    assert volume_files(listing) == found
+    names = [item["name"] for item in user_datalist(scans)]
+    assert names == ["sub-0_t1_ras", "sub-1_t1_lps", "sub-2_t1_pir"]
+
+
+def test_a_manifest_with_its_root(scans, tmp_path):
+    manifest = {
+        "name": "mine",
+        "homepage": "https://example.org",
+        "licence": "CC0",
+        "cases": {"glob": "sub-*/t1.nii.gz", "id_regex": r"^(sub-\d+)/t1\.nii\.gz$", "expected": 3},
+        "entries": {"t1": "{id}/t1.nii.gz"},
+        "split": {"seed": 0, "fractions": {"train": 1.0}, "method": "sha256-bucket"},
+    }
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="needs the folder"):
+        volume_files(path)
+    root = tmp_path / "downloaded"
+    for scan in volume_files(scans):
+        (root / scan.parent.name).mkdir(parents=True)
+        (root / scan.parent.name / "t1.nii.gz").write_bytes(scan.read_bytes())
+    found = volume_files(path, root)  # the manifest's first entry ("t1") is the image
+    assert [p.relative_to(root).as_posix() for p in found] == [f"sub-{i}/t1.nii.gz" for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p, "no such file, folder or glob match"),
+        (lambda p: p.mkdir() or p, "no NIfTI volumes found"),
+        (lambda p: p.with_suffix(".txt").write_text("gone.nii.gz\n") and p.with_suffix(".txt"), "do not exist"),
+    ],
+)
+def test_pointing_at_nothing_fails_with_what_was_searched(tmp_path, make, message):
+    target = make(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match=message):
+        volume_files(target)
+
+
+def test_mixed_orientations_load_as_ras_and_bound_the_trajectories(scans):
+    load = EmbeddedVolumed(foreground_label=True)
+    render = Compose([load, RandSliceTrajectoryd("label", num_steps=3, spatial_size=16), RenderSlicesd("image", 16)])
+    render.set_random_state(0)
+    for item in user_datalist(scans):
+        loaded = load(item)
+        image, label = loaded["image"], loaded["label"]
+        assert label.dtype == torch.int64 and label.shape == image.shape
+        assert torch.all(torch.diag(image.affine)[:3] > 0)  # RAS: every axis points its world direction
+        inside = image[label.bool()].mean()
+        assert 0.05 < label.float().mean() < 0.3 and inside > 3 * image[~label.bool()].mean()
+        out = render(item)
+        assert out["image"].shape == (4, 1, 16, 16) and float(out["image"].amax(dim=(1, 2, 3)).min()) > 0.3
+
+
+def test_otsu_splits_two_populations():
+    values = torch.cat([torch.full((1000,), 0.1), torch.full((500,), 0.8)])
+    assert 0.1 < otsu_threshold(values) < 0.8
