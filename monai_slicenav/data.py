@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,15 @@ import numpy as np
 from .manifests import load_manifest, manifest_datalist
 from .packaged import packaged_pairs
 
-__all__ = ["synthetic_seed", "embedded_datalist", "file_datalist", "volume_files", "user_datalist"]
+__all__ = [
+    "synthetic_seed",
+    "embedded_datalist",
+    "file_datalist",
+    "volume_files",
+    "user_datalist",
+    "split_items",
+    "pretraining_datalist",
+]
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 _LIST_SUFFIXES = (".txt", ".csv", ".tsv")
@@ -133,3 +142,63 @@ def user_datalist(source: str | os.PathLike, root: str | os.PathLike | None = No
         relative = path.relative_to(common).as_posix()
         item["name"] = relative.removesuffix(".gz").removesuffix(".nii").replace("/", "_")
     return items
+
+
+def split_items(items: Sequence[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded, stable held-out split of your own items: an item is held out when the sha256 of
+    ``seed:name`` falls below ``val_fraction`` (so it keeps its side whichever other files are present); at least
+    one item on each side when there are two or more.
+
+    Raises:
+        ValueError: for ``val_fraction`` outside [0, 1).
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+
+    def score(item: dict) -> float:
+        digest = hashlib.sha256(f"{seed}:{item['name']}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    ranked = sorted(items, key=score)
+    held = [item for item in ranked if score(item) < val_fraction]
+    if val_fraction > 0 and not held and len(ranked) > 1:
+        held = ranked[:1]
+    if len(held) == len(ranked) and len(ranked) > 1:
+        held = held[:-1]
+    names = {item["name"] for item in held}
+    return [item for item in items if item["name"] not in names], [item for item in items if item["name"] in names]
+
+
+def pretraining_datalist(
+    part: str,
+    data: str | os.PathLike = "",
+    data_root: str | os.PathLike = "",
+    val_data: str | os.PathLike = "",
+    val_fraction: float = 0.1,
+    num_synthetic: int = 16,
+    num_val_synthetic: int = 2,
+    seed: int = 0,
+    include_packaged: bool = False,
+) -> list[dict]:
+    """The training (``part="train"``) or validation (``"validate"``) datalist of a pretraining bundle.
+
+    Without ``data``: the embedded default (:func:`embedded_datalist`; validation on synthetic volumes drawn with
+    ``seed + 1``). With ``data`` (anything :func:`volume_files` accepts, ``data_root`` for a manifest): your own
+    scans, validated on ``val_data`` when given, else on a seeded held-out split of them (:func:`split_items`);
+    never silently on synthetic volumes.
+
+    Raises:
+        ValueError: for an unknown part.
+        FileNotFoundError: when ``data`` or ``val_data`` holds no volume (named).
+    """
+    if part not in ("train", "validate"):
+        raise ValueError(f"part must be 'train' or 'validate', got {part!r}.")
+    if not str(data):
+        if part == "train":
+            return embedded_datalist(num_synthetic, seed, include_packaged=include_packaged)
+        return embedded_datalist(num_val_synthetic, seed + 1, include_packaged=False)
+    root = str(data_root) or None
+    if str(val_data):
+        return user_datalist(data, root) if part == "train" else user_datalist(val_data, root)
+    train, held_out = split_items(user_datalist(data, root), val_fraction, seed)
+    return train if part == "train" else held_out

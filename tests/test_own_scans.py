@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.transforms import Compose
 
-from monai_slicenav.data import user_datalist, volume_files
+from monai_slicenav.data import pretraining_datalist, split_items, user_datalist, volume_files
 from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, otsu_threshold
 
 ORIENTED = {  # voxel axes -> world, as scanners write them: RAS, LPS and a permuted, anisotropic one
@@ -101,3 +101,21 @@ def test_mixed_orientations_load_as_ras_and_bound_the_trajectories(scans):
 def test_otsu_splits_two_populations():
     values = torch.cat([torch.full((1000,), 0.1), torch.full((500,), 0.8)])
     assert 0.1 < otsu_threshold(values) < 0.8
+
+
+def test_held_out_split_is_seeded_stable_and_never_synthetic(scans, tmp_path):
+    items = [{"name": f"scan_{i:03d}"} for i in range(200)]
+    train, held = split_items(items, 0.1, seed=0)
+    assert 10 <= len(held) <= 30 and len(train) + len(held) == 200
+    assert split_items(items, 0.1, seed=0) == (train, held) and split_items(items, 0.1, seed=1)[1] != held
+    fewer_train, fewer_held = split_items(items[:100], 0.1, seed=0)  # a scan keeps its side when others go
+    assert {i["name"] for i in fewer_held} == {i["name"] for i in held if i in items[:100]}
+    assert len(split_items(items[:2], 0.1, 0)[1]) == 1  # two scans: one of each
+
+    mine = {"data": str(scans), "seed": 0}
+    train, validate = (pretraining_datalist(part, **mine) for part in ("train", "validate"))
+    assert len(train) == 2 and len(validate) == 1 and all(i["source"] == "file" for i in train + validate)
+    own_val = pretraining_datalist("validate", **mine, val_data=str(volume_files(scans)[0]))
+    assert [i["name"] for i in own_val] == ["t1_ras"]
+    default = pretraining_datalist("validate", num_val_synthetic=2, seed=3)
+    assert [i["source"] for i in default] == ["synthetic", "synthetic"]
