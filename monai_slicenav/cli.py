@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import sys
@@ -147,6 +148,9 @@ class SliceNavCLI:
         seed: int = 0,
         preset: str = "default",
         cache_dir: str | None = None,
+        data: str | None = None,
+        data_root: str | None = None,
+        val_data: str | None = None,
     ) -> str:
         """Pretrain one variant with a matched step budget and export its encoder to OUT/encoder.
 
@@ -157,8 +161,15 @@ class SliceNavCLI:
             seed: seeds data, initialisation and sampling.
             preset: default (the bundles' sizes) | small (CPU-friendly) | micro (smoke test).
             cache_dir: where stage runs are kept and reused (share it between variants); default OUT/stages.
+            data: your own scans (a folder searched recursively for NIfTI, a glob, a .txt/.csv list, or a
+                data_manifests/*.json manifest with --data_root); default: the embedded synthetic volumes.
+            data_root: the dataset folder of a manifest given as --data.
+            val_data: validation scans of your own; default: a seeded held-out split of --data.
         """
-        record = pretrain(variant, steps, out, seed=seed, preset=preset, cache_dir=cache_dir)
+        record = pretrain(
+            variant, steps, out, seed=seed, preset=preset, cache_dir=cache_dir, data=data, data_root=data_root,
+            val_data=val_data,
+        )  # fmt: skip
         for stage in record["stages"]:
             state = "reused" if stage["reused"] else f"{stage['wall_s']} s"
             metrics = stage["val_metrics"]
@@ -226,12 +237,36 @@ def _positive_float(value: object, option: str) -> float:
     return number
 
 
+def _check_options(args: list[str]) -> None:
+    """Refuse unknown ``--options`` of a command before it runs: fire would run the command first and only then
+    complain about what it could not consume (after a whole training run, for a misspelt option)."""
+    target: object = SliceNavCLI
+    for word in args:
+        if word.startswith("-"):
+            break
+        member = getattr(target, word, None)
+        if member is None:
+            return
+        target = member if isinstance(member, type) else getattr(member, "__func__", member)
+        if callable(target) and not isinstance(target, type):
+            break
+    if not callable(target) or isinstance(target, type):
+        return
+    known = set(inspect.signature(target).parameters) - {"self"}
+    for word in args:
+        if word.startswith("--") and word not in ("--help", "--"):
+            name = word[2:].split("=", 1)[0].replace("-", "_")
+            if name not in known:
+                raise ValueError(f"unknown option {word} (options: {', '.join('--' + k for k in sorted(known))}).")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``slicenav`` console script; bad input prints one clear line and exits with status 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args in (["--help"], ["-h"]):  # fire's own help for the bare class lists no commands; the bare call does
         args = []
     try:
+        _check_options(args)
         fire.Fire(SliceNavCLI, command=args, name="slicenav")
     except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
         print(f"slicenav: error: {err}", file=sys.stderr)

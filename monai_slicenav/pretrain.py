@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .data import volume_files
 from .export import load_encoder, load_state_dict
 from .io import atomic_write_files, atomic_write_json
 
@@ -192,6 +193,9 @@ def pretrain(
     preset: str = "default",
     cache_dir: str | os.PathLike | None = None,
     extra_overrides: Mapping | None = None,
+    data: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    val_data: str | os.PathLike | None = None,
 ) -> dict:
     """Pretrain one variant with a budget of ``steps`` optimizer steps and export its encoder to ``<out>/encoder``.
 
@@ -204,6 +208,11 @@ def pretrain(
         cache_dir: where stage runs live and are reused; defaults to ``<out>/stages``. Share it between variants
             to train the common tokenizer stage once.
         extra_overrides: more ``ConfigWorkflow`` overrides for every stage (e.g. ``{"include_packaged": True}``).
+        data: your own scans instead of the embedded synthetic volumes: a folder (searched recursively for NIfTI),
+            a glob, a .txt/.csv list or a ``data_manifests/*.json`` manifest (with ``data_root``); checked before
+            any training (:func:`~monai_slicenav.data.volume_files`).
+        data_root: the dataset folder of a manifest given as ``data``.
+        val_data: validation scans of your own (same forms); default: a seeded held-out split of ``data``.
 
     Returns:
         the record written to ``pretrain.json``.
@@ -221,6 +230,12 @@ def pretrain(
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out / "stages"
     settings, extra = PRESETS[preset], dict(extra_overrides or {})
+    if data is not None:  # fail on a wrong path now, not after the first stage trained on the wrong data
+        files = volume_files(data, data_root)
+        if val_data is not None:
+            volume_files(val_data, data_root)
+        extra.update({"data": str(data), "data_root": str(data_root or ""), "val_data": str(val_data or "")})
+        logger.info("pretraining on %d volumes of your own from %s", len(files), data)
     start = time.perf_counter()
     stages = []
     if variant == "static_volume":

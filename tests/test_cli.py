@@ -99,3 +99,16 @@ def test_help_lists_the_commands(capsys, monkeypatch):
     main(["--help"])
     listing = capsys.readouterr().out
     assert all(command in listing for command in ("render", "pretrain", "evaluate", "export", "pack"))
+
+
+def test_unknown_options_and_missing_data_fail_before_any_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    for argv, message in (
+        (["--data_dir", str(tmp_path)], "unknown option --data_dir"),
+        (["--data", str(tmp_path / "nowhere")], "no such file, folder or glob match"),
+        (["--data", str(tmp_path)], "no NIfTI volumes found"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["pretrain", "tokenizer_only", "4", str(out), "--preset", "micro", *argv])
+        assert message in capsys.readouterr().err
+        assert not out.exists()  # nothing trained, nothing written
