@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from .manifests import load_manifest, manifest_datalist
@@ -20,9 +22,13 @@ __all__ = [
     "file_datalist",
     "volume_files",
     "user_datalist",
+    "screen_volume",
     "split_items",
     "pretraining_datalist",
+    "describe_data",
 ]
+
+logger = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 _LIST_SUFFIXES = (".txt", ".csv", ".tsv")
@@ -131,14 +137,45 @@ def volume_files(source: str | os.PathLike, root: str | os.PathLike | None = Non
     return sorted(dict.fromkeys(found))
 
 
-def user_datalist(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[dict]:
+def screen_volume(path: Path) -> str | None:
+    """Why ``path`` cannot be a training volume, from its header alone (cheap for large collections), or None:
+    not a readable NIfTI, or not 3D (a 2D image, a 4D series with more than one frame)."""
+    try:
+        header = nib.load(str(path)).header
+        shape = tuple(int(n) for n in header.get_data_shape())
+    except Exception as err:  # nibabel raises many types for a damaged or foreign file: all are bad input here
+        return f"not a readable NIfTI image ({type(err).__name__}: {err})"
+    spatial = shape[:3] if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1) else None
+    if spatial is None or min(spatial) < 2:
+        return f"not a 3D volume (shape {shape})"
+    return None
+
+
+def user_datalist(source: str | os.PathLike, root: str | os.PathLike | None = None, strict: bool = False) -> list[dict]:
     """:func:`file_datalist` of :func:`volume_files`: your own scans as items for
     :class:`~monai_slicenav.transforms.EmbeddedVolumed`, named by their path relative to the common folder (so
-    ``a/t1.nii.gz`` and ``b/t1.nii.gz`` stay apart)."""
+    ``a/t1.nii.gz`` and ``b/t1.nii.gz`` stay apart). Files that :func:`screen_volume` rejects are skipped with a
+    warning naming each (``strict``: the first one raises instead).
+
+    Raises:
+        FileNotFoundError: when nothing is found, or every file is rejected.
+        ValueError: with ``strict``, for the first rejected file (named).
+    """
     paths = volume_files(source, root)
-    items = file_datalist(paths)
-    common = Path(os.path.commonpath([str(p.parent) for p in paths]))
-    for item, path in zip(items, paths, strict=True):
+    usable = []
+    for path in paths:
+        problem = screen_volume(path)
+        if problem is None:
+            usable.append(path)
+        elif strict:
+            raise ValueError(f"{path}: {problem}.")
+        else:
+            logger.warning("%s: %s; skipped.", path, problem)
+    if not usable:
+        raise FileNotFoundError(f"{source}: none of the {len(paths)} files found is a usable 3D volume.")
+    items = file_datalist(usable)
+    common = Path(os.path.commonpath([str(p.parent) for p in usable]))
+    for item, path in zip(items, usable, strict=True):
         relative = path.relative_to(common).as_posix()
         item["name"] = relative.removesuffix(".gz").removesuffix(".nii").replace("/", "_")
     return items
@@ -179,13 +216,14 @@ def pretraining_datalist(
     num_val_synthetic: int = 2,
     seed: int = 0,
     include_packaged: bool = False,
+    strict: bool = False,
 ) -> list[dict]:
     """The training (``part="train"``) or validation (``"validate"``) datalist of a pretraining bundle.
 
     Without ``data``: the embedded default (:func:`embedded_datalist`; validation on synthetic volumes drawn with
     ``seed + 1``). With ``data`` (anything :func:`volume_files` accepts, ``data_root`` for a manifest): your own
     scans, validated on ``val_data`` when given, else on a seeded held-out split of them (:func:`split_items`);
-    never silently on synthetic volumes.
+    never silently on synthetic volumes. Unusable files are skipped with a warning (``strict``: an error).
 
     Raises:
         ValueError: for an unknown part.
@@ -199,6 +237,34 @@ def pretraining_datalist(
         return embedded_datalist(num_val_synthetic, seed + 1, include_packaged=False)
     root = str(data_root) or None
     if str(val_data):
-        return user_datalist(data, root) if part == "train" else user_datalist(val_data, root)
-    train, held_out = split_items(user_datalist(data, root), val_fraction, seed)
+        return user_datalist(data if part == "train" else val_data, root, strict)
+    train, held_out = split_items(user_datalist(data, root, strict), val_fraction, seed)
     return train if part == "train" else held_out
+
+
+def describe_data(
+    data: str | os.PathLike = "",
+    data_root: str | os.PathLike = "",
+    num_synthetic: int = 16,
+    seed: int = 0,
+    include_packaged: bool = False,
+) -> dict:
+    """What a pretraining run trained on, for ``encoder.json`` provenance: the embedded default (synthetic count,
+    seed, packaged or not), or your own scans (where from, how many, and a sha256 of the sorted file list)."""
+    if not str(data):
+        return {
+            "source": "embedded",
+            "num_synthetic": int(num_synthetic),
+            "seed": int(seed),
+            "packaged": include_packaged,
+        }
+    found = volume_files(data, str(data_root) or None)
+    files = [str(p) for p in found if screen_volume(p) is None]
+    return {
+        "source": "own scans",
+        "data": str(data),
+        **({"data_root": str(data_root)} if str(data_root) else {}),
+        "count": len(files),
+        "skipped": len(found) - len(files),
+        "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest(),
+    }

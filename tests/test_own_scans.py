@@ -119,3 +119,33 @@ def test_held_out_split_is_seeded_stable_and_never_synthetic(scans, tmp_path):
     assert [i["name"] for i in own_val] == ["t1_ras"]
     default = pretraining_datalist("validate", num_val_synthetic=2, seed=3)
     assert [i["source"] for i in default] == ["synthetic", "synthetic"]
+
+
+def test_every_variant_pretrains_on_a_folder_and_says_so(scans, tmp_path, capsys):
+    from monai_slicenav.cli import main
+    from monai_slicenav.export import load_encoder
+    from monai_slicenav.pretrain import VARIANTS
+
+    cache = tmp_path / "cache"
+    for variant in VARIANTS:
+        main(["pretrain", variant, "2", str(tmp_path / variant), "--preset", "micro", "--cache_dir", str(cache),
+              "--data", str(scans)])  # fmt: skip
+        record = json.loads((tmp_path / variant / "encoder" / "encoder.json").read_text())
+        data = record["provenance"]["data"]
+        assert data["source"] == "own scans" and data["count"] == 3 and data["data"] == str(scans)
+        assert len(data["files_sha256"]) == 64
+        load_encoder(tmp_path / variant / "encoder")
+    stage = json.loads((tmp_path / "dynamics_aligned" / "pretrain.json").read_text())["stages"][-1]
+    assert stage["overrides"]["data"] == str(scans) and all(np.isfinite(list(stage["val_metrics"].values())))
+    assert "controllability" in capsys.readouterr().out
+
+
+def test_bad_files_in_a_folder_are_skipped_by_name_or_stop_a_strict_run(scans, caplog):
+    (scans / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 1, 3), np.float32), np.eye(4)), str(scans / "series.nii.gz"))
+    items = user_datalist(scans)
+    assert [i["name"] for i in items] == ["sub-0_t1_ras", "sub-1_t1_lps", "sub-2_t1_pir"]
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    assert "truncated.nii.gz: not a readable NIfTI" in warned and "series.nii.gz: not a 3D volume" in warned
+    with pytest.raises(ValueError, match=r"series\.nii\.gz: not a 3D volume|truncated\.nii\.gz: not a readable"):
+        pretraining_datalist("train", data=str(scans), strict=True)
