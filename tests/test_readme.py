@@ -1,5 +1,6 @@
 """The README's examples must run as written."""
 
+import json
 import re
 from pathlib import Path
 
@@ -78,3 +79,42 @@ def test_main_job_runs_both_stages_and_prints_controllability(tmp_path, monkeypa
     assert "controllability on held-out validation trajectories" in printed and "dB" in printed
     for export in ("encoder", "slice_encoder"):
         assert (tmp_path / "runs" / "quickstart" / export / "encoder.pt").is_file()
+
+
+def test_own_scans_commands_run(tmp_path, monkeypatch, capsys):
+    """The three commands of "Pretrain on your own scans", as written but at tiny sizes, on a folder of scans."""
+    import shlex
+
+    from monai.bundle import ConfigWorkflow
+
+    from monai_slicenav.cli import main
+
+    section = README.read_text().split("## Pretrain on your own scans")[1].split("\n## ")[0]
+    commands = [shlex.split(c) for c in re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)[0].splitlines()]
+    scans = tmp_path / "my_mri"
+    scans.mkdir()
+    for index, affine in enumerate((np.eye(4), np.diag([-1.2, -1.2, 1.5, 1.0]))):
+        data = np.zeros((30, 28, 26), np.float32)
+        data[6:24, 5:22, 5:20] = 1 + np.random.default_rng(index).random((18, 17, 15))
+        nib.save(nib.Nifti1Image(data, affine), str(scans / f"scan{index}.nii.gz"))
+    monkeypatch.chdir(tmp_path)
+    tiny = {"num_steps": 3, "slice_size": 32, "batch_size": 1, "num_workers": 0, "max_epochs": 1, "epoch_length": 2,
+            "val_interval": 1, "trajectories_per_volume": 2}  # fmt: skip
+    assert commands[0][:2] == ["slicenav", "pretrain"]
+    main([{"600": "2", "small": "micro"}.get(a, a) for a in commands[0][1:]])
+    assert "controllability" in capsys.readouterr().out
+    for command in commands[1:]:
+        assert command[:4] == ["python", "-m", "monai.bundle", "run"]
+        options = dict(zip(command[4::2], command[5::2], strict=True))
+        overrides = {k.removeprefix("--"): v for k, v in options.items() if k not in ("--config_file", "--bundle_root")}
+        nets = {"network_def#channels": [8, 16]} if "tokenizer" in options["--config_file"] else {
+            "tokenizer_config#channels": [8, 16], "dynamics_config#width": 16, "dynamics_config#depth": 1}  # fmt: skip
+        flow = ConfigWorkflow(
+            config_file=str(README.parent / options["--config_file"]), workflow_type="train",
+            bundle_root=options["--bundle_root"], **overrides, **tiny, **nets,
+        )  # fmt: skip
+        flow.initialize()
+        flow.run()
+        flow.finalize()
+        record = json.loads((tmp_path / options["--bundle_root"] / "models" / "encoder" / "encoder.json").read_text())
+        assert record["provenance"]["data"]["count"] == 2 and record["provenance"]["data"]["source"] == "own scans"

@@ -102,17 +102,25 @@ class TestObliqueReference:
             torch.testing.assert_close(rendered[:, c], expected, atol=1e-4, rtol=0)
 
     def test_batched_equals_single(self):
+        """Each volume of a batch is sampled at its own points: poses are seeded around each volume's own centre, so
+        every slice lies in its field of view, and a batch rendered with the first volume's points would differ."""
         volumes = torch.stack([smooth_volume(seed=s) for s in (4, 5)])
         affines = torch.stack([oblique_affine(), anisotropic_flipped_affine(0)])
+        gen = torch.Generator().manual_seed(3)
+        centre_voxel = (torch.tensor(volumes.shape[2:], dtype=torch.float64) - 1) / 2
+        centres = torch.stack([a[:3, :3] @ centre_voxel + a[:3, 3] for a in affines]).float()  # (2, 3) world mm
         poses = Pose(
-            torch.randn(2, 3, 3) * 5,
+            centres[:, None] + torch.randn(2, 3, 3, generator=gen),
             torch.from_numpy(Rotation.random(6, random_state=3).as_matrix()).float().reshape(2, 3, 3, 3),
             torch.ones(2, 3),
         )
-        batched = render_slices(volumes, affines, poses, (8, 9))
+        batched, inside = render_slices(volumes, affines, poses, (8, 9), return_mask=True)
+        assert bool(inside.all())  # every pixel of every slice is inside its volume
         for b in range(2):
             single = RenderSlices((8, 9))(MetaTensor(volumes[b], affine=affines[b]), poses[b])
-            torch.testing.assert_close(batched[b], single)
+            torch.testing.assert_close(batched[b], single, atol=0, rtol=0)  # bit-identical to the single render
+        swapped = render_slices(volumes.flip(0), affines, poses, (8, 9))
+        assert float((swapped - batched).abs().amax(dim=(1, 2, 3, 4)).min()) > 1e-3
 
 
 class TestLabelsAndMask:
