@@ -72,6 +72,29 @@ def test_rollout_first_step_is_the_next_step_prediction_and_decodes(navigator):
         rollout(navigator, slices[:, :1], torch.randn(2, 6, 7))
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_rollout_step_k_is_the_prediction_from_the_imagined_prefix(residual):
+    """Every rollout step k feeds back steps < k: it equals a teacher-forced prediction whose inputs are the true
+    context followed by the imagined tokens (and differs from one fed the true slices instead)."""
+    torch.manual_seed(0)
+    tokenizer = SliceTokenizer(channels=(8, 16, 16), fsq_levels=(8, 5, 5, 5))
+    model = SliceNavigator(tokenizer, {**DYNAMICS, "residual": residual}).eval()
+    if residual:  # move the zero-initialised head off the copy baseline
+        torch.nn.init.normal_(model.dynamics.head.weight, std=0.5)
+    slices, actions = torch.rand(2, 5, 1, 32, 32), torch.randn(2, 4, 7)
+    imagined = rollout(model, slices[:, :2], actions)  # 2 context slices, 3 imagined steps
+    with torch.no_grad():
+        tokens = model.tokens(slices)
+        fed_back = torch.cat([tokens[:, :2], imagined], dim=1)  # (B, 5, ...)
+        for k in range(3):
+            step = 2 + k  # the slice being predicted
+            prefix = fed_back[:, :step]
+            prediction = model.dynamics.predict(model.dynamics.features(prefix, actions[:, :step]), prefix)
+            torch.testing.assert_close(imagined[:, k], model.latents_of(prediction)[:, -1])
+        truth_fed = model.latents_of(model.dynamics(tokens[:, :5], actions))[:, 3]
+    assert float((truth_fed - imagined[:, 2]).abs().max()) > 0  # step 2 of the rollout did not see the truth
+
+
 def test_fsq_snap_rounds_onto_levels():
     fsq = FSQ((8, 5))
     codes = fsq(torch.randn(3, 2, 4, 4) * 3)
