@@ -30,6 +30,22 @@ def test_predictions_never_see_the_future(conditioning):
     assert float((changed[:, 3:] - reference[:, 3:]).abs().max()) > 1e-3
 
 
+@pytest.mark.parametrize("conditioning", ["add", "token"])
+def test_tokens_of_a_step_attend_each_other(conditioning):
+    """Block-causal, not token-causal: changing the last patch of step 2 changes the prediction made at step 2 for
+    its first patch, which comes earlier in the sequence (a token-causal mask would hide it)."""
+    torch.manual_seed(0)
+    model = LatentDynamics(**SMALL, conditioning=conditioning).eval()
+    tokens, actions = torch.randn(1, 6, 2, 4, 4), torch.randn(1, 5, 7)
+    changed = tokens.clone()
+    changed[:, 2, :, 2:, 2:] += 1.0  # the last patch of step 2
+    with torch.no_grad():
+        before, after = model(tokens, actions), model(changed, actions)
+    difference = (after[:, 2] - before[:, 2]).abs()  # predictions made at step 2, per position
+    assert float(difference[..., :2, :2].max()) > 1e-4  # the first patch of step 2 saw the last
+    torch.testing.assert_close(after[:, :2], before[:, :2], atol=1e-6, rtol=0)  # earlier steps did not
+
+
 def test_action_modes():
     torch.manual_seed(0)
     tokens, actions = torch.randn(4, 5, 2, 4, 4), torch.randn(4, 4, 7)
