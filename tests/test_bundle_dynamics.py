@@ -16,7 +16,7 @@ from monai_slicenav.export import load_encoder
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.pretrain import VARIANTS, pretrain
 from monai_slicenav.transforms import RandSliceTrajectoryd
-from monai_slicenav.workflows import load_tokenizer_weights
+from monai_slicenav.workflows import load_tokenizer_weights, trained_navigator
 
 from .bundle_helpers import SCHEMA, run_workflow
 
@@ -192,6 +192,16 @@ def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
     assert records["static_volume"]["stages"][0]["overrides"]["epoch_length"] == 4
     modes = {records[v]["stages"][1]["overrides"]["action_mode"] for v in DYNAMICS_VARIANTS}
     assert modes == {"aligned", "none", "shuffled"}
+    # what each variant's trained network did with its actions, read back from its weights (same seed and data):
+    # a bundle that trained every variant as "aligned" would give three identical models
+    trained = {v: trained_navigator(tmp_path / v) for v in DYNAMICS_VARIANTS}
+    action_weights = {v: n.dynamics.action[0].weight for v, n in trained.items()}
+    for a, b in (("dynamics_aligned", "dynamics_shuffled"), ("dynamics_aligned", "dynamics_none")):
+        assert not torch.equal(action_weights[a], action_weights[b]), (a, b)
+    tokens, actions = torch.randn(2, 4, 4, 4, 4), torch.randn(2, 3, 7)
+    with torch.no_grad():
+        blind = trained["dynamics_none"].dynamics
+        torch.testing.assert_close(blind(tokens, actions), blind(tokens, torch.randn(2, 3, 7)))
     metrics = [value for r in records.values() for s in r["stages"] for value in s["val_metrics"].values()]
     assert metrics and torch.isfinite(torch.tensor(metrics)).all()
 
