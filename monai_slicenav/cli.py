@@ -180,7 +180,13 @@ class SliceNavCLI:
         return record["encoder"]
 
     def evaluate(
-        self, variants: str | tuple = "all", seeds: int = 3, budget: str = "small", out: str = "slicenav_evaluation"
+        self,
+        variants: str | tuple = "all",
+        seeds: int = 3,
+        budget: str = "small",
+        out: str = "slicenav_evaluation",
+        data: str | None = None,
+        data_root: str | None = None,
     ) -> str:
         """Pretrain every variant with the same budget and compare them on held-out real anatomy: spatial probes,
         few-shot segmentation, registration. Writes OUT/results.md, results.csv, results.png and run.json; finished
@@ -193,12 +199,14 @@ class SliceNavCLI:
             budget: micro (smoke test, about a minute) | small (3 seeds in under an hour on 2 CPU cores) | paper
                 (GPU-scale, documented).
             out: output folder.
+            data: pretrain on your own scans (as `slicenav pretrain --data`); evaluation stays on the templates.
+            data_root: the dataset folder of a manifest given as --data.
         """
         if isinstance(variants, (list, tuple)):  # fire parses "a,b" as a tuple
             chosen: str | list[str] = [str(v) for v in variants]
         else:
             chosen = variants if variants == "all" else [v.strip() for v in str(variants).split(",") if v.strip()]
-        run_evaluation(chosen, seeds=seeds, budget=budget, out=out)
+        run_evaluation(chosen, seeds=seeds, budget=budget, out=out, data=data, data_root=data_root)
         print((Path(out) / "results.md").read_text())
         return str(Path(out) / "results.md")
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .controllability import held_out_controllability
-from .data import embedded_datalist
+from .data import describe_data, embedded_datalist
 from .encoders import ContextEncoder, SliceEncoder
 from .export import export_encoder, load_encoder
 from .io import atomic_write_files, atomic_write_json
@@ -297,9 +297,13 @@ def evaluate(
     seeds: int = 3,
     budget: str = "small",
     out: str | os.PathLike = "slicenav_evaluation",
+    data: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Pretrain and score every variant over ``seeds`` seeds; write ``results.csv``, ``results.md``, ``results.png``
-    and ``run.json`` (budget, volumes used, package versions) under ``out``.
+    and ``run.json`` (budget, volumes used, package versions) under ``out``. With ``data`` (and ``data_root`` for
+    a manifest), every variant pretrains on your own scans (see :func:`~monai_slicenav.pretrain.pretrain`); the
+    evaluation volumes stay the packaged templates.
 
     Raises:
         ValueError: for an unknown budget or variant, or seeds < 1.
@@ -314,6 +318,12 @@ def evaluate(
     if unknown or int(seeds) < 1:
         raise ValueError(f"variants must be 'all' or among {VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}.")
     _installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
+    pretraining_data = "embedded synthetic volumes only (include_packaged false)"
+    if data is not None:
+        described = describe_data(data, data_root or "")
+        pretraining_data = (
+            f"your own scans: {described['count']} volumes from {data} (sha256 {described['files_sha256'][:12]})"
+        )
     settings, out = BUDGETS[budget], Path(out)
     start = time.perf_counter()
     probe_sets = {}
@@ -327,7 +337,7 @@ def evaluate(
             trained = "dynamics_aligned" if variant == "dynamics_untrained" else variant
             record = pretrain(
                 trained, settings["steps"], folder / trained, seed=seed, preset=settings["preset"],
-                cache_dir=out / "cache",
+                cache_dir=out / "cache", data=data, data_root=data_root,
             )  # fmt: skip
             encoder = Path(record["encoder"])
             if variant == "dynamics_untrained":
@@ -339,7 +349,7 @@ def evaluate(
         row.update(_controllability(record, cell_dir, seed, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
-    _write_results(out, rows, reference, budget, settings, time.perf_counter() - start)
+    _write_results(out, rows, reference, budget, settings, time.perf_counter() - start, pretraining_data)
     return rows
 
 
@@ -362,7 +372,13 @@ def _summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]
 
 
 def _write_results(
-    out: Path, rows: list[dict], reference: Mapping, budget: str, settings: Mapping, seconds: float
+    out: Path,
+    rows: list[dict],
+    reference: Mapping,
+    budget: str,
+    settings: Mapping,
+    seconds: float,
+    pretraining_data: str,
 ) -> None:
     import matplotlib
 
@@ -419,7 +435,7 @@ def _write_results(
         "settings": settings,
         "wall_s": round(seconds, 1),
         "intensity_registration_reference": {k: reference[k] for k in ("mean_dice_before", "mean_dice_after")},
-        "pretraining_data": "embedded synthetic volumes only (include_packaged false)",
+        "pretraining_data": pretraining_data,
         "evaluation_volumes": {
             "probe_train": PROBE_TRAIN,
             "probe_test": PROBE_TEST,

@@ -73,3 +73,10 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown"):
         evaluate(["dynamics_sideways"], budget="micro")
     assert set(BUDGETS) == {"micro", "small", "paper"}
+
+
+@needs_packaged_data
+def test_own_data_that_holds_nothing_fails_before_pretraining(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no NIfTI volumes found"):
+        evaluate("random", seeds=1, budget="micro", out=tmp_path / "out", data=tmp_path)
+    assert not (tmp_path / "out").exists()
