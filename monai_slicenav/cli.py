@@ -196,7 +196,7 @@ class SliceNavCLI:
             variants: all, or a comma-separated subset of random, static_volume, tokenizer_only, dynamics_untrained
                 (control: stage-1 tokenizer, untrained trunk), dynamics_none, dynamics_shuffled, dynamics_aligned.
             seeds: seeds per variant.
-            budget: micro (smoke test, about a minute) | small (3 seeds in under an hour on 2 CPU cores) | paper
+            budget: micro (smoke test, about a minute) | small (3 seeds in about 1.5 hours on 2 CPU cores) | paper
                 (GPU-scale, documented).
             out: output folder.
             data: pretrain on your own scans (as `slicenav pretrain --data`); evaluation stays on the templates.

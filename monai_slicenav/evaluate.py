@@ -88,7 +88,7 @@ BUDGETS: dict[str, dict] = {
         "registration": {"spacing_mm": 4.0, "iterations": [5, 5, 5]},
         "controllability": {"synthetic": 1, "trajectories": 4},
     },  # fmt: skip
-    "small": {  # completes on a 2-core CPU within the hour (3 seeds)
+    "small": {  # 3 seeds in about 85 minutes on a 2-core CPU
         "preset": "small",
         "steps": 600,
         "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0, "equal_width": 16},
@@ -360,14 +360,18 @@ def _metrics(rows: Sequence[Mapping]) -> list[str]:
     return [k for k in rows[0] if k not in ("variant", "seed")]
 
 
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds; (nan, nan) for a column that does not apply (all NaN)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]]:
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant]
-        table[variant] = {
-            m: (statistics.mean(r[m] for r in mine), statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0)
-            for m in _metrics(rows)
-        }
+        table[variant] = {m: _mean_sd([float(r[m]) for r in mine]) for m in _metrics(rows)}
     return table
 
 

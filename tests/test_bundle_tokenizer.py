@@ -75,7 +75,12 @@ def test_train_workflow_overfits_and_exports(tmp_path):
     assert len(list(models.glob("checkpoint_epoch=*.pt"))) == 1
     provenance = json.loads((models / "encoder" / "encoder.json").read_text())["provenance"]
     assert provenance["bundle"] == "slicenav_tokenizer" and provenance["version"] == "0.1.0"
-    assert provenance["iterations"] == 15 and "synthetic" in provenance["data"]
+    assert provenance["iterations"] == 15 and provenance["data"] == {
+        "source": "embedded",
+        "num_synthetic": 1,
+        "seed": 0,
+        "packaged": False,
+    }
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
 
 
