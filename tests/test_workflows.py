@@ -59,3 +59,19 @@ def test_non_finite_loss_stops_the_run_before_the_final_save(tmp_path):
     with pytest.raises(NonFiniteLossError, match="train_loss is nan at iteration 3"):
         engine.run(range(4), max_epochs=1)
     assert not (tmp_path / "model.pt").exists()  # the diverged weights were never saved as final
+
+
+def test_reseed_per_epoch_draws_new_data_each_epoch_and_the_same_on_a_rerun():
+    """Epoch e draws from seed + e: epochs differ from each other, and a resumed (or repeated) epoch e draws
+    exactly what an uninterrupted run drew in epoch e."""
+    transform = RandSynthAppearance()
+    drawn: dict[int, list[float]] = {}
+    engine = Engine(lambda e, batch: drawn.setdefault(e.state.epoch, []).append(float(transform.R.uniform())))
+    ReseedHandler(transform, seed=7, per_epoch=True).attach(engine)
+    engine.run(range(2), max_epochs=3)
+    assert drawn[1] != drawn[2] != drawn[3]
+    again = Engine(lambda e, batch: drawn.setdefault(10 + e.state.epoch, []).append(float(transform.R.uniform())))
+    ReseedHandler(transform, seed=7, per_epoch=True).attach(again)
+    again.state.epoch = 0
+    again.run(range(2), max_epochs=2)
+    assert drawn[12] == drawn[2]
