@@ -203,3 +203,34 @@ def test_volume_encoder_reads_slices_as_thin_volumes(tmp_path):
         torch.testing.assert_close(load_encoder(tmp_path).eval()(volume), encoder(volume))
     with pytest.raises(ValueError, match="multiples of 4"):
         mae(torch.rand(1, 1, 10, 16, 16))
+
+
+def test_fsq_cross_entropy_through_the_navigator_learns_the_next_codes():
+    """objective fsq_ce: targets are the FSQ indices of the true next tokens, the loss is their cross-entropy, the
+    predicted codes are the argmax mapped back onto the levels; a few steps on one batch raise the code accuracy."""
+    torch.manual_seed(0)
+    tokenizer = SliceTokenizer(channels=(8, 16, 16), fsq_levels=(5, 5, 3))
+    model = SliceNavigator(tokenizer, {**DYNAMICS, "objective": "fsq_ce"})
+    assert model.dynamics.config.codebook_size == 75
+    slices, actions = torch.rand(4, 4, 1, 32, 32), torch.randn(4, 3, 7)
+    loss_fn = NavigationLoss("fsq_ce")
+    output = model(slices, actions)
+    quantizer = tokenizer.quantizer
+    torch.testing.assert_close(quantizer.indices_to_codes(output["target"]).movedim(1, 2), output["true_latents"])
+    assert output["prediction"].shape == (4, 3, 75, 4, 4)
+    expected = torch.nn.functional.cross_entropy(output["prediction"].flatten(0, 1), output["target"].flatten(0, 1))
+    torch.testing.assert_close(loss_fn(output, {}), expected)
+
+    def accuracy() -> float:
+        with torch.no_grad():
+            out = model(slices, actions)
+        return float((out["predicted_latents"] == out["true_latents"]).all(dim=2).float().mean())
+
+    before = accuracy()
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
+    for _ in range(40):
+        loss = loss_fn(model(slices, actions), {})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert accuracy() > before + 0.2
