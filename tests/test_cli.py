@@ -58,8 +58,9 @@ def test_render_nifti_file_matches_json(tmp_path):
         (lambda p: None, "no such file"),
         (lambda p: nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)), str(p)), "3D volume"),
         (lambda p: p.write_bytes(gzip.compress(b"\x00" * 40)), "cannot read"),
+        (lambda p: nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), np.eye(4)), str(p)), "3 frames"),
     ],
-    ids=["missing", "2d", "truncated"],
+    ids=["missing", "2d", "truncated", "4d"],
 )
 def test_render_bad_input_exits_with_message(tmp_path, capsys, make, message):
     path = tmp_path / "bad.nii.gz"
