@@ -14,7 +14,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 from .controllability import describe
 from .evaluate import evaluate as run_evaluation
 from .export import export_from_bundle
-from .io import atomic_write_bytes, atomic_write_json, load_volume
+from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume
 from .manifests import check_manifest, load_manifest
 from .navigation import navigate, trajectory_to_dict
 from .pack import pack_bundle
@@ -96,6 +96,7 @@ class SliceNavCLI:
             start: start orientation, canonical | random | axial | coronal | sagittal.
             columns: tiles per row in the PNG.
         """
+        check_output_dir(out)
         seed = _bounded_int(seed, "--seed", 0, 2**32 - 1)
         steps = _bounded_int(steps, "--steps", 1, 4096)
         size = _bounded_int(size, "--size", 1, 4096)
@@ -142,6 +143,7 @@ class SliceNavCLI:
             out: output folder.
             which: encoder (every bundle) or context_encoder (slicenav_dynamics).
         """
+        check_output_dir(out)
         weights, meta = export_from_bundle(bundle_dir, out, which=which)
         return {"weights": str(weights), "config": str(meta)}
 
@@ -171,6 +173,9 @@ class SliceNavCLI:
             data_root: the dataset folder of a manifest given as --data.
             val_data: validation scans of your own; default: a seeded held-out split of --data.
         """
+        check_output_dir(out)
+        if cache_dir is not None:
+            check_output_dir(cache_dir, "--cache_dir")
         record = pretrain(
             variant, steps, out, seed=seed, preset=preset, cache_dir=cache_dir, data=data, data_root=data_root,
             val_data=val_data,
@@ -211,6 +216,7 @@ class SliceNavCLI:
             chosen: str | list[str] = [str(v) for v in variants]
         else:
             chosen = variants if variants == "all" else [v.strip() for v in str(variants).split(",") if v.strip()]
+        check_output_dir(out)
         run_evaluation(chosen, seeds=seeds, budget=budget, out=out, data=data, data_root=data_root)
         print((Path(out) / "results.md").read_text())
         return str(Path(out) / "results.md")
@@ -222,6 +228,7 @@ class SliceNavCLI:
             bundle_dir: the bundle folder.
             out: output folder.
         """
+        check_output_dir(out)
         return str(pack_bundle(bundle_dir, out))
 
 

@@ -12,7 +12,14 @@ from monai.transforms import LoadImage
 
 from .volume import as_volume
 
-__all__ = ["load_volume", "atomic_write_bytes", "atomic_write_json", "atomic_write_files", "default_file_mode"]
+__all__ = [
+    "load_volume",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_files",
+    "default_file_mode",
+    "check_output_dir",
+]
 
 
 def load_volume(path: str | os.PathLike) -> MetaTensor:
@@ -83,3 +90,23 @@ def atomic_write_files(payloads: dict[str | os.PathLike, bytes]) -> list[Path]:
 def atomic_write_json(path: str | os.PathLike, payload: object) -> Path:
     """Write ``payload`` as indented JSON, atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can become an output folder: not an existing file, no file in the
+    way above it, and the nearest existing folder writable. Creates nothing.
+
+    Raises:
+        ValueError: naming the path and the problem.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: is a file, not a folder.")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, so the folder cannot be made.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {existing} is not writable.")
+    return path
