@@ -22,7 +22,7 @@ import torch
 from monai_slicenav.controllability import held_out_controllability
 from monai_slicenav.data import embedded_datalist
 from monai_slicenav.packaged import packaged_pairs
-from monai_slicenav.workflows import trained_navigator
+from monai_slicenav.workflows import recorded_navigation, stage_models, trained_navigator
 
 COLUMNS = (
     ("true/copy", "ctrl_ratio_true_copy"),
@@ -36,19 +36,6 @@ COLUMNS = (
 )
 
 
-def stage_settings(stage: Path) -> tuple[dict, int | None]:
-    """The navigation regime recorded in the stage's context-encoder export, and its synthetic volume size."""
-    if (stage / "pretrain.json").is_file():
-        stage = Path(json.loads((stage / "pretrain.json").read_text())["stages"][-1]["root"])
-    record = json.loads((stage / "models" / "context_encoder" / "encoder.json").read_text())
-    if "navigation" not in record:
-        raise SystemExit(f"{stage}: the export records no navigation regime (trained before it was recorded).")
-    overrides = (
-        json.loads((stage / "stage.json").read_text()).get("overrides", {}) if (stage / "stage.json").is_file() else {}
-    )
-    return record["navigation"], overrides.get("synth_size")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", type=Path)
@@ -60,8 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    regime, synth_size = stage_settings(args.stage)
-    navigator = trained_navigator(args.stage)
+    regime, navigator = recorded_navigation(args.stage), trained_navigator(args.stage)
+    stage_record = stage_models(args.stage).parent / "stage.json"  # slicenav pretrain's record of the stage
+    synth_size = json.loads(stage_record.read_text())["overrides"].get("synth_size") if stage_record.is_file() else None
     data = {"held-out synthetic": embedded_datalist(args.synthetic, 1000, include_packaged=False)}
     if args.real:
         data["packaged real"] = packaged_pairs()[: args.real]

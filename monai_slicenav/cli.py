@@ -258,26 +258,16 @@ def _positive_float(value: object, option: str) -> float:
 
 
 def _check_options(args: list[str]) -> None:
-    """Refuse unknown ``--options`` of a command before it runs: fire would run the command first and only then
-    complain about what it could not consume (after a whole training run, for a misspelt option)."""
-    target: object = SliceNavCLI
-    for word in args:
-        if word.startswith("-"):
-            break
-        member = getattr(target, word, None)
-        if member is None:
-            return
-        target = member if isinstance(member, type) else getattr(member, "__func__", member)
-        if callable(target) and not isinstance(target, type):
-            break
-    if not callable(target) or isinstance(target, type):
+    """Refuse unknown ``--options`` of a top-level command before it runs: fire would run the command first and
+    only then complain about what it could not consume (after a whole training run, for a misspelt option)."""
+    command = getattr(SliceNavCLI, args[0], None) if args else None
+    if not inspect.isfunction(command):  # the data group and fire's own flags are left to fire
         return
-    known = set(inspect.signature(target).parameters) - {"self"}
-    for word in args:
-        if word.startswith("--") and word not in ("--help", "--"):
-            name = word[2:].split("=", 1)[0].replace("-", "_")
-            if name not in known:
-                raise ValueError(f"unknown option {word} (options: {', '.join('--' + k for k in sorted(known))}).")
+    known = set(inspect.signature(command).parameters) - {"self"}
+    for word in args[1:]:
+        name = word[2:].split("=", 1)[0].replace("-", "_")
+        if word.startswith("--") and word not in ("--", "--help") and name not in known:
+            raise ValueError(f"unknown option {word} (options: {', '.join('--' + k for k in sorted(known))}).")
 
 
 def main(argv: list[str] | None = None) -> None:

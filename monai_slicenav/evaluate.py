@@ -48,6 +48,7 @@ from .data import describe_data, embedded_datalist
 from .encoders import ContextEncoder, SliceEncoder
 from .export import export_encoder, load_encoder
 from .io import atomic_write_files, atomic_write_json
+from .manifests import sha256_of
 from .networks.tokenizer import TokenizerConfig
 from .packaged import packaged_pairs
 from .pretrain import PRESETS, pretrain
@@ -55,7 +56,7 @@ from .probes import encode, encoder_features, narrow_features, probe_scores, sam
 from .registration import RegistrationConfig
 from .registration_pairs import default_pairs, run_registration
 from .transforms import EmbeddedVolumed
-from .workflows import trained_navigator
+from .workflows import recorded_navigation, stage_models, trained_navigator
 
 __all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 
@@ -215,7 +216,7 @@ def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settin
 def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_sets: dict) -> dict:
     """Every task's cell for one encoder (computed, or reused when finished with the same settings and weights)."""
     probe_cfg, seg_cfg, reg_cfg = settings["probe"], settings["segmentation"], settings["registration"]
-    weights = hashlib.sha256((encoder / "encoder.pt").read_bytes()).hexdigest()
+    weights = sha256_of(encoder / "encoder.pt")
 
     def probe() -> dict:
         if not probe_sets:  # rendered once per run, shared by every encoder
@@ -269,11 +270,10 @@ def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mappi
     """The controllability cell of a dynamics variant's trained stage (see the module docstring)."""
     stage = Path(record["stages"][-1]["root"])
     cfg = settings["controllability"]
-    weights = hashlib.sha256((stage / "models" / "model.pt").read_bytes()).hexdigest()
+    weights = sha256_of(stage_models(stage) / "model.pt")
 
     def compute() -> dict:
-        navigator = trained_navigator(stage)
-        regime = json.loads((stage / "models" / "context_encoder" / "encoder.json").read_text())["navigation"]
+        navigator, regime = trained_navigator(stage), recorded_navigation(stage)
         synth_size = PRESETS[settings["preset"]].get("data", {}).get("synth_size")
         installed = _installed(PROBE_TRAIN + PROBE_TEST)
         real = [installed[name] for name in PROBE_TRAIN + PROBE_TEST]

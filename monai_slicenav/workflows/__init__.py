@@ -8,6 +8,8 @@ from .dynamics import (
     RolloutWriter,
     load_tokenizer_weights,
     navigation_strip,
+    recorded_navigation,
+    stage_models,
     trained_navigator,
 )
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
@@ -38,6 +40,8 @@ __all__ = [
     "load_tokenizer_weights",
     "navigation_strip",
     "trained_navigator",
+    "recorded_navigation",
+    "stage_models",
     "is_main_process",
     "silence_other_ranks",
     "ExportEncoderHandler",

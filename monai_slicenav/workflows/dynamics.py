@@ -27,6 +27,8 @@ from .tokenizer import ItemWriter, StripHandler, unwrap_network
 
 __all__ = [
     "load_tokenizer_weights",
+    "stage_models",
+    "recorded_navigation",
     "trained_navigator",
     "PrepareTrajectories",
     "navigation_strip",
@@ -79,6 +81,37 @@ def load_tokenizer_weights(tokenizer: SliceTokenizer, source: str | os.PathLike)
     return tokenizer.eval()
 
 
+def stage_models(source: str | os.PathLike) -> Path:
+    """The ``models`` folder of a trained dynamics stage given as a bundle root, its ``models`` folder, or a
+    ``slicenav pretrain`` output folder of a dynamics variant (its ``pretrain.json`` names the stage).
+
+    Raises:
+        FileNotFoundError: when it lacks the context-encoder record or the weights.
+    """
+    source = Path(source)
+    if (source / "pretrain.json").is_file():
+        source = Path(json.loads((source / "pretrain.json").read_text())["stages"][-1]["root"])
+    models = source / "models" if (source / "models").is_dir() else source
+    missing = [str(p) for p in (models / "context_encoder" / "encoder.json", models / "model.pt") if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source}: not a trained dynamics stage; missing {missing}.")
+    return models
+
+
+def recorded_navigation(source: str | os.PathLike) -> dict:
+    """The navigation regime a trained dynamics stage (see :func:`stage_models`) was trained with: the keyword
+    arguments of ``RandSliceTrajectoryd`` recorded in its context encoder's ``encoder.json``.
+
+    Raises:
+        ValueError: for a record without one (trained before it was recorded).
+    """
+    record_path = stage_models(source) / "context_encoder" / "encoder.json"
+    navigation = json.loads(record_path.read_text()).get("navigation")
+    if not isinstance(navigation, dict):
+        raise ValueError(f"{record_path}: no 'navigation' regime recorded (trained before it was recorded).")
+    return navigation
+
+
 def trained_navigator(source: str | os.PathLike, load_weights: bool = True) -> SliceNavigator:
     """Rebuild a trained dynamics stage's :class:`SliceNavigator` from what its run recorded, whatever preset or
     overrides it was trained with: the architecture from ``models/context_encoder/encoder.json`` (tokenizer and
@@ -86,21 +119,14 @@ def trained_navigator(source: str | os.PathLike, load_weights: bool = True) -> S
     with ``weights_only=True``. The navigator is returned in eval mode.
 
     Args:
-        source: a dynamics bundle root, its ``models`` folder, or a ``slicenav pretrain`` output folder of a
-            dynamics variant (its ``pretrain.json`` names the stage).
+        source: as :func:`stage_models` takes it.
 
     Raises:
         FileNotFoundError: when the record or the weights are missing.
         ValueError: for a malformed record, or weights that do not match it (keys named).
     """
-    source = Path(source)
-    if (source / "pretrain.json").is_file():
-        source = Path(json.loads((source / "pretrain.json").read_text())["stages"][-1]["root"])
-    models = source / "models" if (source / "models").is_dir() else source
+    models = stage_models(source)
     record_path, weights = models / "context_encoder" / "encoder.json", models / "model.pt"
-    missing = [str(p) for p in (record_path, weights) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{source}: not a trained dynamics stage; missing {missing}.")
     try:
         arguments = json.loads(record_path.read_text())["arguments"]
         tokenizer_config, dynamics_config = dict(arguments["tokenizer"]), dict(arguments["dynamics"])
