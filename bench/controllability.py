@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from monai_slicenav.controllability import held_out_controllability
 from monai_slicenav.data import embedded_datalist
-from monai_slicenav.packaged import packaged_pairs
+from monai_slicenav.data.packaged import packaged_pairs
 from monai_slicenav.workflows import recorded_navigation, stage_models, trained_navigator
+from monai_slicenav.workflows.controllability import held_out_controllability
 
 COLUMNS = (
     ("true/copy", "ctrl_ratio_true_copy"),

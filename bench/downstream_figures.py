@@ -4,7 +4,7 @@ folding (encoder features vs intensities) on the packaged volumes, with CPU wall
     python bench/downstream_figures.py --encoder runs/aligned/slice_encoder --out /tmp/slicenav_downstream
 
 Segmentation runs the slicenav_segmentation bundle through ConfigWorkflow (train, then evaluate.yaml);
-registration runs monai_slicenav.registration_pairs.compare_similarities on the default pairs.
+registration runs monai_slicenav.downstream.registration_run.compare_similarities on the default pairs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import json
 import time
 from pathlib import Path
 
-from monai_slicenav.evaluate import segmentation_dice
-from monai_slicenav.registration import RegistrationConfig
-from monai_slicenav.registration_pairs import compare_similarities
+from monai_slicenav.downstream.registration import RegistrationConfig
+from monai_slicenav.downstream.registration_run import compare_similarities
+from monai_slicenav.experiments.evaluate import segmentation_dice
 
 
 def main() -> None:

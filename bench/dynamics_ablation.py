@@ -4,7 +4,7 @@ the same budget, over several seeds, and its training speed.
     python bench/dynamics_ablation.py --steps 400 --seeds 0 1 2 --preset small --out /tmp/slicenav_ablation
 
 Every seed trains one stage-1 tokenizer (half the steps) shared by the three variants, then each variant's dynamics
-stage (the other half) through ``monai_slicenav.pretrain``. The metric is the dynamics bundle's validation
+stage (the other half) through ``monai_slicenav.experiments.pretrain``. The metric is the dynamics bundle's validation
 ``val_latent_mse`` (FSQ codes in [-1, 1]; held-out synthetic volumes drawn with seed + 1, each variant under its
 own action regime). The baseline named in the ratios is ``dynamics_aligned`` of the same seed.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from monai_slicenav.pretrain import pretrain
+from monai_slicenav.experiments.pretrain import pretrain
 
 VARIANTS = ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")
 

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import SpatialResample
 
+from monai_slicenav.data.phantom import shepp_logan_volume
 from monai_slicenav.geometry import Pose, slice_points
-from monai_slicenav.phantom import shepp_logan_volume
 from monai_slicenav.transforms import RandSliceTrajectory, RenderSlices, world_to_grid
 
 

@@ -1,9 +1,9 @@
 """monai_slicenav: self-supervised pretraining for 3D MRI by controllable 2D slice navigation."""
 
 from .data import embedded_datalist, file_datalist
-from .export import SliceEncoder, export_encoder
+from .downstream import Lift3D, SliceNavBackbone, register_backbone
+from .encoders import SliceEncoder, export_encoder
 from .geometry import Pose, apply_action, compose_actions, invert_action, relative, slice_points
-from .lift3d import Lift3D, SliceNavBackbone, register_backbone
 from .networks import LatentDynamics, SliceTokenizer
 from .transforms import (
     EmbeddedVolumed,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import io
 import math
 import sys
 from pathlib import Path
@@ -11,18 +10,23 @@ from pathlib import Path
 import fire
 from monai.transforms import ScaleIntensityRangePercentiles
 
-from .controllability import describe
-from .evaluate import evaluate as run_evaluation
-from .export import export_from_bundle
-from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume
-from .manifests import check_manifest, load_manifest
-from .navigation import navigate, trajectory_to_dict
+from .data import (
+    COARSE_LABELS,
+    check_manifest,
+    check_pair,
+    load_manifest,
+    load_packaged_manifest,
+    manifest_dir,
+    shepp_logan_volume,
+)
+from .encoders import export_from_bundle
+from .experiments.evaluate import evaluate as run_evaluation
+from .experiments.pretrain import pretrain
+from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume, png_bytes
 from .pack import pack_bundle
-from .packaged import check_pair, load_packaged_manifest, manifest_dir
-from .phantom import shepp_logan_volume
-from .pretrain import pretrain
-from .segmentation import COARSE_LABELS
+from .transforms import navigate, trajectory_to_dict
 from .visualize import action_caption, slice_grid
+from .workflows.controllability import describe
 
 __all__ = ["DataCLI", "SliceNavCLI", "main"]
 
@@ -115,10 +119,8 @@ class SliceNavCLI:
         )
         captions = [action_caption(0, None)] + [action_caption(t + 1, a) for t, a in enumerate(run.actions)]
         picture = slice_grid(run.slices, captions, columns=columns, value_range=(0.0, 1.0))
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
         out_dir = Path(out)
-        png = atomic_write_bytes(out_dir / "trajectory.png", buffer.getvalue())
+        png = atomic_write_bytes(out_dir / "trajectory.png", png_bytes(picture))
         record = trajectory_to_dict(
             run.poses,
             run.actions,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
@@ -16,6 +18,8 @@ __all__ = [
     "load_volume",
     "atomic_write_bytes",
     "atomic_write_json",
+    "json_bytes",
+    "png_bytes",
     "atomic_write_files",
     "default_file_mode",
     "check_output_dir",
@@ -87,9 +91,26 @@ def atomic_write_files(payloads: dict[str | os.PathLike, bytes]) -> list[Path]:
     return [path for path, _ in staged]
 
 
+def json_bytes(payload: object) -> bytes:
+    """``payload`` as indented JSON text with a final newline, the form every record here is written in."""
+    return (json.dumps(payload, indent=2) + "\n").encode()
+
+
+def png_bytes(image: object) -> bytes:
+    """A PNG file's bytes of a PIL image, or of a (H, W) array or tensor of intensities in [0, 1] (8 bit grey)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        pixels = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float64)
+        image = Image.fromarray((pixels.clip(0.0, 1.0) * 255).round().astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def atomic_write_json(path: str | os.PathLike, payload: object) -> Path:
     """Write ``payload`` as indented JSON, atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+    return atomic_write_bytes(path, json_bytes(payload))
 
 
 def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:

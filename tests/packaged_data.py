@@ -2,8 +2,8 @@
 
 import pytest
 
-from monai_slicenav.registration_pairs import default_pairs
-from monai_slicenav.segmentation import fewshot_split
+from monai_slicenav.data.labelled import fewshot_split
+from monai_slicenav.downstream.registration_run import default_pairs
 
 
 def _packaged_data_installed() -> bool:

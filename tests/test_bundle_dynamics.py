@@ -12,9 +12,9 @@ from PIL import Image
 
 from monai_slicenav.cli import main
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
+from monai_slicenav.experiments.pretrain import VARIANTS, pretrain
 from monai_slicenav.export import load_encoder
 from monai_slicenav.networks import SliceTokenizer
-from monai_slicenav.pretrain import VARIANTS, pretrain
 from monai_slicenav.transforms import RandSliceTrajectoryd
 from monai_slicenav.workflows import load_tokenizer_weights, trained_navigator
 

@@ -11,17 +11,11 @@ import torch
 from monai.bundle import ConfigWorkflow, verify_metadata
 from monai.transforms import Compose, Spacingd
 
+from monai_slicenav.data.labelled import coarse_label_names, labelled_case, load_coarse_labels
 from monai_slicenav.encoders import SliceEncoder
 from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
-from monai_slicenav.segmentation import (
-    CoarseLabelsd,
-    DeformedCopyd,
-    coarse_label_names,
-    labelled_case,
-    load_coarse_labels,
-)
-from monai_slicenav.transforms import EmbeddedVolumed
+from monai_slicenav.transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed
 
 from .bundle_helpers import SCHEMA, configs_dir, run_workflow
 from .packaged_data import needs_packaged_data

@@ -15,9 +15,9 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_ne
 from PIL import Image
 
 from monai_slicenav.export import SliceEncoder
-from monai_slicenav.navigation import trajectory_from_dict
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RenderSlices
+from monai_slicenav.transforms.navigation import trajectory_from_dict
 
 from .bundle_helpers import SCHEMA, run_workflow
 

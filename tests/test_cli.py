@@ -10,10 +10,10 @@ from monai.transforms import ScaleIntensityRangePercentiles
 from PIL import Image
 
 from monai_slicenav.cli import main
+from monai_slicenav.data.phantom import shepp_logan_volume
 from monai_slicenav.geometry import apply_action
-from monai_slicenav.navigation import trajectory_from_dict
-from monai_slicenav.phantom import shepp_logan_volume
 from monai_slicenav.transforms import RenderSlices
+from monai_slicenav.transforms.navigation import trajectory_from_dict
 
 
 def write_phantom_nifti(path, affine):

@@ -7,11 +7,11 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
-from monai_slicenav.controllability import METRIC_NAMES, ControllabilityMeter, inplane_warp
 from monai_slicenav.data import embedded_datalist
 from monai_slicenav.geometry import Pose, apply_action
 from monai_slicenav.networks import SliceNavigator, SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, render_slices
+from monai_slicenav.workflows.controllability import METRIC_NAMES, ControllabilityMeter, inplane_warp
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 

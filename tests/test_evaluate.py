@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from monai_slicenav.cli import main
-from monai_slicenav.evaluate import BUDGETS, VARIANTS, evaluate
+from monai_slicenav.experiments.evaluate import BUDGETS, VARIANTS, evaluate
 
 from .packaged_data import needs_packaged_data
 
@@ -63,7 +63,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_missing_evaluation_volumes_fail_before_pretraining(tmp_path, monkeypatch):
-    monkeypatch.setattr("monai_slicenav.evaluate.packaged_pairs", lambda: [])
+    monkeypatch.setattr("monai_slicenav.experiments.evaluate.packaged_pairs", lambda: [])
     with pytest.raises(FileNotFoundError, match=r"volumes \['colin27_brain_aal'.* are not installed"):
         evaluate(["static_volume"], seeds=1, budget="micro", out=tmp_path)
     assert not any(tmp_path.iterdir())
@@ -85,7 +85,7 @@ def test_own_data_that_holds_nothing_fails_before_pretraining(tmp_path):
 
 
 def test_summary_over_seeds_leaves_inapplicable_columns_empty():
-    from monai_slicenav.evaluate import _summary
+    from monai_slicenav.experiments.evaluate import _summary
 
     rows = [{"variant": "random", "seed": s, "pose_r2": 0.1 * s, "ctrl_gap_db_syn": math.nan} for s in range(3)] + [
         {"variant": "dynamics_aligned", "seed": s, "pose_r2": 0.5, "ctrl_gap_db_syn": 1.0 + s} for s in range(3)

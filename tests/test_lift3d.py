@@ -7,9 +7,9 @@ from monai.networks.nets import FlexibleUNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
 import monai_slicenav  # noqa: F401  (registers the backbone)
+from monai_slicenav.downstream.lift3d import DEFAULT_BACKBONE, Lift3D, SliceNavBackbone, register_backbone
 from monai_slicenav.encoders import SliceEncoder, VolumeEncoder
 from monai_slicenav.export import export_encoder
-from monai_slicenav.lift3d import DEFAULT_BACKBONE, Lift3D, SliceNavBackbone, register_backbone
 from monai_slicenav.networks import TokenizerConfig, VolumeMAEConfig
 
 SMALL = TokenizerConfig(channels=(4, 8, 8))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from monai_slicenav.cli import main
-from monai_slicenav.manifests import case_split, check_manifest, load_manifest, manifest_datalist, sha256_of
-from monai_slicenav.packaged import manifest_dir
+from monai_slicenav.data.manifests import case_split, check_manifest, load_manifest, manifest_datalist, sha256_of
+from monai_slicenav.data.packaged import manifest_dir
 
 SPLIT = {"seed": 0, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "method": "sha256-bucket"}
 

@@ -123,8 +123,8 @@ def test_held_out_split_is_seeded_stable_and_never_synthetic(scans, tmp_path):
 
 def test_every_variant_pretrains_on_a_folder_and_says_so(scans, tmp_path, capsys):
     from monai_slicenav.cli import main
+    from monai_slicenav.experiments.pretrain import VARIANTS
     from monai_slicenav.export import load_encoder
-    from monai_slicenav.pretrain import VARIANTS
 
     cache = tmp_path / "cache"
     for variant in VARIANTS:

@@ -2,7 +2,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_slicenav.packaged import check_pair, grid_relation, load_packaged_manifest, locate_volume, packaged_pairs
+from monai_slicenav.data.packaged import (
+    check_pair,
+    grid_relation,
+    load_packaged_manifest,
+    locate_volume,
+    packaged_pairs,
+)
 
 
 def write(path, data, affine):

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
+from monai_slicenav.data.phantom import shepp_logan_volume
 from monai_slicenav.encoders import SliceEncoder
-from monai_slicenav.networks import TokenizerConfig
-from monai_slicenav.phantom import shepp_logan_volume
-from monai_slicenav.probes import (
+from monai_slicenav.experiments.probes import (
     ProbeSet,
     encode,
     encoder_features,
@@ -17,6 +16,7 @@ from monai_slicenav.probes import (
     ridge_fit,
     sample_probe_set,
 )
+from monai_slicenav.networks import TokenizerConfig
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ import pytest
 import torch
 from monai.bundle import verify_metadata
 
-from monai_slicenav.encoders import SliceEncoder
-from monai_slicenav.export import export_encoder
-from monai_slicenav.networks import TokenizerConfig
-from monai_slicenav.registration import (
+from monai_slicenav.downstream.registration import (
     RegistrationConfig,
     _resize_ddf,
     intensity_levels,
@@ -21,13 +18,16 @@ from monai_slicenav.registration import (
     register,
     warp_volume,
 )
-from monai_slicenav.registration_pairs import (
+from monai_slicenav.downstream.registration_run import (
     compare_similarities,
     default_pairs,
     file_pair,
     load_pair,
     run_registration,
 )
+from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.export import export_encoder
+from monai_slicenav.networks import TokenizerConfig
 
 from .bundle_helpers import SCHEMA, configs_dir, run_workflow
 from .packaged_data import needs_packaged_data

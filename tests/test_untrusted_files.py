@@ -71,7 +71,7 @@ def test_meta_device_check_builds_every_architecture(tmp_path):
 
 
 def test_damaged_cache_entry_is_retrained_not_copied(tmp_path):
-    from monai_slicenav.pretrain import pretrain
+    from monai_slicenav.experiments.pretrain import pretrain
 
     cache = tmp_path / "cache"
     first = pretrain("tokenizer_only", 2, tmp_path / "out", preset="micro", cache_dir=cache)

@@ -1,6 +1,15 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
 from .embedded import EmbeddedVolumed, LoadVolumed, otsu_threshold, tissue_labels
+from .labels import CoarseLabelsd, DeformedCopyd
+from .navigation import (
+    ACTION_FIELDS,
+    LoadTrajectoryd,
+    Trajectory,
+    navigate,
+    trajectory_from_dict,
+    trajectory_to_dict,
+)
 from .pretext import SlicePoseVectors, SlicePoseVectorsD, SlicePoseVectorsd, SlicePoseVectorsDict
 from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
 from .synth import (
@@ -20,6 +29,14 @@ from .trajectory import (
 )
 
 __all__ = [
+    "CoarseLabelsd",
+    "DeformedCopyd",
+    "ACTION_FIELDS",
+    "LoadTrajectoryd",
+    "Trajectory",
+    "navigate",
+    "trajectory_from_dict",
+    "trajectory_to_dict",
     "EmbeddedVolumed",
     "LoadVolumed",
     "tissue_labels",

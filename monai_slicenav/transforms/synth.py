@@ -39,8 +39,8 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends, ensure_tuple_rep
 
+from ..data.packaged import packaged_pairs
 from ..io import atomic_write_bytes
-from ..packaged import packaged_pairs
 from .synth_functional import ShapeSource, centred_affine, gmm_intensities, synth_label_ensemble
 
 __all__ = [

@@ -1,57 +1,49 @@
-"""What bundles call: batch preparation and handlers for the ignite workflows."""
+"""What bundles call: batch preparation, handlers and trained-stage loading for the ignite workflows.
 
+Modules: :mod:`.batches` (``prepare_batch`` callables), :mod:`.handlers` (shared by every stage), :mod:`.tokenizer`,
+:mod:`.dynamics`, :mod:`.static` (what each stage adds), :mod:`.controllability` (the stage-2 figures),
+:mod:`.stages` (trained stages rebuilt from their records), :mod:`.non_finite`, :mod:`.distributed`.
+"""
+
+from .batches import PrepareMaskedVolumes, PrepareSlices, PrepareTrajectories
+from .controllability import ControllabilityMeter, controllability, held_out_controllability
 from .distributed import is_main_process, silence_other_ranks
-from .dynamics import (
-    ControllabilityHandler,
-    NavigationStripHandler,
-    PrepareTrajectories,
-    RolloutWriter,
-    load_tokenizer_weights,
-    navigation_strip,
-    recorded_navigation,
-    stage_models,
-    trained_navigator,
-)
+from .dynamics import ControllabilityHandler, NavigationStripHandler, RolloutWriter, navigation_strip
+from .handlers import ExportEncoderHandler, ItemWriter, ReseedHandler, StripHandler, latest_checkpoint, unwrap_network
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
-from .static import PrepareMaskedVolumes, VolumeReconstructionWriter, masked_strip
-from .tokenizer import (
-    ExportEncoderHandler,
-    ItemWriter,
-    PrepareSlices,
-    ReconstructionStripHandler,
-    ReseedHandler,
-    StripHandler,
-    TokenWriter,
-    latest_checkpoint,
-    reconstruction_strip,
-    unwrap_network,
-)
+from .stages import load_tokenizer_weights, recorded_navigation, stage_models, trained_navigator, trained_network
+from .static import VolumeReconstructionWriter, masked_strip
+from .tokenizer import ReconstructionStripHandler, TokenWriter, reconstruction_strip
 
 __all__ = [
-    "NonFiniteLossError",
-    "StopOnNonFiniteLoss",
     "PrepareMaskedVolumes",
-    "VolumeReconstructionWriter",
-    "masked_strip",
-    "ControllabilityHandler",
-    "NavigationStripHandler",
+    "PrepareSlices",
     "PrepareTrajectories",
-    "RolloutWriter",
-    "load_tokenizer_weights",
-    "navigation_strip",
-    "trained_navigator",
-    "recorded_navigation",
-    "stage_models",
+    "ControllabilityMeter",
+    "controllability",
+    "held_out_controllability",
     "is_main_process",
     "silence_other_ranks",
+    "ControllabilityHandler",
+    "NavigationStripHandler",
+    "RolloutWriter",
+    "navigation_strip",
     "ExportEncoderHandler",
-    "PrepareSlices",
-    "ReconstructionStripHandler",
-    "StripHandler",
-    "ReseedHandler",
     "ItemWriter",
-    "TokenWriter",
+    "ReseedHandler",
+    "StripHandler",
     "latest_checkpoint",
-    "reconstruction_strip",
     "unwrap_network",
+    "NonFiniteLossError",
+    "StopOnNonFiniteLoss",
+    "load_tokenizer_weights",
+    "recorded_navigation",
+    "stage_models",
+    "trained_navigator",
+    "trained_network",
+    "VolumeReconstructionWriter",
+    "masked_strip",
+    "ReconstructionStripHandler",
+    "TokenWriter",
+    "reconstruction_strip",
 ]

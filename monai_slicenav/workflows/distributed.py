@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch.distributed as dist
+from monai.utils.dist import RankFilter
 
 __all__ = ["is_main_process", "silence_other_ranks"]
 
@@ -14,7 +15,10 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def silence_other_ranks(level: int = logging.WARNING) -> None:
-    """On ranks other than 0, raise the root logger's level so that only rank 0 logs progress."""
-    if not is_main_process():
-        logging.getLogger().setLevel(level)
+def silence_other_ranks() -> None:
+    """Let only rank 0 log: MONAI's ``RankFilter`` on the root logger and its handlers, which every propagating
+    logger's records pass through. Call it after ``init_process_group``."""
+    rank_filter = RankFilter()
+    root = logging.getLogger()
+    for target in (root, *root.handlers):
+        target.addFilter(rank_filter)

@@ -1,186 +1,22 @@
-"""What the dynamics bundle's ignite workflows call: the frozen tokenizer, batch preparation, navigation strips
-(true slices, tokenizer reconstructions, next-step predictions and open-loop rollouts) and the rollout writer."""
+"""What the dynamics bundle's workflows add to the shared handlers: navigation strips (true slices, tokenizer
+reconstructions, next-step predictions and open-loop rollouts), the rollout writer and the controllability figures."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
 import torch
 from ignite.engine import Engine, Events
-from monai.engines.utils import PrepareBatch
-from PIL import Image
 
-from ..controllability import ControllabilityMeter
-from ..export import load_into, load_state_dict
 from ..geometry import Pose
-from ..io import atomic_write_files
-from ..navigation import trajectory_to_dict
+from ..io import atomic_write_files, json_bytes, png_bytes
 from ..networks.navigator import SliceNavigator, rollout
-from ..networks.tokenizer import SliceTokenizer, TokenizerConfig
-from .tokenizer import ItemWriter, StripHandler, unwrap_network
+from ..transforms.navigation import trajectory_to_dict
+from .controllability import ControllabilityMeter
+from .handlers import ItemWriter, StripHandler, unwrap_network
 
-__all__ = [
-    "load_tokenizer_weights",
-    "stage_models",
-    "recorded_navigation",
-    "trained_navigator",
-    "PrepareTrajectories",
-    "navigation_strip",
-    "NavigationStripHandler",
-    "RolloutWriter",
-    "ControllabilityHandler",
-]
+__all__ = ["STRIP_ROWS", "navigation_strip", "NavigationStripHandler", "RolloutWriter", "ControllabilityHandler"]
 
-logger = logging.getLogger(__name__)
 
 STRIP_ROWS = ("true slice", "tokenizer reconstruction", "next-step prediction", "open-loop rollout")
-
-
-def load_tokenizer_weights(tokenizer: SliceTokenizer, source: str | os.PathLike) -> SliceTokenizer:
-    """Load trained weights into the (frozen) tokenizer of the dynamics stage and return it.
-
-    ``source`` is a trained tokenizer bundle (``models/model.pt``: encoder and decoder), a ``model.pt`` file, or
-    an exported encoder folder (``encoder.pt`` + ``encoder.json``: the encoder only; the decoder keeps its random
-    weights, so decoded predictions in TensorBoard and rollout strips are then meaningless, and a warning says so).
-    All loads use ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: when ``source`` holds none of these.
-        ValueError: when the weights or the export's config do not match ``tokenizer`` (keys or fields named).
-    """
-    source = Path(source)
-    candidates = [source] if source.is_file() else [source / "models" / "model.pt", source / "encoder.pt"]
-    weights = next((p for p in candidates if p.is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(
-            f"{source}: no trained tokenizer; expected one of {[str(p) for p in candidates]} "
-            "(train the slicenav_tokenizer bundle first, or point tokenizer_dir at its bundle root or export)."
-        )
-    state = load_state_dict(weights)
-    if weights.name == "encoder.pt":
-        record = json.loads((weights.parent / "encoder.json").read_text())
-        exported = TokenizerConfig(**record.get("arguments", {}).get("config", {}))
-        if exported != tokenizer.config:
-            raise ValueError(
-                f"{weights.parent}: the export's tokenizer config {exported} differs from {tokenizer.config}."
-            )
-        load_into(tokenizer.encoder, {k.removeprefix("encoder."): v for k, v in state.items()}, True, str(weights))
-        logger.warning(
-            "%s: encoder weights only; the tokenizer's decoder is untrained (decoded images are noise).", weights
-        )
-    else:
-        load_into(tokenizer, state, True, str(weights))
-    for parameter in tokenizer.parameters():
-        parameter.requires_grad_(False)
-    return tokenizer.eval()
-
-
-def stage_models(source: str | os.PathLike) -> Path:
-    """The ``models`` folder of a trained dynamics stage given as a bundle root, its ``models`` folder, or a
-    ``slicenav pretrain`` output folder of a dynamics variant (its ``pretrain.json`` names the stage).
-
-    Raises:
-        FileNotFoundError: when it lacks the context-encoder record or the weights.
-    """
-    source = Path(source)
-    if (source / "pretrain.json").is_file():
-        source = Path(json.loads((source / "pretrain.json").read_text())["stages"][-1]["root"])
-    models = source / "models" if (source / "models").is_dir() else source
-    missing = [str(p) for p in (models / "context_encoder" / "encoder.json", models / "model.pt") if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{source}: not a trained dynamics stage; missing {missing}.")
-    return models
-
-
-def recorded_navigation(source: str | os.PathLike) -> dict:
-    """The navigation regime a trained dynamics stage (see :func:`stage_models`) was trained with: the keyword
-    arguments of ``RandSliceTrajectoryd`` recorded in its context encoder's ``encoder.json``.
-
-    Raises:
-        ValueError: for a record without one (trained before it was recorded).
-    """
-    record_path = stage_models(source) / "context_encoder" / "encoder.json"
-    navigation = json.loads(record_path.read_text()).get("navigation")
-    if not isinstance(navigation, dict):
-        raise ValueError(f"{record_path}: no 'navigation' regime recorded (trained before it was recorded).")
-    return navigation
-
-
-def trained_navigator(source: str | os.PathLike, load_weights: bool = True) -> SliceNavigator:
-    """Rebuild a trained dynamics stage's :class:`SliceNavigator` from what its run recorded, whatever preset or
-    overrides it was trained with: the architecture from ``models/context_encoder/encoder.json`` (tokenizer and
-    dynamics configs), the pose heads from the keys of ``models/model.pt``, and (``load_weights``) its weights, read
-    with ``weights_only=True``. The navigator is returned in eval mode.
-
-    Args:
-        source: as :func:`stage_models` takes it.
-
-    Raises:
-        FileNotFoundError: when the record or the weights are missing.
-        ValueError: for a malformed record, or weights that do not match it (keys named).
-    """
-    models = stage_models(source)
-    record_path, weights = models / "context_encoder" / "encoder.json", models / "model.pt"
-    try:
-        arguments = json.loads(record_path.read_text())["arguments"]
-        tokenizer_config, dynamics_config = dict(arguments["tokenizer"]), dict(arguments["dynamics"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"{record_path}: not a context-encoder record with tokenizer and dynamics arguments ({err})."
-        ) from err
-    state = load_state_dict(weights)
-    heads = {name: any(k.startswith(f"{name}.") for k in state) for name in ("pose_head", "gap_head")}
-    navigator = SliceNavigator(SliceTokenizer(**tokenizer_config), dynamics_config, **heads)
-    if load_weights:
-        load_into(navigator, state, True, str(weights))
-    return navigator.eval()
-
-
-class PrepareTrajectories(PrepareBatch):
-    """``prepare_batch`` of the dynamics trainer and evaluator: returns the slice stacks (B, T, C, h, w) as inputs,
-    the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, and the actions (B, T - 1, 7) as the
-    network's second argument, so MONAI's ``SupervisedTrainer`` calls ``network(slices, actions)``. With
-    ``max_steps``, longer trajectories are cut to their first ``max_steps`` slices (inference on long trajectories).
-
-    Raises:
-        KeyError: when the batch lacks the slices, the actions or the poses.
-    """
-
-    def __init__(
-        self,
-        image_key: str = "image",
-        action_key: str = "actions",
-        target_keys: Sequence[str] = ("poses", "pose_vectors"),
-        max_steps: int | None = None,
-    ) -> None:
-        self.image_key, self.action_key, self.target_keys = image_key, action_key, tuple(target_keys)
-        self.max_steps = max_steps
-
-    def __call__(
-        self,
-        batchdata: Mapping[str, Any],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor], dict]:
-        missing = [k for k in (self.image_key, self.action_key, self.target_keys[0]) if k not in batchdata]
-        if missing:
-            raise KeyError(f"PrepareTrajectories: the batch lacks {missing} (keys: {list(batchdata)}).")
-
-        def move(key: str, steps: int | None) -> torch.Tensor:
-            value = torch.as_tensor(batchdata[key])[:, :steps]
-            return value.to(device=device, non_blocking=non_blocking, **kwargs)
-
-        cut = self.max_steps
-        targets = {key: move(key, cut) for key in self.target_keys if key in batchdata}
-        actions = move(self.action_key, None if cut is None else cut - 1)
-        return move(self.image_key, cut), targets, (actions,), {}
 
 
 @torch.no_grad()
@@ -242,16 +78,13 @@ class RolloutWriter(ItemWriter):
             "rollout_latent_mse": ((imagined - truth) ** 2).mean(dim=(1, 2, 3)).tolist(),
             "rows": list(STRIP_ROWS),
         }
-        strip = navigation_strip(navigator, slices, actions, self.max_slices)
-        picture = io.BytesIO()
-        Image.fromarray((strip.numpy() * 255).round().astype("uint8")).save(picture, format="PNG")
         record = trajectory_to_dict(Pose.from_tensor(batch["poses"][0]), batch["actions"][0], slices.shape[-2:])
-        target = self.out_dir / str(batch.get("name", [f"item_{engine.state.iteration:04d}"])[0])
+        target = self.item_dir(engine)
         atomic_write_files(
             {
-                target / "rollout.png": picture.getvalue(),
-                target / "rollout.json": (json.dumps(scores, indent=2) + "\n").encode(),
-                target / "trajectory.json": (json.dumps(record, indent=2) + "\n").encode(),
+                target / "rollout.png": png_bytes(navigation_strip(navigator, slices, actions, self.max_slices)),
+                target / "rollout.json": json_bytes(scores),
+                target / "trajectory.json": json_bytes(record),
             }
         )
 

@@ -1,4 +1,4 @@
-"""The encoders every pretraining variant exports (see :mod:`monai_slicenav.export` for the file format).
+"""The encoders every pretraining variant exports (see :mod:`monai_slicenav.encoders.record` for the file format).
 
 * :class:`SliceEncoder` (``slice_tokenizer_encoder``): the stage-1 tokenizer's encoder, 2D slices -> latent grid.
 * :class:`ContextEncoder` (``slicenav_context_encoder``): tokenizer encoder + the stage-2 dynamics trunk over a short
@@ -13,19 +13,20 @@ Each has ``architecture``, ``spatial_dims``, ``out_channels``, ``pyramid(x)`` (m
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from .networks.conv import ConvEncoderNet
-from .networks.dynamics import DynamicsConfig, LatentDynamics
-from .networks.navigator import SliceNavigator
-from .networks.quantizer import FSQ
-from .networks.tokenizer import SliceEncoderNet, SliceTokenizer, TokenizerConfig
-from .networks.volume_mae import VolumeMAE, VolumeMAEConfig
+from ..networks.conv import ConvEncoderNet
+from ..networks.dynamics import DynamicsConfig, LatentDynamics
+from ..networks.navigator import SliceNavigator
+from ..networks.quantizer import FSQ
+from ..networks.tokenizer import SliceEncoderNet, SliceTokenizer, TokenizerConfig
+from ..networks.volume_mae import VolumeMAE, VolumeMAEConfig
+from .record import load_encoder, register_architecture
 
-__all__ = ["ENCODER_ARCHITECTURES", "SliceEncoder", "ContextEncoder", "VolumeEncoder", "encoders_of"]
+__all__ = ["SliceEncoder", "ContextEncoder", "VolumeEncoder", "encoders_of"]
 
 
 class _Exported(nn.Module):
@@ -44,9 +45,7 @@ class _Exported(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
         """Rebuild an exported encoder from a folder holding ``encoder.pt`` and ``encoder.json`` (or either file);
-        see :func:`monai_slicenav.export.load_encoder` (weights loaded with ``weights_only=True``)."""
-        from .export import load_encoder
-
+        see :func:`monai_slicenav.encoders.load_encoder` (weights loaded with ``weights_only=True``)."""
         return load_encoder(path, strict=strict, map_location=map_location)
 
 
@@ -54,6 +53,7 @@ def _tokenizer_config(config: TokenizerConfig | Mapping) -> TokenizerConfig:
     return config if isinstance(config, TokenizerConfig) else TokenizerConfig(**config)
 
 
+@register_architecture
 class SliceEncoder(_Exported):
     """The exported 2D slice encoder: (B, C, h, w) slices -> (B, d, h / f, w / f) latent features.
 
@@ -97,6 +97,7 @@ class SliceEncoder(_Exported):
         return encoder
 
 
+@register_architecture
 class ContextEncoder(_Exported):
     """Tokenizer encoder + stage-2 dynamics trunk: features of slices seen in the context of a short trajectory.
 
@@ -186,6 +187,7 @@ class ContextEncoder(_Exported):
         return encoder
 
 
+@register_architecture
 class VolumeEncoder(_Exported):
     """The static-volume baseline's encoder: (B, C, D, H, W) -> (B, latent, D / f, H / f, W / f).
 
@@ -223,11 +225,6 @@ class VolumeEncoder(_Exported):
         encoder = cls(mae.config)
         encoder.encoder.load_state_dict(mae.encoder.state_dict())
         return encoder
-
-
-ENCODER_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    cls.architecture: cls for cls in (SliceEncoder, ContextEncoder, VolumeEncoder)
-}
 
 
 def encoders_of(network: nn.Module) -> dict[str, nn.Module]:

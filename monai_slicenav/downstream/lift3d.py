@@ -34,9 +34,8 @@ from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .encoders import SliceEncoder
-from .export import load_encoder, load_into, load_state_dict
-from .networks.tokenizer import TokenizerConfig
+from ..encoders import SliceEncoder, load_encoder, load_into, load_state_dict
+from ..networks.tokenizer import TokenizerConfig
 
 __all__ = ["Lift3D", "SliceNavBackbone", "register_backbone", "DEFAULT_BACKBONE"]
 

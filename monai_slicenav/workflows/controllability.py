@@ -22,10 +22,12 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
+from monai.transforms import Compose
 
-from .geometry import Pose, apply_action, slice_points
-from .networks.dynamics import derange
-from .networks.navigator import SliceNavigator
+from ..geometry import Pose, apply_action, slice_points
+from ..networks.dynamics import derange
+from ..networks.navigator import SliceNavigator
+from ..transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd
 
 __all__ = [
     "METRIC_NAMES",
@@ -187,10 +189,6 @@ def trajectory_batches(
     Yields:
         dicts with ``image`` (B, T, 1, h, w), ``actions`` (B, T - 1, 7) and ``poses`` (B, T, 13).
     """
-    from monai.transforms import Compose
-
-    from .transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd
-
     synth = {"spatial_size": int(synth_size)} if synth_size else {}
     render = Compose(
         [

@@ -42,7 +42,7 @@ def manifest_dir() -> Path:
     """
     candidates = [
         Path(os.environ["SLICENAV_MANIFESTS"]) if "SLICENAV_MANIFESTS" in os.environ else None,
-        Path(__file__).resolve().parents[1] / "data_manifests",
+        Path(__file__).resolve().parents[2] / "data_manifests",
         Path(sys.prefix) / "share" / "monai_slicenav" / "data_manifests",
     ]
     for candidate in candidates:

@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from monai.transforms import Compose, ResampleToMatchd, Spacingd, SpatialPadd
 
-from .export import load_encoder
-from .io import atomic_write_files, atomic_write_json
+from ..data.labelled import coarse_label_names, labelled_case
+from ..encoders import load_encoder
+from ..io import atomic_write_files, atomic_write_json
+from ..transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed
 from .lift3d import Lift3D
 from .registration import (
     RegistrationConfig,
@@ -27,8 +29,6 @@ from .registration import (
     warp_volume,
     write_registration,
 )
-from .segmentation import CoarseLabelsd, DeformedCopyd, coarse_label_names, labelled_case
-from .transforms import EmbeddedVolumed
 
 __all__ = ["default_pairs", "file_pair", "load_pair", "run_registration", "compare_similarities"]
 

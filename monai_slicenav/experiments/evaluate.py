@@ -42,21 +42,17 @@ import torch
 from monai.transforms import Spacing
 from tqdm import tqdm
 
-from . import __version__
-from .controllability import held_out_controllability
-from .data import describe_data, embedded_datalist
-from .encoders import ContextEncoder, SliceEncoder
-from .export import export_encoder, load_encoder
-from .io import atomic_write_files, atomic_write_json
-from .manifests import sha256_of
-from .networks.tokenizer import TokenizerConfig
-from .packaged import packaged_pairs
+from .. import __version__
+from ..data import describe_data, embedded_datalist, packaged_pairs, sha256_of
+from ..downstream.registration import RegistrationConfig
+from ..downstream.registration_run import default_pairs, run_registration
+from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encoder
+from ..io import atomic_write_files, atomic_write_json
+from ..networks.tokenizer import TokenizerConfig
+from ..transforms import EmbeddedVolumed
+from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
 from .pretrain import PRESETS, pretrain
 from .probes import encode, encoder_features, narrow_features, probe_scores, sample_probe_set
-from .registration import RegistrationConfig
-from .registration_pairs import default_pairs, run_registration
-from .transforms import EmbeddedVolumed
-from .workflows import recorded_navigation, stage_models, trained_navigator
 
 __all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 

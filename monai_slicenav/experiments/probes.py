@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .geometry import Pose, pose_vector, relative
-from .transforms import RandSliceTrajectory, RenderSlices
-from .volume import as_volume
+from ..geometry import Pose, pose_vector, relative
+from ..transforms import RandSliceTrajectory, RenderSlices
+from ..volume import as_volume
 
 __all__ = [
     "ProbeSet",

@@ -1,4 +1,5 @@
-"""One slice-navigation run on one volume: sample a trajectory, render it, and (de)serialise it as JSON."""
+"""The trajectory file format (poses + actions as JSON, :func:`trajectory_to_dict` / :class:`LoadTrajectoryd`) and
+one slice-navigation run on one volume (:func:`navigate`: sample a trajectory, render it)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import torch
 from monai.transforms import Transform
 
-from .geometry import Pose, as_slice_size
-from .transforms import RandSliceTrajectory, RenderSlices
+from ..geometry import Pose, as_slice_size
+from .render import RenderSlices
+from .trajectory import RandSliceTrajectory
 
 __all__ = [
     "ACTION_FIELDS",

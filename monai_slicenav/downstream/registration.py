@@ -32,7 +32,7 @@ from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.utils import one_hot
 from torch import nn
 
-from .io import atomic_write_files
+from ..io import atomic_write_files
 
 __all__ = [
     "RegistrationConfig",

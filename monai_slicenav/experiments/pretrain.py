@@ -27,9 +27,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .data import volume_files
-from .export import load_encoder, load_state_dict
-from .io import atomic_write_files, atomic_write_json
+from ..data import volume_files
+from ..encoders import load_encoder, load_state_dict
+from ..io import atomic_write_files, atomic_write_json
 
 __all__ = ["VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
 
@@ -80,7 +80,7 @@ def bundles_dir() -> Path:
         FileNotFoundError: when neither exists.
     """
     for candidate in (
-        Path(__file__).resolve().parents[1] / "bundles",
+        Path(__file__).resolve().parents[2] / "bundles",
         Path(sys.prefix) / "share/monai_slicenav/bundles",
     ):
         if (candidate / "slicenav_tokenizer" / "configs" / "train.yaml").is_file():
@@ -107,7 +107,7 @@ def stage_overrides(bundle: str, preset: Mapping, steps: int, seed: int, extra: 
 
 
 def _config_hash(bundle: str, overrides: Mapping) -> str:
-    from . import __version__
+    from .. import __version__
 
     text = (bundles_dir() / bundle / "configs" / "train.yaml").read_text()
     payload = json.dumps(

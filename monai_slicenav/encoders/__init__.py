@@ -1,0 +1,39 @@
+"""The encoders pretraining exports, their file format (``encoder.pt`` + ``encoder.json``) and safe weight loading.
+
+Layers: :mod:`.weights` (plain state dicts from untrusted files) -> :mod:`.record` (the export format and the
+architecture registry) -> :mod:`.architectures` (the registered encoders) -> :mod:`.bundles` (export from a trained
+bundle folder).
+"""
+
+from .architectures import ContextEncoder, SliceEncoder, VolumeEncoder, encoders_of
+from .bundles import export_from_bundle
+from .record import (
+    ENCODER_ARCHITECTURES,
+    EXPORT_FORMAT,
+    MAX_ENCODER_PARAMETERS,
+    export_encoder,
+    export_paths,
+    load_encoder,
+    read_record,
+    register_architecture,
+)
+from .weights import load_into, load_state_dict, strip_prefixes
+
+__all__ = [
+    "ContextEncoder",
+    "SliceEncoder",
+    "VolumeEncoder",
+    "encoders_of",
+    "export_from_bundle",
+    "ENCODER_ARCHITECTURES",
+    "EXPORT_FORMAT",
+    "MAX_ENCODER_PARAMETERS",
+    "export_encoder",
+    "export_paths",
+    "load_encoder",
+    "read_record",
+    "register_architecture",
+    "load_into",
+    "load_state_dict",
+    "strip_prefixes",
+]
