@@ -14,7 +14,8 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from monai_slicenav.export import SliceEncoder
+from monai_slicenav.experiments.pretrain import PRESETS, pretrain
+from monai_slicenav.export import SliceEncoder, export_encoder, load_state_dict
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RenderSlices
 from monai_slicenav.transforms.navigation import trajectory_from_dict
@@ -24,7 +25,7 @@ from .bundle_helpers import SCHEMA, run_workflow
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
 CONFIGS = {
     "meta_file": str(BUNDLE / "configs" / "metadata.json"),
-    "config_file": str(BUNDLE / "configs" / "train.yaml"),
+    "config_file": [str(BUNDLE / "configs" / name) for name in ("pretraining.yaml", "train.yaml")],
 }
 TINY = {
     "num_synthetic": 1,
@@ -42,7 +43,7 @@ TINY = {
 
 def make_workflow(bundle_root: Path, **overrides) -> ConfigWorkflow:
     return ConfigWorkflow(
-        config_file=str(BUNDLE / "configs" / "train.yaml"),
+        config_file=CONFIGS["config_file"],
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         logging_file=str(BUNDLE / "configs" / "logging.conf"),
         workflow_type="train",
@@ -145,8 +146,9 @@ def test_inference_writes_tokens_that_match_the_model(tmp_path):
     nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 1.5, 1.0])), str(image_path))
     (tmp_path / "models").mkdir()
     torch.manual_seed(0)
-    tokenizer = SliceTokenizer(channels=(32, 64, 128), fsq_levels=(8, 5, 5, 5)).eval()
+    tokenizer = SliceTokenizer(channels=(8, 16, 16), fsq_levels=(8, 5, 5, 5)).eval()
     torch.save(tokenizer.state_dict(), tmp_path / "models" / "model.pt")
+    export_encoder(SliceEncoder.from_tokenizer(tokenizer), tmp_path / "models" / "encoder")  # what training exports
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.yaml"),
         meta_file=CONFIGS["meta_file"],
@@ -172,7 +174,7 @@ def test_inference_writes_tokens_that_match_the_model(tmp_path):
 
 
 def test_two_process_torchrun_on_cpu(tmp_path):
-    configs = [str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "multi_gpu_train.yaml")]
+    configs = [*CONFIGS["config_file"], str(BUNDLE / "configs" / "multi_gpu_train.yaml")]
     overrides = {**TINY, "num_synthetic": 2, "max_epochs": 2, "val_interval": 1}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -189,3 +191,26 @@ def test_two_process_torchrun_on_cpu(tmp_path):
     assert len(writers) == 1  # every TensorBoard file comes from one process
     assert len(list((tmp_path / "models").glob("checkpoint_epoch=*.pt"))) == 1
     assert SliceEncoder.from_pretrained(tmp_path / "models" / "encoder") is not None
+
+
+def test_a_small_preset_model_runs_through_the_stock_inference_config(tmp_path):
+    """``slicenav pretrain tokenizer_only 4 out --preset small`` trains narrower networks than the bundle's defaults;
+    the stock inference.yaml rebuilds that network from the run's own record, with no network override."""
+    record = pretrain("tokenizer_only", 4, tmp_path / "out", preset="small", cache_dir=tmp_path / "cache")
+    stage_root = Path(record["stages"][-1]["root"])
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "inference.yaml"),
+        meta_file=CONFIGS["meta_file"],
+        workflow_type="infer",
+        bundle_root=str(stage_root),
+        slice_size=64,
+        num_steps=3,
+    )
+    run_workflow(workflow)
+    network = workflow.parser.get_parsed_content("network")
+    assert network.config.channels == tuple(PRESETS["small"]["channels"])
+    trained = load_state_dict(stage_root / "models" / "model.pt")
+    assert all(torch.equal(trained[k], v) for k, v in network.state_dict().items())  # the trained weights, loaded
+    (item,) = list((stage_root / "eval" / "inference").iterdir())
+    tokens = torch.load(item / "tokens.pt", weights_only=True)
+    assert tokens["codes"].shape == (4, 4, 8, 8)  # 64 / 2 ** 3 tokens a side, 4 latent channels

@@ -8,6 +8,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from monai_slicenav.data import embedded_datalist
+from monai_slicenav.experiments.pretrain import train_configs
 from monai_slicenav.geometry import Pose, apply_action
 from monai_slicenav.networks import SliceNavigator, SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, render_slices
@@ -95,8 +96,8 @@ def test_the_bundle_regime_and_dynamics_make_a_model_use_its_actions():
     with the true actions than with shuffled ones, and lower than copying (a model blind to its actions scores
     true/shuffled 1 exactly: see the test above)."""
     parser = ConfigParser()
-    parser.read_config(str(BUNDLES / "slicenav_dynamics" / "configs" / "train.yaml"))
-    parser.update({"slice_size": 32, "num_steps": 3, "tokenizer_config#channels": [8, 16]})
+    parser.read_config(train_configs("slicenav_dynamics"))
+    parser.update({"slice_size": 32, "num_steps": 3, "channels": [8, 16]})
     regime = parser.get_parsed_content("navigation_regime")
     fields = ("conditioning", "residual", "action_scale", "grid_size", "max_steps")
     dynamics = {k: parser.get_parsed_content(f"dynamics_config#{k}") for k in fields}

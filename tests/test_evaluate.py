@@ -85,12 +85,12 @@ def test_own_data_that_holds_nothing_fails_before_pretraining(tmp_path):
 
 
 def test_summary_over_seeds_leaves_inapplicable_columns_empty():
-    from monai_slicenav.experiments.evaluate import _summary
+    from monai_slicenav.experiments.report import summary
 
     rows = [{"variant": "random", "seed": s, "pose_r2": 0.1 * s, "ctrl_gap_db_syn": math.nan} for s in range(3)] + [
         {"variant": "dynamics_aligned", "seed": s, "pose_r2": 0.5, "ctrl_gap_db_syn": 1.0 + s} for s in range(3)
     ]
-    table = _summary(rows)
+    table = summary(rows)
     assert table["random"]["pose_r2"] == pytest.approx((0.1, 0.1))
     assert all(math.isnan(v) for v in table["random"]["ctrl_gap_db_syn"])
     assert table["dynamics_aligned"]["ctrl_gap_db_syn"] == pytest.approx((2.0, 1.0))

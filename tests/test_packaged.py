@@ -86,3 +86,13 @@ def test_colin27_aal_pair_when_installed():
     label = nib.load(item["label"]).get_fdata()
     assert 90 <= len(np.unique(label)) <= 120  # AAL: 116 regions plus background
     assert item["label_names"].endswith("aal.nii.txt")
+
+
+def test_labelled_case_raises_when_its_files_are_not_installed(monkeypatch):
+    """A pair whose volumes are absent on this machine is a FileNotFoundError naming them (as documented), never an
+    item with the path "None" that fails later in a loader (the skip marker of the packaged-data tests relies on it)."""
+    from monai_slicenav.data import labelled
+
+    monkeypatch.setattr(labelled, "locate_volume", lambda entry, key="path": None)
+    with pytest.raises(FileNotFoundError, match="colin27_brain_aal.*not installed"):
+        labelled.labelled_case("colin27_brain_aal")

@@ -1,5 +1,6 @@
 """The README's examples must run as written."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -107,10 +108,10 @@ def test_own_scans_commands_run(tmp_path, monkeypatch, capsys):
         assert command[:4] == ["python", "-m", "monai.bundle", "run"]
         options = dict(zip(command[4::2], command[5::2], strict=True))
         overrides = {k.removeprefix("--"): v for k, v in options.items() if k not in ("--config_file", "--bundle_root")}
-        nets = {"network_def#channels": [8, 16]} if "tokenizer" in options["--config_file"] else {
-            "tokenizer_config#channels": [8, 16], "dynamics_config#width": 16, "dynamics_config#depth": 1}  # fmt: skip
+        nets = {"channels": [8, 16], "dynamics_width": 16, "dynamics_depth": 1}
+        files = ast.literal_eval(options["--config_file"])  # the stacked list, as the README quotes it
         flow = ConfigWorkflow(
-            config_file=str(README.parent / options["--config_file"]), workflow_type="train",
+            config_file=[str(README.parent / f) for f in files], workflow_type="train",
             bundle_root=options["--bundle_root"], **overrides, **tiny, **nets,
         )  # fmt: skip
         flow.initialize()

@@ -26,33 +26,28 @@ told apart from what the wider context-encoder features give a probe by themselv
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import logging
 import math
 import os
-import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from monai.transforms import Spacing
 from tqdm import tqdm
 
-from .. import __version__
 from ..data import describe_data, embedded_datalist, packaged_pairs, sha256_of
 from ..downstream.registration import RegistrationConfig
 from ..downstream.registration_run import default_pairs, run_registration
 from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encoder
-from ..io import atomic_write_files, atomic_write_json
 from ..networks.tokenizer import TokenizerConfig
 from ..transforms import EmbeddedVolumed
 from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
+from .cache import cached
 from .pretrain import PRESETS, pretrain
 from .probes import encode, encoder_features, narrow_features, probe_scores, sample_probe_set
+from .report import write_results
 
 __all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 
@@ -120,25 +115,9 @@ BUDGETS: dict[str, dict] = {
 }
 PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
+REGISTRATION_PAIR = "colin27_deformed"  # the pair with a known answer: labels moved with the image
 CONTROLLABILITY_COLUMNS = {"ctrl_true_copy": "ctrl_ratio_true_copy", "ctrl_true_shuffled": "ctrl_ratio_true_shuffled",
                            "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
-
-
-def _digest(payload: object) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _cell(path: Path, settings: Mapping, compute: Callable[[], dict]) -> dict:
-    """Run ``compute`` unless ``path`` holds a finished cell with the same settings hash."""
-    digest = _digest({**settings, "version": __version__})
-    if path.is_file():
-        record = json.loads(path.read_text())
-        if record.get("hash") == digest:
-            return record
-    start = time.perf_counter()
-    record = {**compute(), "hash": digest, "seconds": round(time.perf_counter() - start, 2)}
-    atomic_write_json(path, record)
-    return record
 
 
 def _random_encoder(out: Path, preset: str, seed: int) -> Path:
@@ -204,9 +183,11 @@ def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settin
         flow = ConfigWorkflow(config_file=files, workflow_type=kind, bundle_root=str(root), **common)
         flow.initialize()
         flow.run()
+        if kind == "eval":
+            evaluator = flow.parser.get_parsed_content("validate#evaluator")
+            dice = float(evaluator.state.metrics[evaluator.state.key_metric_name])
         flow.finalize()
-    with open(root / "eval" / "val_mean_dice_raw.csv") as f:
-        return float(next(csv.DictReader(f))["mean"])
+    return dice
 
 
 def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_sets: dict) -> dict:
@@ -234,11 +215,11 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
     def segmentation(shots: int) -> dict:
         return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
 
-    scores = _cell(cell_dir / "probe.json", {"w": weights, **probe_cfg}, probe)
+    scores = cached(cell_dir / "probe.json", {"w": weights, **probe_cfg}, probe)
     width = probe_cfg["equal_width"]
     row = {k: scores[k] for k in ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}")}
     for shots in seg_cfg["shots"]:
-        cell = _cell(
+        cell = cached(
             cell_dir / f"segmentation_n{shots}.json",
             {"w": weights, "n": shots, **seg_cfg},
             lambda n=shots: segmentation(n),
@@ -254,12 +235,12 @@ def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None
     def compute() -> dict:
         config = RegistrationConfig(iterations=settings["iterations"])
         similarity = "features" if encoder is not None else "intensity"
-        pair = default_pairs()[0]
+        pair = next(p for p in default_pairs() if p["name"] == REGISTRATION_PAIR)
         return run_registration(
             pair, cell_dir / "registration", similarity, encoder or "", settings["spacing_mm"], config
         )
 
-    return _cell(cell_dir / "registration.json", {"w": weights, **settings}, compute)
+    return cached(cell_dir / "registration.json", {"w": weights, **settings}, compute)
 
 
 def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mapping) -> dict:
@@ -270,7 +251,7 @@ def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mappi
 
     def compute() -> dict:
         navigator, regime = trained_navigator(stage), recorded_navigation(stage)
-        synth_size = PRESETS[settings["preset"]].get("data", {}).get("synth_size")
+        synth_size = PRESETS[settings["preset"]].get("synth_size")
         installed = _installed(PROBE_TRAIN + PROBE_TEST)
         real = [installed[name] for name in PROBE_TRAIN + PROBE_TEST]
         data = {"syn": embedded_datalist(cfg["synthetic"], 1000 + seed, include_packaged=False), "real": real}
@@ -280,7 +261,7 @@ def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mappi
             figures.update({f"{key}_{name}": value for key, value in scores.items()})
         return figures
 
-    cell = _cell(cell_dir / "controllability.json", {"w": weights, **cfg}, compute)
+    cell = cached(cell_dir / "controllability.json", {"w": weights, **cfg}, compute)
     return {
         f"{column}_{data}": cell[f"{key}_{data}"]
         for data in ("syn", "real")
@@ -345,110 +326,14 @@ def evaluate(
         row.update(_controllability(record, cell_dir, seed, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
-    _write_results(out, rows, reference, budget, settings, time.perf_counter() - start, pretraining_data)
+    volumes = {
+        "probe_train": PROBE_TRAIN,
+        "probe_test": PROBE_TEST,
+        "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
+        "registration": REGISTRATION_PAIR,
+    }
+    write_results(out, rows, reference, budget, settings, time.perf_counter() - start, pretraining_data, volumes)
     return rows
 
 
 _NOT_APPLICABLE = {f"{c}_{d}": math.nan for d in ("syn", "real") for c in CONTROLLABILITY_COLUMNS}
-
-
-def _metrics(rows: Sequence[Mapping]) -> list[str]:
-    return [k for k in rows[0] if k not in ("variant", "seed")]
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation over seeds; (nan, nan) for a column that does not apply (all NaN)."""
-    if any(math.isnan(v) for v in values):
-        return math.nan, math.nan
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]]:
-    table: dict[str, dict[str, tuple[float, float]]] = {}
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == variant]
-        table[variant] = {m: _mean_sd([float(r[m]) for r in mine]) for m in _metrics(rows)}
-    return table
-
-
-def _write_results(
-    out: Path,
-    rows: list[dict],
-    reference: Mapping,
-    budget: str,
-    settings: Mapping,
-    seconds: float,
-    pretraining_data: str,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import monai
-    import numpy
-    from matplotlib import pyplot as plt
-
-    metrics, summary = _metrics(rows), _summary(rows)
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=["variant", "seed", *metrics])
-    writer.writeheader()
-    writer.writerows(rows)
-    lines = [
-        f"# slicenav evaluate — budget `{budget}`, {len({r['seed'] for r in rows})} seed(s)",
-        "",
-        f"This invocation took {seconds / 60:.1f} min (finished cells of earlier runs are reused; each cell's own "
-        "time is in its JSON under cells/).",
-        "",
-        "| variant | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
-    ]
-    for variant, values in summary.items():
-        cells = ("—" if math.isnan(m) else f"{m:.3f} ± {s:.3f}" for m, s in values.values())
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| reference: intensity registration (LNCC, no encoder) | "
-        + " | ".join(f"{reference['mean_dice_after']:.3f}" if m == "reg_dice" else "—" for m in metrics)
-        + " |"
-    )
-    lines += [
-        "",
-        "Higher is better in the task columns (R^2 of spatial probes, mean Dice); `_w16` columns: the probe on the "
-        "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
-        "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
-        "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
-        "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_gap_db` "
-        "decoded PSNR with true minus shuffled actions (higher is better; 0 for `dynamics_none` by construction). "
-        f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
-        "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
-    ]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
-    for axis, metric in zip(numpy.atleast_1d(axes), metrics, strict=True):
-        names = list(summary)
-        axis.bar(range(len(names)), [summary[n][metric][0] for n in names], yerr=[summary[n][metric][1] for n in names])
-        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        axis.set_title(metric, fontsize=9)
-    figure.tight_layout()
-    picture = io.BytesIO()
-    figure.savefig(picture, format="png", dpi=100)
-    plt.close(figure)
-    record = {
-        "budget": budget,
-        "settings": settings,
-        "wall_s": round(seconds, 1),
-        "intensity_registration_reference": {k: reference[k] for k in ("mean_dice_before", "mean_dice_after")},
-        "pretraining_data": pretraining_data,
-        "evaluation_volumes": {
-            "probe_train": PROBE_TRAIN,
-            "probe_test": PROBE_TEST,
-            "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
-            "registration": "colin27_deformed",
-        },
-        "versions": {"monai_slicenav": __version__, "monai": monai.__version__, "torch": torch.__version__},
-    }
-    atomic_write_files(
-        {
-            out / "results.csv": table.getvalue().encode(),
-            out / "results.md": ("\n".join(lines) + "\n").encode(),
-            out / "results.png": picture.getvalue(),
-            out / "run.json": (json.dumps(record, indent=2, default=str) + "\n").encode(),
-        }
-    )

@@ -17,8 +17,6 @@ reused, not retrained. ``<out>/encoder`` always holds the variant's encoder and 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -30,6 +28,7 @@ from pathlib import Path
 from ..data import volume_files
 from ..encoders import load_encoder, load_state_dict
 from ..io import atomic_write_files, atomic_write_json
+from .cache import digest, reusable
 
 __all__ = ["VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
 
@@ -37,35 +36,36 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = ("tokenizer_only", "dynamics_aligned", "dynamics_none", "dynamics_shuffled", "static_volume")
 
-# Sizes of data and networks. "default" keeps each bundle's own values.
+# Sizes of data and networks, as the bundles' own hyper-parameter names: each stage takes the ones its train config
+# defines ("default" keeps each bundle's own values).
 PRESETS: dict[str, dict] = {
     "default": {},
     "small": {  # CPU-friendly: 96^3 volumes, 64^2 slices, narrower networks
         # one 48^3 crop per volume: 2 x 48^3 voxels per static step against 32 slices of 64^2 pixels per slice step
-        "data": {
-            "num_synthetic": 8,
-            "synth_size": 96,
-            "slice_size": 64,
-            "crop_size": 48,
-            "crops_per_volume": 1,
-            "num_steps": 7,
-        },
+        "num_synthetic": 8,
+        "synth_size": 96,
+        "slice_size": 64,
+        "crop_size": 48,
+        "crops_per_volume": 1,
+        "num_steps": 7,
         "channels": [16, 32, 64],
-        "dynamics": {"width": 64, "depth": 2, "heads": 4},
+        "dynamics_width": 64,
+        "dynamics_depth": 2,
+        "dynamics_heads": 4,
     },
     "micro": {  # smoke tests: seconds per stage
-        "data": {
-            "num_synthetic": 2,
-            "num_val_synthetic": 1,
-            "synth_size": 40,
-            "slice_size": 32,
-            "crop_size": 32,
-            "num_steps": 3,
-            "batch_size": 1,
-            "num_workers": 0,
-        },
+        "num_synthetic": 2,
+        "num_val_synthetic": 1,
+        "synth_size": 40,
+        "slice_size": 32,
+        "crop_size": 32,
+        "num_steps": 3,
+        "batch_size": 1,
+        "num_workers": 0,
         "channels": [8, 16, 32],
-        "dynamics": {"width": 32, "depth": 1, "heads": 2},
+        "dynamics_width": 32,
+        "dynamics_depth": 1,
+        "dynamics_heads": 2,
     },
 }
 
@@ -88,32 +88,36 @@ def bundles_dir() -> Path:
     raise FileNotFoundError("The monai_slicenav bundles are not installed (no bundles/slicenav_tokenizer/configs).")
 
 
-def stage_overrides(bundle: str, preset: Mapping, steps: int, seed: int, extra: Mapping | None = None) -> dict:
-    """The ``ConfigWorkflow`` overrides of one stage: the preset's data settings this bundle knows, its network
-    sizes, the seed and one epoch of ``steps`` iterations validated at the end."""
+def train_configs(bundle: str) -> list[str]:
+    """The config files of a bundle's training run, in stacking order: the shared ``pretraining.yaml`` where the
+    bundle has one, then ``train.yaml``."""
+    configs = bundles_dir() / bundle / "configs"
+    return [str(configs / name) for name in ("pretraining.yaml", "train.yaml") if (configs / name).is_file()]
+
+
+def train_hyperparameters(bundle: str) -> set[str]:
+    """The top-level keys of a bundle's training configs: the hyper-parameters a preset or override may set."""
     from monai.bundle import ConfigParser
 
-    known = ConfigParser.load_config_file(str(bundles_dir() / bundle / "configs" / "train.yaml"))
-    overrides = {k: v for k, v in dict(preset.get("data", {})).items() if k in known}
-    channels = preset.get("channels")
-    if channels:
-        key = "tokenizer_config#channels" if bundle == "slicenav_dynamics" else "network_def#channels"
-        overrides[key] = list(channels)
-    if bundle == "slicenav_dynamics":
-        overrides.update({f"dynamics_config#{k}": v for k, v in dict(preset.get("dynamics", {})).items()})
+    return {key for path in train_configs(bundle) for key in ConfigParser.load_config_file(path)}
+
+
+def stage_overrides(bundle: str, preset: Mapping, steps: int, seed: int, extra: Mapping | None = None) -> dict:
+    """The ``ConfigWorkflow`` overrides of one stage: the preset's hyper-parameters that this bundle's train configs
+    define, the seed and one epoch of ``steps`` iterations validated at the end."""
+    known = train_hyperparameters(bundle)
+    overrides = {k: v for k, v in dict(preset).items() if k in known}
     overrides.update({"seed": int(seed), "max_epochs": 1, "epoch_length": int(steps), "val_interval": 1})
     overrides.update(extra or {})
     return overrides
 
 
-def _config_hash(bundle: str, overrides: Mapping) -> str:
-    from .. import __version__
-
-    text = (bundles_dir() / bundle / "configs" / "train.yaml").read_text()
-    payload = json.dumps(
-        {"bundle": bundle, "config": text, "overrides": overrides, "version": __version__}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+def _config_digest(bundle: str, overrides: Mapping) -> str:
+    """What determines a stage's result: the bundle's config files (every one it stacks), the overrides and the
+    package version."""
+    configs = bundles_dir() / bundle / "configs"
+    texts = {path.name: path.read_text() for path in sorted(configs.glob("*")) if path.is_file()}
+    return digest({"bundle": bundle, "configs": texts, "overrides": dict(overrides)})
 
 
 def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> dict:
@@ -124,21 +128,20 @@ def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> 
     """
     from monai.bundle import ConfigWorkflow
 
-    digest = _config_hash(bundle, overrides)
-    root = Path(cache_dir) / f"{bundle}-{digest[:12]}"
+    key = _config_digest(bundle, overrides)
+    root = Path(cache_dir) / f"{bundle}-{key[:12]}"
     record_path = root / "stage.json"
-    if record_path.is_file() and (root / "models" / "model.pt").is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("hash") == digest and _intact(bundle, root):
-            logger.info("%s: reusing the finished run in %s", bundle, root)
-            return {**record, "reused": True}
+    record = reusable(record_path, key, lambda _: _intact(bundle, root))
+    if record is not None:
+        logger.info("%s: reusing the finished run in %s", bundle, root)
+        return {**record, "reused": True}
     if (root / "models").exists():  # an interrupted run of the same config: start it again cleanly
         shutil.rmtree(root / "models")
     configs = bundles_dir() / bundle / "configs"
     logger.info("%s: training %s iterations in %s", bundle, overrides.get("epoch_length"), root)
     start = time.perf_counter()
     workflow = ConfigWorkflow(
-        config_file=str(configs / "train.yaml"),
+        config_file=train_configs(bundle),
         meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"),
         workflow_type="train",
@@ -155,7 +158,7 @@ def run_stage(bundle: str, overrides: Mapping, cache_dir: str | os.PathLike) -> 
     record = {
         "bundle": bundle,
         "root": str(root),
-        "hash": digest,
+        "hash": key,
         "overrides": dict(overrides),
         "wall_s": round(time.perf_counter() - start, 2),
         "steps_per_s": round(trainer.state.iteration / train_s, 3) if train_s > 0 else None,

@@ -1,0 +1,121 @@
+"""The evaluation report: ``results.csv`` (one row per variant and seed), ``results.md`` (mean ± sd over seeds),
+``results.png`` (one bar chart per metric) and ``run.json`` (budget, volumes, versions), written as one unit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..io import atomic_write_files, json_bytes
+
+__all__ = ["summary", "write_results"]
+
+
+def _metrics(rows: Sequence[Mapping]) -> list[str]:
+    return [k for k in rows[0] if k not in ("variant", "seed")]
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds; (nan, nan) for a column that does not apply (all NaN)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per variant, per metric: (mean, sd) over the seeds' rows."""
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        table[variant] = {m: _mean_sd([float(r[m]) for r in mine]) for m in _metrics(rows)}
+    return table
+
+
+def write_results(
+    out: Path,
+    rows: list[dict],
+    reference: Mapping,
+    budget: str,
+    settings: Mapping,
+    seconds: float,
+    pretraining_data: str,
+    evaluation_volumes: Mapping,
+) -> None:
+    """Write the report of ``rows`` under ``out`` (see the module docstring); ``reference`` is the intensity
+    registration cell, ``evaluation_volumes`` says which volumes each task used."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import monai
+    import numpy
+    from matplotlib import pyplot as plt
+
+    metrics, table_of = _metrics(rows), summary(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["variant", "seed", *metrics])
+    writer.writeheader()
+    writer.writerows(rows)
+    lines = [
+        f"# slicenav evaluate — budget `{budget}`, {len({r['seed'] for r in rows})} seed(s)",
+        "",
+        f"This invocation took {seconds / 60:.1f} min (finished cells of earlier runs are reused; each cell's own "
+        "time is in its JSON under cells/).",
+        "",
+        "| variant | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for variant, values in table_of.items():
+        cells = ("—" if math.isnan(m) else f"{m:.3f} ± {s:.3f}" for m, s in values.values())
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| reference: intensity registration (LNCC, no encoder) | "
+        + " | ".join(f"{reference['mean_dice_after']:.3f}" if m == "reg_dice" else "—" for m in metrics)
+        + " |"
+    )
+    lines += [
+        "",
+        "Higher is better in the task columns (R^2 of spatial probes, mean Dice); `_w16` columns: the probe on the "
+        "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
+        "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
+        "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
+        "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_gap_db` "
+        "decoded PSNR with true minus shuffled actions (higher is better; 0 for `dynamics_none` by construction). "
+        f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
+        "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
+    ]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
+    for axis, metric in zip(numpy.atleast_1d(axes), metrics, strict=True):
+        names = list(table_of)
+        axis.bar(
+            range(len(names)), [table_of[n][metric][0] for n in names], yerr=[table_of[n][metric][1] for n in names]
+        )
+        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        axis.set_title(metric, fontsize=9)
+    figure.tight_layout()
+    picture = io.BytesIO()
+    figure.savefig(picture, format="png", dpi=100)
+    plt.close(figure)
+    record = {
+        "budget": budget,
+        "settings": settings,
+        "wall_s": round(seconds, 1),
+        "intensity_registration_reference": {k: reference[k] for k in ("mean_dice_before", "mean_dice_after")},
+        "pretraining_data": pretraining_data,
+        "evaluation_volumes": dict(evaluation_volumes),
+        "versions": {"monai_slicenav": __version__, "monai": monai.__version__, "torch": torch.__version__},
+    }
+    atomic_write_files(
+        {
+            out / "results.csv": table.getvalue().encode(),
+            out / "results.md": ("\n".join(lines) + "\n").encode(),
+            out / "results.png": picture.getvalue(),
+            out / "run.json": json_bytes(record),
+        }
+    )

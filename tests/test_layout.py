@@ -1,0 +1,115 @@
+"""The package layout: every module imports on its own, imports run one way through the layers (no cycle, no
+back-arrow), no module grows past ~400 lines, and the public paths users and bundles import keep working."""
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "monai_slicenav"
+
+# lower layers first; a module may import its own layer's modules and lower layers only
+LAYERS = (
+    ("geometry", "volume", "io"),
+    ("networks", "data"),
+    ("transforms",),
+    ("encoders", "export"),
+    ("workflows", "downstream"),
+    ("experiments", "visualize", "pack"),
+    ("cli",),
+)
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in PACKAGE.rglob("*.py")
+    }
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The package modules ``name`` imports (relative and absolute), as dotted names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if candidate in _modules() else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {t for t in found if t.startswith("monai_slicenav")}
+
+
+def _layer(name: str) -> int:
+    top = name.split(".")[1] if name.count(".") else ""
+    return next((i for i, group in enumerate(LAYERS) if top in group), -1)
+
+
+def test_the_import_graph_is_acyclic():
+    modules = _modules()
+    graph = {name: {t for t in _imports(name, path) if t in modules and t != name} for name, path in modules.items()}
+    # an __init__ re-exporting its own submodules is not a cycle: drop package -> own submodule edges
+    graph = {name: {t for t in targets if not t.startswith(name + ".")} for name, targets in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join([*trail, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+def test_imports_run_one_way_through_the_layers():
+    modules = _modules()
+    assert all(_layer(n) >= 0 for n in modules if n != "monai_slicenav"), [n for n in modules if _layer(n) < 0]
+    back_arrows = [
+        f"{name} -> {target}"
+        for name, path in modules.items()
+        if name != "monai_slicenav"
+        for target in _imports(name, path)
+        if target in modules and target != "monai_slicenav" and _layer(target) > _layer(name)
+    ]
+    assert not back_arrows
+
+
+def test_no_module_is_over_400_lines():
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert {n: s for n, s in sizes.items() if s > 400} == {}
+
+
+def test_every_module_imports_in_a_fresh_interpreter():
+    """Each module, in sorted order, in one fresh interpreter (the acyclic graph above makes the order immaterial;
+    one interpreter per module would cost minutes)."""
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *sorted(_modules())], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_public_paths_keep_working():
+    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+
+    export = importlib.import_module("monai_slicenav.export")
+    encoders = importlib.import_module("monai_slicenav.encoders")
+    assert export.load_encoder is encoders.load_encoder and export.SliceEncoder is encoders.SliceEncoder
+    assert encoders.SliceEncoder.from_pretrained.__func__.__qualname__.endswith("from_pretrained")
+    transforms = importlib.import_module("monai_slicenav.transforms")
+    for public in ("RandSliceTrajectoryd", "RenderSlicesd", "EmbeddedVolumed", "LoadTrajectoryd", "CoarseLabelsd"):
+        assert hasattr(transforms, public)
+    importlib.import_module("monai_slicenav")
+    assert "slicenav-lift3d" in FLEXUNET_BACKBONE.register_dict
