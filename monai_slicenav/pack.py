@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from .data.manifests import sha256_of
 from .io import atomic_write_bytes, default_file_mode
 
 __all__ = ["LARGE_FILE_BYTES", "bundle_name", "pack_bundle"]
@@ -89,13 +89,9 @@ def _add(archive: zipfile.ZipFile, member: str, payload: bytes, mode: int) -> No
 
 
 def _large_entry(bundle_dir: Path, path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
     return {
         "path": path.relative_to(bundle_dir).as_posix(),
         "url": "",
-        "hash_val": digest.hexdigest(),
+        "hash_val": sha256_of(path),
         "hash_type": "sha256",
     }

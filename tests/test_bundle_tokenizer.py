@@ -75,7 +75,8 @@ def test_train_workflow_overfits_and_exports(tmp_path):
     assert torch.equal(encoder(x), tokenizer.eval().encoder(x))
     assert len(list(models.glob("checkpoint_epoch=*.pt"))) == 1
     provenance = json.loads((models / "encoder" / "encoder.json").read_text())["provenance"]
-    assert provenance["bundle"] == "slicenav_tokenizer" and provenance["version"] == "0.2.0"
+    version = json.loads(Path(CONFIGS["meta_file"]).read_text())["version"]
+    assert provenance["bundle"] == "slicenav_tokenizer" and provenance["version"] == version
     assert provenance["iterations"] == 15 and provenance["data"] == {
         "source": "embedded",
         "num_synthetic": 1,

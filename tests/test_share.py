@@ -107,3 +107,19 @@ def test_packed_and_exported_files_are_readable_by_colleagues(trained_bundle, tm
     with zipfile.ZipFile(archive) as opened:
         assert all(stat.S_IMODE(info.external_attr >> 16) == 0o644 for info in opened.infolist())
         assert all(not info.filename.startswith(("/", "..")) for info in opened.infolist())
+
+
+def test_a_packed_dynamics_bundle_holds_the_shared_config_itself(tmp_path):
+    """The dynamics bundle links to the tokenizer bundle's pretraining.yaml (one file for both stages); its model-zoo
+    zip must hold that file's content as a regular file, so the zip runs on its own."""
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    for name in ("slicenav_tokenizer", "slicenav_dynamics"):
+        shutil.copytree(bundles / name / "configs", tmp_path / name / "configs", symlinks=True)
+    assert (tmp_path / "slicenav_dynamics" / "configs" / "pretraining.yaml").is_symlink()
+    (tmp_path / "slicenav_dynamics" / "models").mkdir()
+    torch.save({"w": torch.zeros(1)}, tmp_path / "slicenav_dynamics" / "models" / "model.pt")
+    archive = zipfile.ZipFile(pack_module.pack_bundle(tmp_path / "slicenav_dynamics", tmp_path / "zoo"))
+    member = archive.getinfo("slicenav_dynamics/configs/pretraining.yaml")
+    assert stat.S_ISREG(member.external_attr >> 16)
+    shared = (bundles / "slicenav_tokenizer" / "configs" / "pretraining.yaml").read_bytes()
+    assert archive.read(member) == shared
