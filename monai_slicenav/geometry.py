@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from monai.data.utils import affine_to_spacing
 
 __all__ = [
     "ACTION_DIM",
@@ -287,7 +288,7 @@ def pose_vector(pose: Pose, affine: torch.Tensor, spatial_shape: Sequence[int]) 
     voxel = torch.linalg.inv(affine) @ torch.cat([pose.center, torch.ones_like(pose.center[..., :1])], -1)[..., None]
     extent = torch.as_tensor(list(spatial_shape), dtype=pose.center.dtype, device=pose.center.device) - 1
     position = 2 * voxel[..., :3, 0] / extent.clamp(min=1) - 1
-    mean_voxel = torch.linalg.norm(affine[:3, :3], dim=0).mean()
+    mean_voxel = affine_to_spacing(affine, 3, dtype=affine.dtype, suppress_zeros=False).mean()
     log_scale = torch.log(pose.spacing / mean_voxel)
     return torch.cat([position, pose.rotation[..., :, 0], pose.rotation[..., :, 2], log_scale[..., None]], dim=-1)
 
@@ -301,3 +302,17 @@ def gap_matrix(poses: Pose) -> torch.Tensor:
         return Pose(poses.center.unsqueeze(dim), poses.rotation.unsqueeze(dim), poses.spacing.unsqueeze(dim))
 
     return relative(along(nb), along(nb - 1))
+
+
+def quaternion_to_matrix(quaternion: Sequence[float]) -> torch.Tensor:
+    """The (3, 3) float64 rotation of a unit quaternion ``(w, x, y, z)``; a uniformly random unit quaternion gives a
+    uniformly random rotation."""
+    w, x, y, z = (float(v) for v in quaternion)
+    return torch.tensor(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ],
+        dtype=torch.float64,
+    )

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import affine_to_spacing
 
 from .geometry import Pose
 
-__all__ = ["as_volume", "check_affine", "voxel_sizes", "foreground_box", "voxel_slice_pose"]
+__all__ = ["centred_affine", "as_volume", "check_affine", "voxel_sizes", "foreground_box", "voxel_slice_pose"]
 
 # Smallest |det| of the affine's 3x3 part (mm^3 per voxel) accepted as non-singular.
 _MIN_DETERMINANT = 1e-9
@@ -86,8 +87,9 @@ def check_affine(affine: torch.Tensor | np.ndarray, name: str = "image") -> torc
 
 
 def voxel_sizes(affine: torch.Tensor) -> torch.Tensor:
-    """Voxel size (3,) in mm along each array axis: the norms of the affine's first three columns."""
-    return affine[:3, :3].norm(dim=0)
+    """Voxel size (3,) in mm along each array axis: the norms of the affine's first three columns (MONAI's
+    ``affine_to_spacing``; a zero column stays 0, for the callers that refuse degenerate affines)."""
+    return affine_to_spacing(affine, 3, dtype=affine.dtype, suppress_zeros=False)
 
 
 def foreground_box(
@@ -156,3 +158,10 @@ def voxel_slice_pose(
     center = affine[:3, :3] @ centre_voxel + affine[:3, 3]
     pose = Pose(center.to(dtype), rotation.to(dtype), sizes[row_axis].to(dtype))
     return pose, (int(spatial_shape[row_axis]), int(spatial_shape[col_axis]))
+
+
+def centred_affine(spatial_size: Sequence[int], spacing: float) -> torch.Tensor:
+    """RAS affine (4, 4) of a grid with isotropic ``spacing`` mm whose centre sits at the world origin."""
+    affine = torch.diag(torch.tensor([spacing, spacing, spacing, 1.0], dtype=torch.float64))
+    affine[:3, 3] = torch.tensor([-spacing * (n - 1) / 2 for n in spatial_size], dtype=torch.float64)
+    return affine

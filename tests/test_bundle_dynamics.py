@@ -12,7 +12,7 @@ from PIL import Image
 
 from monai_slicenav.cli import main
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
-from monai_slicenav.experiments.pretrain import VARIANTS, pretrain, train_configs
+from monai_slicenav.experiments.pretrain import DYNAMICS_VARIANTS, VARIANTS, pretrain, train_configs
 from monai_slicenav.export import load_encoder
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import RandSliceTrajectoryd
@@ -30,7 +30,6 @@ TINY = {
     "batch_size": 1,
     "num_workers": 0,
 }
-DYNAMICS_VARIANTS = ("dynamics_aligned", "dynamics_none", "dynamics_shuffled")
 SMALL_NETS = {"channels": [8, 16, 16], "dynamics_width": 32, "dynamics_depth": 1}
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from monai_slicenav.cli import main
-from monai_slicenav.experiments.evaluate import BUDGETS, VARIANTS, evaluate
+from monai_slicenav.experiments.evaluate import BUDGETS, CONTROLS, EVALUATED_VARIANTS, evaluate
+from monai_slicenav.experiments.pretrain import VARIANTS
 
 from .packaged_data import needs_packaged_data
 
@@ -16,7 +17,8 @@ from .packaged_data import needs_packaged_data
 @needs_packaged_data
 def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     rows = evaluate("all", seeds=1, budget="micro", out=tmp_path)
-    assert [r["variant"] for r in rows] == list(VARIANTS)
+    assert [r["variant"] for r in rows] == list(EVALUATED_VARIANTS)
+    assert set(EVALUATED_VARIANTS) == set(VARIANTS) | set(CONTROLS)
     for name in ("results.md", "results.csv", "results.png", "run.json"):
         assert (tmp_path / name).stat().st_size > 0
     with open(tmp_path / "results.csv") as f:

@@ -12,6 +12,8 @@ import math
 import torch
 from monai.data import MetaTensor
 
+from ..volume import centred_affine
+
 __all__ = ["shepp_logan_volume"]
 
 # intensity, semi-axes (a, b, c), centre (x, y, z), in-plane rotation (degrees); in the phantom's [-1, 1]^3 box.
@@ -51,7 +53,6 @@ def shepp_logan_volume(size: int = 128, field_of_view: float = 200.0) -> MetaTen
         inside = (xr / a) ** 2 + (yr / b) ** 2 + ((z - z0) / c) ** 2 <= 1.0
         volume += intensity * inside
     spacing = field_of_view / size
-    affine = torch.diag(torch.tensor([spacing, spacing, spacing, 1.0], dtype=torch.float64))
-    affine[:3, 3] = -spacing * (size - 1) / 2
+    affine = centred_affine((size, size, size), spacing)
     volume = volume.clamp(0.0, 1.0)[None]
     return MetaTensor(volume, affine=affine, meta={"filename_or_obj": "shepp_logan_phantom"})

@@ -49,19 +49,14 @@ from .pretrain import PRESETS, pretrain
 from .probes import encode, encoder_features, narrow_features, probe_scores, sample_probe_set
 from .report import write_results
 
-__all__ = ["VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
+__all__ = ["CONTROLS", "EVALUATED_VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = (
-    "random",
-    "static_volume",
-    "tokenizer_only",
-    "dynamics_untrained",
-    "dynamics_none",
-    "dynamics_shuffled",
-    "dynamics_aligned",
-)
+CONTROLS = ("random", "dynamics_untrained")  # rows with no pretraining of their own (see the module docstring)
+EVALUATED_VARIANTS = ("random", "static_volume", "tokenizer_only", "dynamics_untrained", "dynamics_none",
+                      "dynamics_shuffled", "dynamics_aligned")  # fmt: skip
+"""The table's rows, in order: the pretraining variants of :mod:`.pretrain` and the two controls."""
 
 BUDGETS: dict[str, dict] = {
     "micro": {  # a smoke run of a few minutes (the test suite)
@@ -288,12 +283,16 @@ def evaluate(
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
-    chosen = list(VARIANTS) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
-    unknown = [v for v in chosen if v not in VARIANTS]
+    chosen = (
+        list(EVALUATED_VARIANTS) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
+    )
+    unknown = [v for v in chosen if v not in EVALUATED_VARIANTS]
     if not chosen:
-        raise ValueError(f"variants is empty: give 'all' or a comma-separated subset of {VARIANTS}.")
+        raise ValueError(f"variants is empty: give 'all' or a comma-separated subset of {EVALUATED_VARIANTS}.")
     if unknown or int(seeds) < 1:
-        raise ValueError(f"variants must be 'all' or among {VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}.")
+        raise ValueError(
+            f"variants must be 'all' or among {EVALUATED_VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}."
+        )
     _installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
     pretraining_data = "embedded synthetic volumes only (include_packaged false)"
     if data is not None:

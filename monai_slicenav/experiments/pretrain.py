@@ -30,11 +30,14 @@ from ..encoders import load_encoder, load_state_dict
 from ..io import atomic_write_files, atomic_write_json
 from .cache import digest, reusable
 
-__all__ = ["VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
+__all__ = ["VARIANTS", "DYNAMICS_VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("tokenizer_only", "dynamics_aligned", "dynamics_none", "dynamics_shuffled", "static_volume")
+DYNAMICS_VARIANTS = tuple(
+    v for v in VARIANTS if v.startswith("dynamics_")
+)  # stage 2 with aligned, no, shuffled actions
 
 # Sizes of data and networks, as the bundles' own hyper-parameter names: each stage takes the ones its train config
 # defines ("default" keeps each bundle's own values).

@@ -41,7 +41,8 @@ from monai.utils import TransformBackends, ensure_tuple_rep
 
 from ..data.packaged import packaged_pairs
 from ..io import atomic_write_bytes
-from .synth_functional import ShapeSource, centred_affine, gmm_intensities, synth_label_ensemble
+from ..volume import centred_affine
+from .synth_functional import ShapeSource, gmm_intensities, synth_label_ensemble
 
 __all__ = [
     "SynthLabelEnsemble",

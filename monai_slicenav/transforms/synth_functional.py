@@ -12,13 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..geometry import quaternion_to_matrix
+
 __all__ = [
     "ShapeSource",
     "smooth_noise",
     "synth_label_ensemble",
     "boundary_median",
     "gmm_intensities",
-    "centred_affine",
 ]
 
 # Coarse grid edge of the smooth random fields (deformation, blob noise, texture); larger means wigglier.
@@ -60,13 +61,6 @@ class ShapeSource:
         return crop.float()[None, None]
 
 
-def centred_affine(spatial_size: Sequence[int], spacing: float) -> torch.Tensor:
-    """RAS affine (4, 4) of a grid with isotropic ``spacing`` mm whose centre sits at the world origin."""
-    affine = torch.diag(torch.tensor([spacing, spacing, spacing, 1.0], dtype=torch.float64))
-    affine[:3, 3] = torch.tensor([-spacing * (n - 1) / 2 for n in spatial_size], dtype=torch.float64)
-    return affine
-
-
 def smooth_noise(
     rng: np.random.RandomState, channels: int, spatial_size: Sequence[int], grid: int = _NOISE_GRID
 ) -> torch.Tensor:
@@ -77,13 +71,8 @@ def smooth_noise(
 
 
 def _random_rotation(rng: np.random.RandomState) -> torch.Tensor:
-    w, x, y, z = (q := rng.standard_normal(4)) / np.linalg.norm(q)
-    matrix = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return torch.tensor(matrix, dtype=torch.float32)
+    quaternion = rng.standard_normal(4)
+    return quaternion_to_matrix(quaternion / np.linalg.norm(quaternion)).float()
 
 
 def synth_label_ensemble(

@@ -15,8 +15,16 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 
-from ..geometry import ACTION_DIM, CANONICAL_ORIENTATIONS, Pose, as_slice_size, axis_angle_to_matrix, canonical_rotation
-from ..volume import as_volume, foreground_box
+from ..geometry import (
+    ACTION_DIM,
+    CANONICAL_ORIENTATIONS,
+    Pose,
+    as_slice_size,
+    axis_angle_to_matrix,
+    canonical_rotation,
+    quaternion_to_matrix,
+)
+from ..volume import as_volume, foreground_box, voxel_sizes
 
 __all__ = [
     "TRAJECTORY_MODES",
@@ -197,21 +205,14 @@ class RandSliceTrajectory(RandomizableTransform):
     def _base_spacing(self, affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
         if self.spacing is not None:
             return self.spacing
-        sizes = np.linalg.norm(affine[:3, :3], axis=0)  # voxel sizes in mm
+        sizes = voxel_sizes(torch.as_tensor(affine, dtype=torch.float64)).numpy()
         extent_mm = float(((hi - lo + 1) * sizes).max())
         return max(float(sizes.min()), extent_mm / max(self.spatial_size))
 
     def _start_rotation(self) -> np.ndarray:
         if self.start_orientation != "random":
             return canonical_rotation(self._orientation, dtype=torch.float64).numpy()
-        w, x, y, z = self._quaternion
-        return np.array(
-            [
-                [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-            ]
-        )
+        return quaternion_to_matrix(self._quaternion).numpy()
 
     def _velocity_steps(self) -> np.ndarray:
         """Per-step actions from the drawn noise: an AR(1) velocity per component whose stationary standard
