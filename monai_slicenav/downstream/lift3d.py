@@ -196,14 +196,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
             ValueError: for mismatched shapes, or missing/unexpected keys when ``strict`` (named).
         """
         weights = Path(path) / "encoder.pt" if Path(path).is_dir() else Path(path)
-        state = load_state_dict(weights)
-        expected = self.encoder.state_dict()
-        load_into(self.encoder, state, strict, str(weights))
-        return {
-            "loaded": sorted(set(state) & set(expected)),
-            "missing": sorted(set(expected) - set(state)),
-            "unexpected": sorted(set(state) - set(expected)),
-        }
+        return load_into(self.encoder, load_state_dict(weights), strict, str(weights))
 
     @classmethod
     def get_encoder_parameters(cls) -> list[dict]:

@@ -61,9 +61,13 @@ def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return strip_prefixes(state)
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str) -> None:
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str) -> dict[str, list[str]]:
     """Load ``state`` into ``model`` after checking it: mismatched shapes always raise, missing or unexpected keys
-    raise when ``strict`` (else they are logged); every problem names the keys and ``source``."""
+    raise when ``strict`` (else they are logged); every problem names the keys and ``source``.
+
+    Returns:
+        ``{"loaded": [...], "missing": [...], "unexpected": [...]}`` key names, sorted.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -77,3 +81,4 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool,
             raise ValueError(message + " Pass strict=False to load the matching keys only.")
         logger.warning(message)
     model.load_state_dict(state, strict=False)
+    return {"loaded": sorted(set(state) & set(expected)), "missing": missing, "unexpected": unexpected}
