@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "json_bytes",
+    "read_json_object",
     "png_bytes",
     "atomic_write_files",
     "default_file_mode",
@@ -106,6 +107,23 @@ def png_bytes(image: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``.
+
+    Raises:
+        FileNotFoundError: when the file is missing.
+        ValueError: naming the file, when it is not valid UTF-8 JSON or holds something other than an object.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}.")
+    return record
 
 
 def atomic_write_json(path: str | os.PathLike, payload: object) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .data.manifests import sha256_of
-from .io import atomic_write_bytes, default_file_mode
+from .io import atomic_write_bytes, default_file_mode, read_json_object
 
 __all__ = ["LARGE_FILE_BYTES", "bundle_name", "pack_bundle"]
 
@@ -30,12 +29,7 @@ def bundle_name(bundle_dir: Path) -> str:
         ValueError: for a malformed ``metadata.json`` or a name that could write outside the output folder.
     """
     meta_path = bundle_dir / "configs" / "metadata.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{meta_path}: not valid JSON ({err}).") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}.")
+    meta = read_json_object(meta_path)
     name = meta.get("name", bundle_dir.resolve().name)
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise ValueError(

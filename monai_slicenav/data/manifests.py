@@ -9,7 +9,6 @@ with a sha256 where the provider publishes one, and a seeded default split. Spli
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..io import read_json_object
 from .packaged import manifest_dir
 
 __all__ = ["load_manifest", "case_split", "manifest_datalist", "Problem", "check_manifest", "sha256_of"]
@@ -37,10 +37,7 @@ def load_manifest(manifest: str | os.PathLike) -> dict:
         path = manifest_dir() / f"{manifest}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{manifest}: no such manifest file or name in {manifest_dir()}.")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from err
+    record = read_json_object(path)
     missing = [field for field in _REQUIRED if field not in record]
     if missing:
         raise ValueError(f"{path}: manifest lacks the fields {missing}.")

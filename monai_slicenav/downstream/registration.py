@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.utils import one_hot
 from torch import nn
 
-from ..io import atomic_write_files
+from ..io import atomic_write_files, json_bytes
 
 __all__ = [
     "RegistrationConfig",
@@ -191,7 +190,7 @@ def write_registration(
     files = {
         out / "warped_image.nii.gz": _gz(nifti(warped_image[0, 0].cpu().numpy().astype(np.float32))),
         out / "ddf.nii.gz": _gz(nifti(ddf[0].permute(1, 2, 3, 0)[:, :, :, None, :].cpu().numpy(), "vector")),
-        out / "registration.json": (json.dumps(dict(record), indent=2) + "\n").encode(),
+        out / "registration.json": json_bytes(dict(record)),
     }
     if warped_label is not None:
         files[out / "warped_label.nii.gz"] = _gz(nifti(warped_label[0, 0].cpu().numpy().astype(np.int16)))

@@ -14,7 +14,6 @@ never corrupts an existing one and never pairs new weights with an old config.
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io import atomic_write_files
+from ..io import atomic_write_files, json_bytes, read_json_object
 from .weights import load_into, load_state_dict
 
 __all__ = [
@@ -81,12 +80,7 @@ def read_record(path: str | os.PathLike) -> dict:
     meta = export_paths(path)[1]
     if not meta.is_file():
         raise FileNotFoundError(f"{path}: no export record {meta.name} ({meta} is missing).")
-    try:
-        record = json.loads(meta.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{meta}: not valid JSON ({err}).") from err
-    if not isinstance(record, dict):
-        raise ValueError(f"{meta}: expected a JSON object, got {type(record).__name__}.")
+    record = read_json_object(meta)
     if record.get("format") != EXPORT_FORMAT or record.get("architecture") not in ENCODER_ARCHITECTURES:
         raise ValueError(
             f"{meta}: unsupported export (format {record.get('format')!r}, architecture "
@@ -169,7 +163,7 @@ def export_encoder(
     }
     if navigation is not None:
         record["navigation"] = dict(navigation)
-    meta = (json.dumps(record, indent=2) + "\n").encode()  # fails on unserialisable provenance before any write
+    meta = json_bytes(record)  # fails on unserialisable provenance before any write
     weights_path, meta_path = atomic_write_files(
         {out_dir / "encoder.pt": buffer.getvalue(), out_dir / "encoder.json": meta}
     )

@@ -3,16 +3,15 @@ one slice-navigation run on one volume (:func:`navigate`: sample a trajectory, r
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from monai.transforms import Transform
 
 from ..geometry import Pose, as_slice_size
+from ..io import read_json_object
 from .render import RenderSlices
 from .trajectory import RandSliceTrajectory
 
@@ -102,11 +101,9 @@ class LoadTrajectoryd(Transform):
 
     def __init__(self, path: str | os.PathLike, pose_key: str = "poses", action_key: str = "actions") -> None:
         try:
-            record = json.loads(Path(path).read_text())
+            record = read_json_object(path)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{path}: no such trajectory file.") from err
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}).") from err
         try:
             self.poses, self.actions = trajectory_from_dict(record)
         except ValueError as err:

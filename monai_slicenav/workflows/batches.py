@@ -3,7 +3,8 @@ targets, so that MONAI's own ``SupervisedTrainer`` / ``SupervisedEvaluator`` ite
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,7 +15,34 @@ from ..networks.volume_mae import mask_volumes
 __all__ = ["PrepareSlices", "PrepareTrajectories", "PrepareMaskedVolumes"]
 
 
-class PrepareSlices(PrepareBatch):
+class _PrepareFromKeys(PrepareBatch):
+    """MONAI's ``PrepareBatch`` call, once for every subclass: check that the batch holds :meth:`required_keys`
+    (a ``KeyError`` names the missing ones and the keys present), then :meth:`prepare`."""
+
+    def required_keys(self) -> tuple[str, ...]:
+        return (self.image_key,)
+
+    @abstractmethod
+    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
+        """The network's inputs and targets from a checked batch; ``move`` puts a value on the engine's device."""
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple:
+        missing = [k for k in self.required_keys() if k not in batchdata]
+        if missing:
+            named = ", ".join(map(repr, missing))
+            raise KeyError(f"{type(self).__name__}: the batch has no {named} (keys: {list(batchdata)}).")
+        return self.prepare(
+            batchdata, lambda value: torch.as_tensor(value).to(device=device, non_blocking=non_blocking, **kwargs)
+        )
+
+
+class PrepareSlices(_PrepareFromKeys):
     """``prepare_batch`` of the tokenizer's trainer and evaluator: rendered slice stacks (B, T, C, h, w) under
     ``image_key`` become one batch of slices (B * T, C, h, w), which is both the input and the target, so MONAI's
     own ``SupervisedTrainer`` iteration (AMP, gradient accumulation, events) trains the autoencoder.
@@ -27,23 +55,15 @@ class PrepareSlices(PrepareBatch):
     def __init__(self, image_key: str = "image") -> None:
         self.image_key = image_key
 
-    def __call__(
-        self,
-        batchdata: Mapping[str, Any],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.image_key not in batchdata:
-            raise KeyError(f"PrepareSlices: the batch has no {self.image_key!r} (keys: {list(batchdata)}).")
+    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
         stacks = torch.as_tensor(batchdata[self.image_key])
         if stacks.ndim != 5:
             raise ValueError(f"Expected slice stacks (B, T, C, h, w), got shape {tuple(stacks.shape)}.")
-        slices = stacks.flatten(0, 1).to(device=device, non_blocking=non_blocking, **kwargs)  # (B * T, C, h, w)
+        slices = move(stacks.flatten(0, 1))  # (B * T, C, h, w)
         return slices, slices
 
 
-class PrepareTrajectories(PrepareBatch):
+class PrepareTrajectories(_PrepareFromKeys):
     """``prepare_batch`` of the dynamics trainer and evaluator: returns the slice stacks (B, T, C, h, w) as inputs,
     the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, and the actions (B, T - 1, 7) as the
     network's second argument, so MONAI's ``SupervisedTrainer`` calls ``network(slices, actions)``. With
@@ -63,28 +83,20 @@ class PrepareTrajectories(PrepareBatch):
         self.image_key, self.action_key, self.target_keys = image_key, action_key, tuple(target_keys)
         self.max_steps = max_steps
 
-    def __call__(
-        self,
-        batchdata: Mapping[str, Any],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor], dict]:
-        missing = [k for k in (self.image_key, self.action_key, self.target_keys[0]) if k not in batchdata]
-        if missing:
-            raise KeyError(f"PrepareTrajectories: the batch lacks {missing} (keys: {list(batchdata)}).")
+    def required_keys(self) -> tuple[str, ...]:
+        return self.image_key, self.action_key, self.target_keys[0]
 
-        def move(key: str, steps: int | None) -> torch.Tensor:
-            value = torch.as_tensor(batchdata[key])[:, :steps]
-            return value.to(device=device, non_blocking=non_blocking, **kwargs)
+    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
+        def first(key: str, steps: int | None) -> torch.Tensor:
+            return move(torch.as_tensor(batchdata[key])[:, :steps])
 
         cut = self.max_steps
-        targets = {key: move(key, cut) for key in self.target_keys if key in batchdata}
-        actions = move(self.action_key, None if cut is None else cut - 1)
-        return move(self.image_key, cut), targets, (actions,), {}
+        targets = {key: first(key, cut) for key in self.target_keys if key in batchdata}
+        actions = first(self.action_key, None if cut is None else cut - 1)
+        return first(self.image_key, cut), targets, (actions,), {}
 
 
-class PrepareMaskedVolumes(PrepareBatch):
+class PrepareMaskedVolumes(_PrepareFromKeys):
     """``prepare_batch`` of the masked autoencoder: crops (B, C, D, H, W) under ``image_key`` become the masked
     crops (inputs) and the crops with the mask as an extra last channel (targets, as
     :class:`~monai_slicenav.networks.MaskedReconstructionLoss` reads them).
@@ -103,16 +115,8 @@ class PrepareMaskedVolumes(PrepareBatch):
     def __init__(self, image_key: str = "image", ratio: float = 0.6, patch: int = 8, seed: int | None = None) -> None:
         self.image_key, self.ratio, self.patch, self.seed = image_key, ratio, patch, seed
 
-    def __call__(
-        self,
-        batchdata: Mapping[str, Any],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.image_key not in batchdata:
-            raise KeyError(f"PrepareMaskedVolumes: the batch has no {self.image_key!r} (keys: {list(batchdata)}).")
-        volumes = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs)
+    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
+        volumes = move(batchdata[self.image_key])
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         masked, mask = mask_volumes(volumes, self.ratio, self.patch, generator)
         return masked, torch.cat([volumes, mask], dim=1)
