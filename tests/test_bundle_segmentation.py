@@ -104,6 +104,22 @@ def test_train_then_evaluate_writes_dice(tmp_path):
     assert seg.shape == (30, 27, 25) and np.allclose(seg.affine, affine)
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(6))
 
+    # the stock inference config with no setting repeated: the network comes from models/training.json and the
+    # bundle's own copy of the encoder export, and segments the same
+    record = json.loads((tmp_path / "models" / "training.json").read_text())
+    assert record == {"num_classes": 6, "spacing_mm": 4.0, "roi_size": 32, "decoder_channels": [16, 8, 8],
+                      "encoder": "encoder"}  # fmt: skip
+    assert (tmp_path / "models" / "encoder" / "encoder.pt").read_bytes() == (
+        tmp_path / "encoder" / "encoder.pt"
+    ).read_bytes()
+    first = np.asarray(seg.dataobj).copy()
+    stock = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.yaml"), workflow_type="infer", bundle_root=str(tmp_path), image=str(image)
+    )
+    run_workflow(stock)
+    again = nib.load(str(tmp_path / "eval" / "inference" / "head" / "head_seg.nii.gz"))
+    assert np.array_equal(np.asarray(again.dataobj), first) and np.allclose(again.affine, affine)
+
 
 def test_metadata_verifies_offline():
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))

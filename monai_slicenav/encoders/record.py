@@ -33,6 +33,7 @@ __all__ = [
     "read_record",
     "load_encoder",
     "export_encoder",
+    "copy_export",
 ]
 
 EXPORT_FORMAT = 1
@@ -168,3 +169,13 @@ def export_encoder(
         {out_dir / "encoder.pt": buffer.getvalue(), out_dir / "encoder.json": meta}
     )
     return weights_path, meta_path
+
+
+def copy_export(source: str | os.PathLike, target: str | os.PathLike) -> tuple[Path, Path]:
+    """Copy an export (``encoder.pt`` + ``encoder.json``) from the folder ``source`` to ``target`` as one unit,
+    after loading it: a damaged export raises (naming the file) and is never copied over a good one."""
+    load_encoder(source)
+    weights, meta = export_paths(source)
+    target = Path(target)
+    written = atomic_write_files({target / weights.name: weights.read_bytes(), target / meta.name: meta.read_bytes()})
+    return written[0], written[1]

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..data import volume_files
-from ..encoders import load_encoder, load_state_dict
-from ..io import atomic_write_files, atomic_write_json
+from ..encoders import copy_export, load_encoder, load_state_dict
+from ..io import atomic_write_json
 from .cache import digest, reusable
 
 __all__ = ["VARIANTS", "DYNAMICS_VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
@@ -186,11 +186,6 @@ def _intact(bundle: str, root: Path) -> bool:
     return True
 
 
-def _copy_export(source: Path, target: Path) -> None:
-    load_encoder(source)  # never copy a damaged export over a good one: this raises, naming the file
-    atomic_write_files({target / name: (source / name).read_bytes() for name in ("encoder.pt", "encoder.json")})
-
-
 def pretrain(
     variant: str,
     steps: int,
@@ -263,9 +258,9 @@ def pretrain(
         overrides = stage_overrides("slicenav_dynamics", settings, int(steps) - first, seed, stage2)
         stages += [tokenizer, run_stage("slicenav_dynamics", overrides, cache)]
     final = Path(stages[-1]["root"]) / "models"
-    _copy_export(final / _STAGE_ENCODERS.get(stages[-1]["bundle"], "encoder"), out / "encoder")
+    copy_export(final / _STAGE_ENCODERS.get(stages[-1]["bundle"], "encoder"), out / "encoder")
     if dynamics:
-        _copy_export(final / "encoder", out / "slice_encoder")
+        copy_export(final / "encoder", out / "slice_encoder")
     record = {
         "variant": variant,
         "steps": int(steps),

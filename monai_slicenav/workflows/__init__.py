@@ -9,9 +9,24 @@ from .batches import PrepareMaskedVolumes, PrepareSlices, PrepareTrajectories
 from .controllability import ControllabilityMeter, controllability, held_out_controllability
 from .distributed import is_main_process, silence_other_ranks
 from .dynamics import ControllabilityHandler, NavigationStripHandler, RolloutWriter, navigation_strip
-from .handlers import ExportEncoderHandler, ItemWriter, ReseedHandler, StripHandler, latest_checkpoint, unwrap_network
+from .handlers import (
+    ExportEncoderHandler,
+    ItemWriter,
+    ReseedHandler,
+    StripHandler,
+    TrainingRecordHandler,
+    latest_checkpoint,
+    unwrap_network,
+)
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
-from .stages import load_tokenizer_weights, recorded_navigation, stage_models, trained_navigator, trained_network
+from .stages import (
+    load_tokenizer_weights,
+    recorded_navigation,
+    stage_models,
+    trained_navigator,
+    trained_network,
+    training_record,
+)
 from .static import VolumeReconstructionWriter, masked_strip
 from .tokenizer import ReconstructionStripHandler, TokenWriter, reconstruction_strip
 
@@ -29,6 +44,8 @@ __all__ = [
     "RolloutWriter",
     "navigation_strip",
     "ExportEncoderHandler",
+    "TrainingRecordHandler",
+    "training_record",
     "ItemWriter",
     "ReseedHandler",
     "StripHandler",

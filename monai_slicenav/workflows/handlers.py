@@ -14,10 +14,19 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from ..encoders import encoders_of, export_encoder
+from ..encoders import copy_export, encoders_of, export_encoder
+from ..io import atomic_write_json
 from .distributed import is_main_process
 
-__all__ = ["latest_checkpoint", "ReseedHandler", "unwrap_network", "ExportEncoderHandler", "StripHandler", "ItemWriter"]
+__all__ = [
+    "TrainingRecordHandler",
+    "latest_checkpoint",
+    "ReseedHandler",
+    "unwrap_network",
+    "ExportEncoderHandler",
+    "StripHandler",
+    "ItemWriter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +187,34 @@ class ItemWriter:
     def item_dir(self, engine: Engine) -> Path:
         """``<out_dir>/<name>`` of the engine's current item (``item_<iteration>`` when the batch has no name)."""
         return self.out_dir / str(engine.state.batch.get("name", [f"item_{engine.state.iteration:04d}"])[0])
+
+
+class TrainingRecordHandler:
+    """What rebuilds a trained network beside its weights, so that the stock inference config loads any trained
+    model with no option repeated: when training starts, ``<out_dir>/training.json`` gets ``settings`` (the
+    network's hyper-parameters) and, with an ``encoder_path``, the pretrained export is copied (checked first) to
+    ``<out_dir>/encoder`` and recorded as ``"encoder": "encoder"`` (the bundle stays self-contained for a model
+    zoo). Only rank 0 writes; both writes are atomic. Read back with
+    :func:`~monai_slicenav.workflows.training_record`.
+
+    Args:
+        out_dir: the bundle's ``models`` folder.
+        settings: JSON-serialisable hyper-parameters of the network.
+        encoder_path: the exported encoder the network starts from; empty or None: none.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, settings: Mapping, encoder_path: str | os.PathLike | None = None):
+        self.out_dir = Path(out_dir)
+        self.settings = dict(settings)
+        self.encoder_path = str(encoder_path or "")
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        if self.encoder_path and Path(self.encoder_path).resolve() != (self.out_dir / "encoder").resolve():
+            copy_export(self.encoder_path, self.out_dir / "encoder")
+        record = {**self.settings, "encoder": "encoder" if self.encoder_path else None}
+        atomic_write_json(self.out_dir / "training.json", record)

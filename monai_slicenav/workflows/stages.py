@@ -12,11 +12,19 @@ from pathlib import Path
 from torch import nn
 
 from ..encoders import load_into, load_state_dict, read_record
+from ..io import read_json_object
 from ..networks.navigator import SliceNavigator
 from ..networks.tokenizer import SliceTokenizer, TokenizerConfig
 from ..networks.volume_mae import VolumeMAE
 
-__all__ = ["load_tokenizer_weights", "stage_models", "recorded_navigation", "trained_navigator", "trained_network"]
+__all__ = [
+    "training_record",
+    "load_tokenizer_weights",
+    "stage_models",
+    "recorded_navigation",
+    "trained_navigator",
+    "trained_network",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +164,26 @@ def trained_network(source: str | os.PathLike, load_weights: bool = False) -> nn
     if load_weights:
         load_into(network, load_state_dict(models / "model.pt"), True, str(models / "model.pt"))
     return network
+
+
+def training_record(source: str | os.PathLike) -> dict:
+    """The settings a trained bundle (its root or ``models`` folder) recorded with
+    :class:`~monai_slicenav.workflows.TrainingRecordHandler`, with ``encoder_path`` resolved: the bundle's own copy
+    of the pretrained export, or ``""`` when it trained from scratch.
+
+    Raises:
+        FileNotFoundError: when the bundle has no ``models/training.json`` (train it first).
+        ValueError: for a malformed record (the file is named).
+    """
+    source = Path(source)
+    models = source / "models" if (source / "models").is_dir() else source
+    path = models / "training.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing; train the bundle first (or pass the network's settings as trained, e.g. --encoder_path)."
+        )
+    record = read_json_object(path)
+    encoder = record.pop("encoder", None)
+    if encoder is not None and not isinstance(encoder, str):
+        raise ValueError(f"{path}: field 'encoder' must be a folder name or null, got {encoder!r}.")
+    return {**record, "encoder_path": str(models / encoder) if encoder else ""}
