@@ -2,12 +2,10 @@
 ``slicenav pretrain`` runs every variant and reuses shared stages."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Events
-from monai.bundle import ConfigWorkflow, verify_metadata
+from monai.bundle import verify_metadata
 from PIL import Image
 
 from monai_slicenav.cli import main
@@ -19,56 +17,16 @@ from monai_slicenav.transforms import RandSliceTrajectoryd
 from monai_slicenav.workflows import load_tokenizer_weights, trained_navigator
 
 from .bundle_helpers import SCHEMA, run_workflow
+from .conftest import BUNDLES, TINY_SLICES, bundle_workflow, record_losses
 
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-TINY = {
-    "num_synthetic": 1,
-    "num_val_synthetic": 1,
-    "synth_size": 40,
-    "slice_size": 32,
-    "num_steps": 3,
-    "batch_size": 1,
-    "num_workers": 0,
-}
 SMALL_NETS = {"channels": [8, 16, 16], "dynamics_width": 32, "dynamics_depth": 1}
 
 
-def workflow(bundle: str, root: Path, config: str = "train.yaml", **overrides) -> ConfigWorkflow:
-    configs = BUNDLES / bundle / "configs"
-    return ConfigWorkflow(
-        config_file=train_configs(bundle) if config == "train.yaml" else str(configs / config),
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type="train" if config == "train.yaml" else "infer",
-        bundle_root=str(root),
-        **overrides,
-    )
-
-
-def run_recording_losses(flow: ConfigWorkflow) -> list[float]:
-    flow.initialize()
-    assert not flow.check_properties()
-    losses: list[float] = []
-    trainer = flow.parser.get_parsed_content("train#trainer")
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
-    flow.run()
-    flow.finalize()
-    return losses
-
-
-@pytest.fixture(scope="module")
-def tokenizer_bundle(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tokenizer")
-    flow = workflow("slicenav_tokenizer", root, **TINY, max_epochs=2, val_interval=5, channels=[8, 16, 16])
-    run_recording_losses(flow)
-    return root
-
-
 def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path):
-    flow = workflow(
+    flow = bundle_workflow(
         "slicenav_dynamics",
         tmp_path,
-        **TINY,
+        **TINY_SLICES,
         **SMALL_NETS,
         tokenizer_dir=str(tokenizer_bundle),
         trajectories_per_volume=4,
@@ -77,7 +35,7 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         learning_rate=0.003,
         gap_weight=0.5,
     )
-    losses = run_recording_losses(flow)
+    losses = record_losses(flow)
     # the residual model starts as the copy baseline (z_t+1 = z_t), so the loss falls from there
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
     metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
@@ -107,7 +65,7 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
     assert (redrawn.max_translation, redrawn.max_rotation) == (regime["max_translation"], regime["max_rotation"])
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
 
-    infer = workflow(
+    infer = bundle_workflow(
         "slicenav_dynamics",
         tmp_path,
         "inference.yaml",
@@ -137,21 +95,21 @@ def test_tokenizer_weights_from_an_export_or_errors(tokenizer_bundle, tmp_path):
 
 
 def test_static_volume_bundle_trains_exports_and_infers(tmp_path):
-    flow = workflow(
+    flow = bundle_workflow(
         "static_volume_baseline",
         tmp_path,
-        **{k: v for k, v in TINY.items() if k not in ("slice_size", "num_steps")},
+        **{k: v for k, v in TINY_SLICES.items() if k not in ("slice_size", "num_steps")},
         crop_size=32,
         max_epochs=8,
         val_interval=8,
         learning_rate=0.003,
         channels=[8, 16, 16],
     )
-    losses = run_recording_losses(flow)
+    losses = record_losses(flow)
     assert sum(losses[-2:]) < 0.8 * sum(losses[:2])
     encoder = load_encoder(tmp_path / "models" / "encoder")
     assert isinstance(encoder, VolumeEncoder)
-    infer = workflow(
+    infer = bundle_workflow(
         "static_volume_baseline",
         tmp_path,
         "inference.yaml",
@@ -212,10 +170,10 @@ def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
 
 
 def test_dynamics_bundle_resumes_from_its_checkpoint(tokenizer_bundle, tmp_path):
-    settings = {**TINY, **SMALL_NETS, "tokenizer_dir": str(tokenizer_bundle), "val_interval": 5}
-    run_recording_losses(workflow("slicenav_dynamics", tmp_path, **settings, max_epochs=2))
-    resumed = workflow("slicenav_dynamics", tmp_path, **settings, max_epochs=3, resume=True)
-    losses = run_recording_losses(resumed)
+    settings = {**TINY_SLICES, **SMALL_NETS, "tokenizer_dir": str(tokenizer_bundle), "val_interval": 5}
+    record_losses(bundle_workflow("slicenav_dynamics", tmp_path, **settings, max_epochs=2))
+    resumed = bundle_workflow("slicenav_dynamics", tmp_path, **settings, max_epochs=3, resume=True)
+    losses = record_losses(resumed)
     assert len(losses) == 1  # only the third epoch ran
     optimizer = resumed.parser.get_parsed_content("optimizer")
     assert all(int(state["step"]) == 3 for state in optimizer.state.values())  # Adam state restored

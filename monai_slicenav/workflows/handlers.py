@@ -49,8 +49,10 @@ class ReseedHandler:
 
     * ``per_epoch=False``: at every engine start (a validation run sees the same data each time, so its metrics
       compare across epochs);
-    * ``per_epoch=True``: at every epoch start with ``seed + epoch`` (a resumed training run sees the same data as an
-      uninterrupted one; exact with ``num_workers=0``, as workers reseed themselves).
+    * ``per_epoch=True``: at every epoch start with ``seed + epoch``, torch's global generator too (it draws the
+      DataLoader's shuffling, random masks, dropout), so a resumed training run sees the same data as an uninterrupted
+      one. Exact with ``num_workers=0`` (workers reseed themselves) and epochs that are whole passes over the data
+      (``epoch_length`` null or the DataLoader's length: a pass cut by an epoch end continues in the next epoch).
 
     Args:
         transform: a ``Randomizable`` (e.g. a ``Compose``).
@@ -67,7 +69,10 @@ class ReseedHandler:
         engine.add_event_handler(Events.EPOCH_STARTED if self.per_epoch else Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        self.transform.set_random_state(seed=self.seed + (engine.state.epoch if self.per_epoch else 0))
+        seed = self.seed + (engine.state.epoch if self.per_epoch else 0)
+        self.transform.set_random_state(seed=seed)
+        if self.per_epoch:
+            torch.manual_seed(seed)
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
