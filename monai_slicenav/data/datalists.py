@@ -41,7 +41,7 @@ def synthetic_seed(seed: int, index: int) -> int:
 
 def embedded_datalist(num_synthetic: int = 16, seed: int = 0, include_packaged: bool = True) -> list[dict]:
     """The default training datalist: synthetic volumes, deterministic per index and seed, then (optionally) the
-    real image/label pairs of :func:`~monai_slicenav.packaged.packaged_pairs` installed on this machine.
+    real image/label pairs of :func:`~monai_slicenav.data.packaged.packaged_pairs` installed on this machine.
 
     Synthetic items are ``{"source": "synthetic", "synth_seed": int, "name": str}``; packaged ones carry
     ``"source": "packaged"`` and file paths. :class:`~monai_slicenav.transforms.EmbeddedVolumed` turns both into

@@ -4,7 +4,7 @@ A stationary velocity field is optimised coarse to fine; each level integrates i
 (scaling and squaring, so the displacement stays smooth and mostly invertible), warps the moving level with MONAI's
 ``Warp``, and minimises a similarity plus ``smooth_weight`` times MONAI's ``BendingEnergyLoss``:
 
-* ``features``: the levels of an encoder's 3D pyramid (:class:`~monai_slicenav.lift3d.Lift3D`, coarsest first), L2
+* ``features``: the levels of an encoder's 3D pyramid (:class:`~.lift3d.Lift3D`, coarsest first), L2
   normalised per voxel; similarity 1 - cosine;
 * ``intensity``: the images average-pooled to the same strides; similarity MONAI's
   ``LocalNormalizedCrossCorrelationLoss``.
@@ -64,7 +64,7 @@ class RegistrationConfig:
 def feature_levels(
     encoder: nn.Module, volume: torch.Tensor, levels: int = 3, foreground: float | None = 0.05
 ) -> list[torch.Tensor]:
-    """The ``levels`` finest 3D pyramid levels of ``encoder`` (a :class:`~monai_slicenav.lift3d.Lift3D`) for a
+    """The ``levels`` finest 3D pyramid levels of ``encoder`` (a :class:`~.lift3d.Lift3D`) for a
     volume (1, C, X, Y, Z), coarsest first, L2-normalised over channels. With ``foreground``, features are zeroed
     where the pooled intensity is at or below it, so empty background (where conv features are arbitrary) does not
     pull the deformation."""

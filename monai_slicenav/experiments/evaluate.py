@@ -4,7 +4,7 @@ budget, then score its encoder on real anatomy held out from pretraining.
 Pretraining uses only the embedded synthetic volumes (``include_packaged`` stays off), so the packaged real templates
 are never seen before evaluation; the record says which volumes each task used. Tasks:
 
-* ``probe``: spatial probes of the frozen encoder (:mod:`monai_slicenav.probes`): pose R^2 and gap R^2, fitted on
+* ``probe``: spatial probes of the frozen encoder (:mod:`.probes`): pose R^2 and gap R^2, fitted on
   slices of two templates and scored on two others; on the encoder's pooled features as they are, and narrowed to
   ``equal_width`` principal components (``pose_r2_w16``, ``gap_r2_w16``) so that wide and narrow encoders are also
   compared at an equal feature count;
@@ -15,7 +15,7 @@ are never seen before evaluation; the record says which volumes each task used. 
   regime it was trained with, rendered on held-out synthetic volumes (``_syn``) and on the four real templates
   (``_real``): next-step latent error with the true actions over the copy baseline (``ctrl_true_copy``), true over
   shuffled actions (``ctrl_true_shuffled``) and the decoded PSNR gap true - shuffled in dB (``ctrl_gap_db``); see
-  :mod:`monai_slicenav.controllability`. Lower ratios and a larger gap are better; other variants show "—".
+  :mod:`monai_slicenav.workflows.controllability`. Lower ratios and a larger gap are better; other variants show "—".
 
 Every (variant, seed, task) cell is a JSON file under ``<out>/cells`` holding a hash of its settings; finished cells
 with the same hash are not recomputed, so an interrupted run resumes. ``random`` is the randomly initialised encoder
@@ -274,7 +274,7 @@ def evaluate(
 ) -> list[dict]:
     """Pretrain and score every variant over ``seeds`` seeds; write ``results.csv``, ``results.md``, ``results.png``
     and ``run.json`` (budget, volumes used, package versions) under ``out``. With ``data`` (and ``data_root`` for
-    a manifest), every variant pretrains on your own scans (see :func:`~monai_slicenav.pretrain.pretrain`); the
+    a manifest), every variant pretrains on your own scans (see :func:`~.pretrain.pretrain`); the
     evaluation volumes stay the packaged templates.
 
     Raises:

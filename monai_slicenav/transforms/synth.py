@@ -65,7 +65,7 @@ class SynthLabelEnsemble(Transform):
         blob_amplitude: surface modulation of the blob shapes. Defaults to 0.35.
         clean: median-filter the label boundaries. Defaults to True.
         shape_sources: real label maps (NIfTI paths) whose regions serve as shapes, or ``"packaged"`` for the label
-            maps of every installed packaged pair (:func:`~monai_slicenav.packaged.packaged_pairs`); loaded once, on
+            maps of every installed packaged pair (:func:`~monai_slicenav.data.packaged_pairs`); loaded once, on
             first use. Defaults to None (ellipsoids and blobs only).
         atlas_fraction: with ``shape_sources``, the share of shapes that are atlas regions. Defaults to 0.5.
         cache_dir: optional disk cache: the map of an integer seed is read from

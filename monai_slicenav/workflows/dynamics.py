@@ -90,7 +90,7 @@ class RolloutWriter(ItemWriter):
 
 
 class ControllabilityHandler:
-    """Compute the controllability figures (:mod:`~monai_slicenav.controllability`) over an evaluator's epoch and
+    """Compute the controllability figures (:mod:`.controllability`) over an evaluator's epoch and
     add them to ``engine.state.metrics`` (so ``StatsHandler``, ``TensorBoardStatsHandler`` and the stage record
     report them). Attach it before those handlers. Reads the slices from the engine output's ``image``, the
     actions and poses from the batch.

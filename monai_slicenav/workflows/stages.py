@@ -4,7 +4,6 @@ through :mod:`monai_slicenav.encoders` (the export format), weights with ``weigh
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -76,7 +75,7 @@ def stage_models(source: str | os.PathLike) -> Path:
     """
     source = Path(source)
     if (source / "pretrain.json").is_file():
-        source = Path(json.loads((source / "pretrain.json").read_text())["stages"][-1]["root"])
+        source = Path(read_json_object(source / "pretrain.json")["stages"][-1]["root"])
     models = source / "models" if (source / "models").is_dir() else source
     missing = [str(p) for p in (models / "context_encoder" / "encoder.json", models / "model.pt") if not p.is_file()]
     if missing:
