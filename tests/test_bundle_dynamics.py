@@ -16,8 +16,7 @@ from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import RandSliceTrajectoryd
 from monai_slicenav.workflows import load_tokenizer_weights, trained_navigator
 
-from .bundle_helpers import SCHEMA, run_workflow
-from .conftest import BUNDLES, TINY_SLICES, bundle_workflow, record_losses
+from .helpers import BUNDLES, SCHEMA, TINY_SLICES, bundle_workflow, record_losses, run_workflow
 
 SMALL_NETS = {"channels": [8, 16, 16], "dynamics_width": 32, "dynamics_depth": 1}
 

@@ -17,7 +17,7 @@ from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
 from monai_slicenav.transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed
 
-from .bundle_helpers import SCHEMA, configs_dir, run_workflow
+from .helpers import SCHEMA, configs_dir, run_workflow
 from .packaged_data import needs_packaged_data
 
 CONFIGS = configs_dir("slicenav_segmentation")

@@ -20,7 +20,7 @@ from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RenderSlices
 from monai_slicenav.transforms.navigation import trajectory_from_dict
 
-from .bundle_helpers import SCHEMA, run_workflow
+from .helpers import SCHEMA, run_workflow
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
 CONFIGS = {

@@ -29,7 +29,7 @@ from monai_slicenav.encoders import SliceEncoder
 from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
 
-from .bundle_helpers import SCHEMA, configs_dir, run_workflow
+from .helpers import SCHEMA, configs_dir, run_workflow
 from .packaged_data import needs_packaged_data
 
 CONFIGS = configs_dir("slicenav_registration")

@@ -9,6 +9,8 @@ from monai_slicenav.geometry import Pose, slice_points
 from monai_slicenav.transforms import RenderSlices, RenderSlicesd, render_slices
 from monai_slicenav.volume import voxel_slice_pose
 
+from .helpers import oblique_affine
+
 
 def smooth_volume(shape=(20, 24, 18), channels=2, seed=0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
@@ -24,14 +26,6 @@ def anisotropic_flipped_affine(normal_axis: int) -> torch.Tensor:
     affine = torch.eye(4, dtype=torch.float64)
     affine[:3, :3] = permute_and_flip @ torch.diag(torch.tensor(sizes, dtype=torch.float64))
     affine[:3, 3] = torch.tensor([12.0, -40.0, 7.5])
-    return affine
-
-
-def oblique_affine() -> torch.Tensor:
-    affine = torch.eye(4, dtype=torch.float64)
-    rotation = torch.from_numpy(Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix())
-    affine[:3, :3] = rotation @ torch.diag(torch.tensor([1.2, -0.9, 2.5], dtype=torch.float64))
-    affine[:3, 3] = torch.tensor([-30.0, 15.0, 4.0])
     return affine
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from .conftest import TINY_SLICES, bundle_workflow
+from .helpers import TINY_SLICES, bundle_workflow
 from .packaged_data import needs_packaged_data
 
 SLICE_NETS = {"channels": [8, 16, 16], "val_interval": 100}

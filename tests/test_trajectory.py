@@ -8,7 +8,7 @@ from monai_slicenav.geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, 
 from monai_slicenav.transforms import RandSliceTrajectory, RandSliceTrajectoryd, RenderSlices, RenderSlicesd
 from monai_slicenav.volume import foreground_box
 
-from .test_render import oblique_affine
+from .helpers import oblique_affine
 
 
 def blob_volume(shape=(40, 36, 30), box=((8, 30), (5, 20), (10, 26)), affine=None) -> MetaTensor:
