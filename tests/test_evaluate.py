@@ -96,3 +96,24 @@ def test_summary_over_seeds_leaves_inapplicable_columns_empty():
     assert table["random"]["pose_r2"] == pytest.approx((0.1, 0.1))
     assert all(math.isnan(v) for v in table["random"]["ctrl_gap_db_syn"])
     assert table["dynamics_aligned"]["ctrl_gap_db_syn"] == pytest.approx((2.0, 1.0))
+
+
+def test_cells_are_computed_once_per_settings_with_a_stub(tmp_path):
+    """The hash-and-reuse cache of evaluate and pretrain: same settings reuse the record, other settings or a
+    damaged record compute again, and a record failing its check is not reused."""
+    from monai_slicenav.experiments.cache import cached, digest, reusable
+
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"value": len(calls)}
+
+    path = tmp_path / "cell.json"
+    assert cached(path, {"a": 1}, compute)["value"] == 1
+    assert cached(path, {"a": 1}, compute)["value"] == 1 and len(calls) == 1  # reused
+    assert cached(path, {"a": 2}, compute)["value"] == 2  # settings changed: computed again
+    path.write_text("{truncated")
+    assert cached(path, {"a": 2}, compute)["value"] == 3  # a damaged record is never trusted
+    key = digest({"a": 2})
+    assert reusable(path, key)["value"] == 3 and reusable(path, key, lambda record: False) is None
