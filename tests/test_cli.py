@@ -59,8 +59,9 @@ def test_render_nifti_file_matches_json(tmp_path):
         (lambda p: nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)), str(p)), "3D volume"),
         (lambda p: p.write_bytes(gzip.compress(b"\x00" * 40)), "cannot read"),
         (lambda p: nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), np.eye(4)), str(p)), "3 frames"),
+        (lambda p: nib.save(nib.Nifti1Image(np.full((8, 8, 8), np.nan, np.float32), np.eye(4)), str(p)), "NaN"),
     ],
-    ids=["missing", "2d", "truncated", "4d"],
+    ids=["missing", "2d", "truncated", "4d", "nan"],
 )
 def test_render_bad_input_exits_with_message(tmp_path, capsys, make, message):
     path = tmp_path / "bad.nii.gz"
@@ -72,7 +73,7 @@ def test_render_bad_input_exits_with_message(tmp_path, capsys, make, message):
         main(["render", str(path), "--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "bad.nii.gz" in err
+    assert message in err and "bad.nii.gz" in err and len(err.strip().splitlines()) == 1  # one line, the file named
     assert (out / "trajectory.png").read_bytes() == b"previous result"  # nothing overwritten
 
 
