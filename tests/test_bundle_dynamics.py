@@ -2,6 +2,7 @@
 ``slicenav pretrain`` runs every variant and reuses shared stages."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from PIL import Image
 from monai_slicenav.cli import main
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
 from monai_slicenav.experiments.pretrain import DYNAMICS_VARIANTS, VARIANTS, pretrain, train_configs
-from monai_slicenav.export import load_encoder
+from monai_slicenav.export import export_encoder, load_encoder
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import RandSliceTrajectoryd
 from monai_slicenav.workflows import load_tokenizer_weights, trained_navigator
@@ -64,6 +65,19 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
     assert (redrawn.max_translation, redrawn.max_rotation) == (regime["max_translation"], regime["max_rotation"])
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
 
+    # `slicenav export` of this 32-pixel, 8-16-16 model rebuilds what was trained (not train.yaml's defaults)
+    (tmp_path / "configs").mkdir()
+    shutil.copy(BUNDLES / "slicenav_dynamics" / "configs" / "metadata.json", tmp_path / "configs")
+    main(["export", str(tmp_path), str(tmp_path / "exported"), "--which", "context_encoder"])
+    exported = json.loads((tmp_path / "exported" / "encoder.json").read_text())
+    assert {k: exported[k] for k in ("architecture", "arguments", "input", "navigation")} == {
+        k: record[k] for k in ("architecture", "arguments", "input", "navigation")
+    }
+    assert exported["input"]["slice_size"] == [32, 32] and exported["arguments"]["tokenizer"]["channels"] == [8, 16, 16]
+    ours = torch.load(tmp_path / "exported" / "encoder.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "models" / "context_encoder" / "encoder.pt", weights_only=True)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
     infer = bundle_workflow(
         "slicenav_dynamics",
         tmp_path,
@@ -91,6 +105,10 @@ def test_tokenizer_weights_from_an_export_or_errors(tokenizer_bundle, tmp_path):
         load_tokenizer_weights(tokenizer, tmp_path)
     with pytest.raises(ValueError, match="differs"):
         load_tokenizer_weights(SliceTokenizer(channels=(8, 16)), tokenizer_bundle / "models" / "encoder")
+    volume_export = tmp_path / "volume_encoder"
+    export_encoder(VolumeEncoder({"channels": (8, 16, 16)}), volume_export)  # another architecture's export
+    with pytest.raises(ValueError, match="slicenav_volume_encoder.* is not a slice tokenizer"):
+        load_tokenizer_weights(tokenizer, volume_export)
 
 
 def test_static_volume_bundle_trains_exports_and_infers(tmp_path):

@@ -18,6 +18,7 @@ from .record import (
     read_record,
     register_architecture,
 )
+from .trained import recorded_navigation, stage_models, trained_navigator, trained_network
 from .weights import load_into, load_state_dict, strip_prefixes
 
 __all__ = [
@@ -35,6 +36,10 @@ __all__ = [
     "load_encoder",
     "read_record",
     "register_architecture",
+    "recorded_navigation",
+    "stage_models",
+    "trained_navigator",
+    "trained_network",
     "load_into",
     "load_state_dict",
     "strip_prefixes",

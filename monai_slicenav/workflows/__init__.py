@@ -2,9 +2,11 @@
 
 Modules: :mod:`.batches` (``prepare_batch`` callables), :mod:`.handlers` (shared by every stage), :mod:`.tokenizer`,
 :mod:`.dynamics`, :mod:`.static` (what each stage adds), :mod:`.controllability` (the stage-2 figures),
-:mod:`.stages` (trained stages rebuilt from their records), :mod:`.non_finite`, :mod:`.distributed`.
+:mod:`.stages` (the frozen tokenizer, training records), :mod:`.non_finite`, :mod:`.distributed`; trained
+networks are rebuilt by :mod:`monai_slicenav.encoders.trained` and re-exported here for the bundle configs.
 """
 
+from ..encoders.trained import recorded_navigation, stage_models, trained_navigator, trained_network
 from .batches import PrepareMaskedVolumes, PrepareSlices, PrepareTrajectories
 from .controllability import ControllabilityMeter, controllability, held_out_controllability
 from .distributed import is_main_process, silence_other_ranks
@@ -19,14 +21,7 @@ from .handlers import (
     unwrap_network,
 )
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
-from .stages import (
-    load_tokenizer_weights,
-    recorded_navigation,
-    stage_models,
-    trained_navigator,
-    trained_network,
-    training_record,
-)
+from .stages import load_tokenizer_weights, training_record
 from .static import VolumeReconstructionWriter, masked_strip
 from .tokenizer import ReconstructionStripHandler, TokenWriter, reconstruction_strip
 
