@@ -15,7 +15,18 @@ from monai.data.utils import affine_to_spacing
 
 from .geometry import Pose
 
-__all__ = ["centred_affine", "as_volume", "check_affine", "voxel_sizes", "foreground_box", "voxel_slice_pose"]
+__all__ = [
+    "MIN_VOXEL_MM",
+    "check_scan",
+    "centred_affine",
+    "as_volume",
+    "check_affine",
+    "voxel_sizes",
+    "foreground_box",
+    "voxel_slice_pose",
+]
+
+MIN_VOXEL_MM = 1e-3  # voxel sizes below this are a broken header, not a scan
 
 # Smallest |det| of the affine's 3x3 part (mm^3 per voxel) accepted as non-singular.
 _MIN_DETERMINANT = 1e-9
@@ -165,3 +176,27 @@ def centred_affine(spatial_size: Sequence[int], spacing: float) -> torch.Tensor:
     affine = torch.diag(torch.tensor([spacing, spacing, spacing, 1.0], dtype=torch.float64))
     affine[:3, 3] = torch.tensor([-spacing * (n - 1) / 2 for n in spatial_size], dtype=torch.float64)
     return affine
+
+
+def check_scan(volume: torch.Tensor, name: str = "image", label: bool = False) -> torch.Tensor:
+    """Refuse, naming ``name``, a loaded scan that would give silently wrong results, and return it unchanged: what
+    :func:`as_volume` refuses (wrong dimensionality, empty, NaN/Inf, singular affine), a side under 2 voxels, voxels
+    under :data:`MIN_VOXEL_MM`, and a constant image (nothing to learn, register or segment); for a label map
+    (``label=True``), values that are not integers (rounding them would merge classes silently).
+
+    Raises:
+        ValueError: for each of these, with the offending shape, size or value.
+    """
+    data, affine = as_volume(volume, name)
+    if min(data.shape[1:]) < 2:
+        raise ValueError(f"{name}: spatial shape {tuple(data.shape[1:])} has a side under 2 voxels: not a 3D volume.")
+    sizes = voxel_sizes(affine)
+    if float(sizes.min()) < MIN_VOXEL_MM:
+        raise ValueError(f"{name}: voxel sizes {[round(float(v), 9) for v in sizes]} mm: under {MIN_VOXEL_MM} mm.")
+    if label:
+        fractional = data[data != data.round()] if data.is_floating_point() else data[:0]
+        if fractional.numel():
+            raise ValueError(f"{name}: label values must be integers, found {float(fractional[0]):g}.")
+    elif bool((data == data.reshape(-1)[0]).all()):
+        raise ValueError(f"{name}: the image is constant ({float(data.reshape(-1)[0]):g} everywhere): no contrast.")
+    return volume

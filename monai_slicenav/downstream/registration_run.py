@@ -91,16 +91,16 @@ def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[st
     labelled = "label" in pair["fixed"]
     keys = ("image", "label") if labelled else ("image",)
     modes = ("bilinear", "nearest")[: len(keys)]
-    load = Compose(
+    read = EmbeddedVolumed()  # outside the Compose: a refused file keeps its own error, not MONAI's wrapper
+    prepare = Compose(
         [
-            EmbeddedVolumed(),
             *([CoarseLabelsd()] if "pair" in pair["fixed"] else []),
             Spacingd(keys, spacing_mm, mode=modes),
             SpatialPadd(keys, spatial_size=(multiple, multiple, multiple), method="end"),
         ]
     )
-    fixed = load(pair["fixed"])
-    moving = load(pair["moving"])
+    fixed = prepare(read(pair["fixed"]))
+    moving = prepare(read(pair["moving"]))
     moving = ResampleToMatchd(keys, "image_fixed", mode=modes)({**moving, "image_fixed": fixed["image"]})
     if labelled:
         moving = DeformedCopyd(magnitude_range=pair["moving"].get("copy_magnitude", (60.0, 120.0)))(moving)

@@ -1,6 +1,6 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
-from .embedded import EmbeddedVolumed, LoadVolumed, otsu_threshold, tissue_labels
+from .embedded import CheckScan, CheckScand, EmbeddedVolumed, LoadVolumed, otsu_threshold, tissue_labels
 from .labels import CoarseLabelsd, DeformedCopyd
 from .navigation import (
     ACTION_FIELDS,
@@ -37,6 +37,8 @@ __all__ = [
     "navigate",
     "trajectory_from_dict",
     "trajectory_to_dict",
+    "CheckScan",
+    "CheckScand",
     "EmbeddedVolumed",
     "LoadVolumed",
     "tissue_labels",

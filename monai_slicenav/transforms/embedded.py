@@ -8,6 +8,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
     LoadImage,
@@ -16,8 +17,11 @@ from monai.transforms import (
     Randomizable,
     ResampleToMatch,
     ScaleIntensityRangePercentiles,
+    Transform,
 )
+from monai.utils import TransformBackends
 
+from ..volume import check_scan
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
 __all__ = ["tissue_labels", "otsu_threshold", "LoadVolumed", "EmbeddedVolumed"]
@@ -44,6 +48,37 @@ def otsu_threshold(image: torch.Tensor, bins: int = 256) -> float:
     mean_above = (mass_below[-1] - mass_below) / above.clamp_min(1)
     between = below * above * (mean_below - mean_above) ** 2
     return float(centres[int(between.argmax())] + 0.5 / bins)
+
+
+class CheckScan(Transform):
+    """Refuse a loaded scan that would give silently wrong results (NaN/Inf, constant, degenerate voxels, a side
+    under 2 voxels; non-integer values when ``label``), naming its file; see
+    :func:`~monai_slicenav.volume.check_scan`. The scan passes through unchanged."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, label: bool = False) -> None:
+        self.label = label
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        name = img.meta.get("filename_or_obj", "image") if isinstance(img, MetaTensor) else "image"
+        return check_scan(img, str(name), label=self.label)
+
+
+class CheckScand(MapTransform):
+    """Dictionary version of :class:`CheckScan` (e.g. after MONAI's ``LoadImaged`` in an inference chain)."""
+
+    backend = CheckScan.backend
+
+    def __init__(self, keys: KeysCollection, label: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = CheckScan(label)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key])
+        return d
 
 
 class LoadVolumed(MapTransform):
@@ -87,7 +122,7 @@ class LoadVolumed(MapTransform):
         if source == "packaged" or (source == "file" and "label" in d):
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
-            d[self.image_key] = image = self.scale(self.orient(self.load(d["image"]))).float()
+            d[self.image_key] = image = self.scale(self._read(d["image"])).float()
             if self.foreground_label:
                 mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.int64)
                 d[self.label_key] = MetaTensor(mask, affine=image.affine)
@@ -98,13 +133,17 @@ class LoadVolumed(MapTransform):
             )
         return d
 
+    def _read(self, path: str, label: bool = False) -> MetaTensor:
+        """``path`` loaded, reoriented to RAS and checked (:func:`~monai_slicenav.volume.check_scan`)."""
+        return check_scan(self.orient(self.load(path)), str(path), label=label)
+
     def _load_pair(self, item: dict) -> tuple[MetaTensor, MetaTensor]:
-        image = self.orient(self.load(item["image"]))
+        image = self._read(item["image"])
         if "probabilities" in item:
-            grey, white = (self.orient(self.load(path))[0] for path in item["probabilities"])
+            grey, white = (self._read(path)[0] for path in item["probabilities"])
             label = MetaTensor(tissue_labels(grey.as_tensor(), white.as_tensor())[None], affine=grey.affine)
         else:
-            label = self.orient(self.load(item["label"]))
+            label = self._read(item["label"], label=True)
         if item.get("resample"):
             label = ResampleToMatch(mode=item["resample"], padding_mode="zeros")(label, img_dst=image)
         label = label.round().to(torch.int64)
