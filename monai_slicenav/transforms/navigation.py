@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from monai.transforms import Transform
 
-from ..geometry import Pose, as_slice_size
+from ..geometry import Pose, as_slice_size, relative
 from ..io import read_json_object
+from ..volume import as_volume
 from .render import RenderSlices
 from .trajectory import RandSliceTrajectory
 
@@ -24,6 +26,7 @@ __all__ = [
     "LoadTrajectoryd",
 ]
 
+_TOLERANCE = 1e-3  # mm, radians, log-spacing and rotation-matrix entries: float32 records round far below this
 ACTION_FIELDS = ("dc_col_mm", "dc_row_mm", "dc_normal_mm", "dr_col_rad", "dr_row_rad", "dr_normal_rad", "dlog_spacing")
 
 
@@ -76,17 +79,41 @@ def trajectory_from_dict(record: dict) -> tuple[Pose, torch.Tensor]:
         ValueError: when fields are missing or the counts disagree (T + 1 poses for T actions).
     """
     try:
-        center = torch.tensor([p["center_mm"] for p in record["poses"]], dtype=torch.float32)
-        rotation = torch.tensor([p["rotation"] for p in record["poses"]], dtype=torch.float32)
-        spacing = torch.tensor([p["spacing_mm"] for p in record["poses"]], dtype=torch.float32)
-        actions = torch.tensor(record["actions"], dtype=torch.float32).reshape(-1, len(ACTION_FIELDS))
+        # read in double precision for the checks (large world coordinates), returned as float32
+        center = torch.tensor([p["center_mm"] for p in record["poses"]], dtype=torch.float64)
+        rotation = torch.tensor([p["rotation"] for p in record["poses"]], dtype=torch.float64)
+        spacing = torch.tensor([p["spacing_mm"] for p in record["poses"]], dtype=torch.float64)
+        actions = torch.tensor(record["actions"], dtype=torch.float64).reshape(-1, len(ACTION_FIELDS))
     except (KeyError, TypeError, RuntimeError) as err:
         raise ValueError(f"Not a trajectory record: {type(err).__name__}: {err}") from err
     if len(actions) + 1 != len(center):
         raise ValueError(
             f"A trajectory has one pose more than actions, got {len(center)} poses, {len(actions)} actions."
         )
-    return Pose(center, rotation, spacing), actions
+    _check_trajectory(Pose(center, rotation, spacing), actions)
+    return Pose(center.float(), rotation.float(), spacing.float()), actions.float()
+
+
+def _check_trajectory(poses: Pose, actions: torch.Tensor) -> None:
+    """Refuse what would render garbage: non-finite numbers, a rotation that is not one (orthonormal, det +1), a
+    spacing <= 0, or an action that does not lead from its pose to the next (to :data:`_TOLERANCE`)."""
+    if not all(bool(torch.isfinite(t).all()) for t in (poses.center, poses.rotation, poses.spacing, actions)):
+        raise ValueError("the trajectory holds NaN or Inf values.")
+    rotation = poses.rotation
+    gram_error = (rotation.transpose(-1, -2) @ rotation - torch.eye(3, dtype=torch.float64)).abs().amax(dim=(-2, -1))
+    bad = torch.nonzero((gram_error > _TOLERANCE) | (torch.linalg.det(rotation) < 0)).flatten()
+    if len(bad):
+        raise ValueError(f"pose {int(bad[0])}: 'rotation' is not a rotation matrix (orthonormal, determinant +1).")
+    if bool((poses.spacing <= 0).any()):
+        raise ValueError(f"pose {int(torch.nonzero(poses.spacing <= 0)[0])}: 'spacing_mm' must be > 0.")
+    steps = relative(poses[:-1], poses[1:])
+    error = (steps - actions).abs().amax(dim=-1)
+    if len(error) and float(error.max()) > _TOLERANCE:
+        k = int(error.argmax())
+        raise ValueError(
+            f"action {k} does not lead from pose {k} to pose {k + 1} (off by {float(error[k]):.3g} in "
+            f"{ACTION_FIELDS[int((steps[k] - actions[k]).abs().argmax())]}): poses and actions disagree."
+        )
 
 
 class LoadTrajectoryd(Transform):
@@ -99,7 +126,9 @@ class LoadTrajectoryd(Transform):
         ValueError: when it is not a trajectory record (the file is named).
     """
 
-    def __init__(self, path: str | os.PathLike, pose_key: str = "poses", action_key: str = "actions") -> None:
+    def __init__(
+        self, path: str | os.PathLike, pose_key: str = "poses", action_key: str = "actions", image_key: str = "image"
+    ) -> None:
         try:
             record = read_json_object(path)
         except FileNotFoundError as err:
@@ -108,7 +137,25 @@ class LoadTrajectoryd(Transform):
             self.poses, self.actions = trajectory_from_dict(record)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
-        self.pose_key, self.action_key = pose_key, action_key
+        self.path, self.pose_key, self.action_key, self.image_key = Path(path), pose_key, action_key, image_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        if self.image_key in data:
+            self._check_inside(data[self.image_key])
         return {**data, self.pose_key: self.poses.as_tensor(), self.action_key: self.actions.clone()}
+
+    def _check_inside(self, image: torch.Tensor) -> None:
+        """Refuse slice centres far outside the volume (more than half its extent beyond any face): poses of
+        another scan's world space, which would render blank slices."""
+        volume, affine = as_volume(image, self.image_key, check_values=False)
+        centres = torch.cat([self.poses.center.double(), torch.ones(len(self.poses.center), 1, dtype=torch.float64)], 1)
+        voxels = (torch.linalg.inv(affine) @ centres.T).T[:, :3]
+        shape = torch.tensor(volume.shape[1:], dtype=torch.float64)
+        outside = ((voxels < -shape / 2) | (voxels > 1.5 * shape)).any(dim=1)
+        if bool(outside.any()):
+            k = int(torch.nonzero(outside)[0])
+            raise ValueError(
+                f"{self.path}: pose {k}'s centre {[round(float(v), 1) for v in self.poses.center[k]]} mm lies far "
+                f"outside the volume (voxel {[round(float(v), 1) for v in voxels[k]]} of {tuple(volume.shape[1:])}): "
+                "a trajectory of another scan?"
+            )
