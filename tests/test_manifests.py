@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -132,3 +134,39 @@ def test_checksums_in_upper_case_match(tmp_path):
     (tmp_path / "tiny" / "dataset.json").write_text('{"name": "changed"}')
     problems, _ = check_manifest(manifest_path, tmp_path / "tiny")
     assert any(p.path.endswith("dataset.json") for p in problems)  # a real mismatch is still reported
+
+
+@pytest.mark.parametrize(
+    "spoil, field",
+    [
+        (lambda m: m["cases"].update(id_regex="([unclosed"), "cases.id_regex"),
+        (lambda m: m["cases"].update(glob="/etc/*"), "cases.glob"),
+        (lambda m: m["cases"].update(glob="../elsewhere/*.nii.gz"), "cases.glob"),
+        (lambda m: m.update(cases="T1/*"), "cases"),
+        (lambda m: m.update(files="T1/a.nii.gz"), "files"),
+        (lambda m: m.update(entries=["t1"]), "entries"),
+        (lambda m: m["entries"].update(t1="T1/fixed.nii.gz"), "entries.t1"),
+        (lambda m: m.update(optional_entries=["flair"]), "optional_entries"),
+        (lambda m: m["split"].update(fractions={"train": 0.5}), "split.fractions"),
+    ],
+    ids=[
+        "regex",
+        "absolute_glob",
+        "parent_glob",
+        "cases_string",
+        "files_string",
+        "entries_list",
+        "no_id",
+        "unknown_optional",
+        "fractions_sum",
+    ],  # fmt: skip
+)
+def test_malformed_manifest_fields_are_named_before_any_search(tmp_path, spoil, field):
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "data_manifests" / "ixi.json").read_text())
+    spoil(manifest)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(manifest))
+    for call in (lambda: load_manifest(path), lambda: manifest_datalist(manifest, tmp_path),
+                 lambda: check_manifest(manifest, tmp_path)):  # fmt: skip
+        with pytest.raises(ValueError, match=f"field '{re.escape(field)}'"):
+            call()

@@ -41,7 +41,58 @@ def load_manifest(manifest: str | os.PathLike) -> dict:
     missing = [field for field in _REQUIRED if field not in record]
     if missing:
         raise ValueError(f"{path}: manifest lacks the fields {missing}.")
+    _check_fields(record, str(path))
     return record
+
+
+def _relative(pattern: object) -> bool:
+    """A path or glob inside the dataset root: a relative string with no '..' part."""
+    return (
+        isinstance(pattern, str)
+        and bool(pattern)
+        and not Path(pattern).is_absolute()
+        and ".." not in Path(pattern).parts
+    )
+
+
+def _check_fields(record: dict, source: str) -> None:
+    """Refuse malformed fields before any file is searched, naming ``source`` and the field.
+
+    Raises:
+        ValueError: for a field of the wrong type, a glob or path outside the root, an invalid ``id_regex``, an
+            entry template without ``{id}``, or split fractions that are not numbers summing to 1.
+    """
+
+    def fail(field: str, why: str) -> None:
+        raise ValueError(f"{source}: field {field!r} {why}.")
+
+    cases = record.get("cases")
+    if not isinstance(cases, dict):
+        fail("cases", "must be an object with 'glob' and 'id_regex'")
+    if not _relative(cases.get("glob")):
+        fail("cases.glob", "must be a relative pattern inside the dataset root (no absolute path, no '..')")
+    try:
+        re.compile(cases.get("id_regex", ""))
+    except (re.error, TypeError) as err:
+        fail("cases.id_regex", f"is not a valid regular expression ({err})")
+    entries = record.get("entries")
+    if not isinstance(entries, dict) or not entries:
+        fail("entries", "must be a non-empty object of name -> path template")
+    for name, template in entries.items():
+        if not _relative(template) or "{id}" not in template:
+            fail(f"entries.{name}", "must be a relative path template containing '{id}'")
+    optional = record.get("optional_entries", [])
+    if not isinstance(optional, list) or not set(optional) <= set(entries):
+        fail("optional_entries", f"must be a list of entry names among {sorted(entries)}")
+    files = record.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, dict) and _relative(f.get("path")) for f in files):
+        fail("files", "must be a list of objects with a relative 'path' (and an optional 'sha256')")
+    split = record.get("split")
+    fractions = split.get("fractions") if isinstance(split, dict) else None
+    if not isinstance(fractions, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in fractions.values()):
+        fail("split.fractions", "must be an object of split name -> non-negative number")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        fail("split.fractions", f"must sum to 1, got {sum(fractions.values()):g}")
 
 
 def case_split(case_id: str, split: dict) -> str:
@@ -67,6 +118,14 @@ def _case_ids(manifest: dict, root: Path) -> list[str]:
     return ids
 
 
+def _as_record(manifest: str | os.PathLike | dict) -> dict:
+    """A manifest given by path, name or as its record, its fields checked."""
+    if not isinstance(manifest, dict):
+        return load_manifest(manifest)
+    _check_fields(manifest, f"manifest {manifest.get('name', '?')!r}")
+    return manifest
+
+
 def manifest_datalist(
     manifest: str | os.PathLike | dict, root: str | os.PathLike, split: str | None = None
 ) -> list[dict]:
@@ -76,7 +135,7 @@ def manifest_datalist(
     Raises:
         FileNotFoundError: when ``root`` does not exist, no case is found, or a required entry is missing (named).
     """
-    record = manifest if isinstance(manifest, dict) else load_manifest(manifest)
+    record = _as_record(manifest)
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -135,7 +194,7 @@ def check_manifest(manifest: str | os.PathLike | dict, root: str | os.PathLike) 
     Returns:
         the problems found and the number of files checked.
     """
-    record = manifest if isinstance(manifest, dict) else load_manifest(manifest)
+    record = _as_record(manifest)
     root = Path(root)
     if not root.is_dir():
         return [Problem(str(root), "missing", "the dataset root does not exist")], 0
