@@ -10,7 +10,7 @@ import torch
 from monai_slicenav import export as export_module
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder
 from monai_slicenav.export import export_encoder, load_encoder, load_state_dict
-from monai_slicenav.networks import TokenizerConfig
+from monai_slicenav.networks import SliceTokenizer, TokenizerConfig
 
 
 @pytest.fixture
@@ -92,3 +92,13 @@ def test_non_finite_weights_are_never_exported(exported):
     with pytest.raises(ValueError, match="non-finite values .* training diverged"):
         export_encoder(encoder, exported)
     assert {p.name: p.read_bytes() for p in exported.iterdir()} == before  # the old export is intact
+
+
+def test_weights_holding_nan_are_refused_on_load(tmp_path):
+    """A checkpoint of a diverged run (one NaN) is refused by name wherever weights are loaded (exports, stage-2's
+    frozen tokenizer, evaluation), instead of training or scoring on NaN."""
+    state = SliceTokenizer(channels=(8, 16)).state_dict()
+    state["encoder.stages.0.0.conv.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"model.pt: non-finite values \(NaN/Inf\) in 1 tensors"):
+        load_state_dict(tmp_path / "model.pt")

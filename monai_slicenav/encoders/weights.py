@@ -37,7 +37,8 @@ def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[
 
     Raises:
         FileNotFoundError: when the file is missing.
-        ValueError: when it is unreadable, holds pickled objects, or is not a flat mapping of names to tensors.
+        ValueError: when it is unreadable, holds pickled objects, is not a flat mapping of names to tensors, or holds
+            NaN/Inf values.
     """
     path = Path(path)
     if not path.is_file():
@@ -58,6 +59,12 @@ def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err}).") from err
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a flat mapping of parameter names to tensors, got {type(state).__name__}.")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ValueError(
+            f"{path}: non-finite values (NaN/Inf) in {len(broken)} tensors, e.g. {broken[:3]}: the run that wrote it "
+            "diverged; refusing to load it."
+        )
     return strip_prefixes(state)
 
 
