@@ -109,6 +109,20 @@ MUTATIONS = (
         ("tests/test_resume.py",),
     ),
     Mutation(
+        "resume does not restore the model (slice-pretraining bundles)",
+        "bundles/slicenav_tokenizer/configs/pretraining.yaml",
+        "  load_dict:\n    model: '@network'\n",
+        "  load_dict:\n",
+        ("tests/test_resume.py",),
+    ),
+    Mutation(
+        "resume does not restore the learning-rate schedule",
+        "bundles/slicenav_tokenizer/configs/pretraining.yaml",
+        "    lr_scheduler: '@train#lr_scheduler'\n    trainer: '@train#trainer'\n  map_location",
+        "    trainer: '@train#trainer'\n  map_location",
+        ("tests/test_resume.py",),
+    ),
+    Mutation(
         "the segmentation bundle does not reseed per epoch",
         "bundles/slicenav_segmentation/configs/train.yaml",
         "      per_epoch: true                # epoch e draws from seed + e: a resumed run sees the same crops\n",

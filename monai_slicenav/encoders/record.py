@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_write_files, json_bytes, read_json_object
-from .weights import load_into, load_state_dict
+from .weights import load_into, load_state_dict, non_finite_keys
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -146,7 +146,7 @@ def export_encoder(
         raise ValueError(f"Cannot export {type(encoder).__name__}: its architecture is not registered.")
     out_dir = Path(out_dir)
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    broken = non_finite_keys(state)
     if broken:
         raise ValueError(
             f"Refusing to export to {out_dir}: non-finite values (NaN/Inf) in {len(broken)} weights, e.g. "

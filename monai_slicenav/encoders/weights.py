@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-__all__ = ["load_state_dict", "load_into", "strip_prefixes"]
+__all__ = ["non_finite_keys", "load_state_dict", "load_into", "strip_prefixes"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
         for prefix in _PREFIXES:
             consume_prefix_in_state_dict_if_present(cleaned, prefix)
     return dict(cleaned)
+
+
+def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of ``state`` that hold NaN or Inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, torch.Tensor]:
@@ -59,7 +64,7 @@ def load_state_dict(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err}).") from err
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a flat mapping of parameter names to tensors, got {type(state).__name__}.")
-    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    broken = non_finite_keys(state)
     if broken:
         raise ValueError(
             f"{path}: non-finite values (NaN/Inf) in {len(broken)} tensors, e.g. {broken[:3]}: the run that wrote it "
