@@ -138,7 +138,7 @@ MUTATIONS = (
     ),
     Mutation(
         "tokenizer inference builds the bundle's default network instead of the trained one",
-        "monai_slicenav/workflows/stages.py",
+        "monai_slicenav/encoders/trained.py",
         '        network = builders[record["architecture"]](**config)',
         '        network = builders[record["architecture"]]()',
         ("tests/test_bundle_tokenizer.py",),
