@@ -1,7 +1,7 @@
 """Benchmark: the tokenizer bundle's training step on this machine.
 
-Builds the bundle's own objects from ``bundles/slicenav_tokenizer/configs/train.yaml`` (overridable with
-``--override key=value``) and prints, in one process:
+Builds the bundle's own objects from its stacked training configs (``pretraining.yaml`` + ``train.yaml``,
+overridable with ``--override key=value``) and prints, in one process:
 
 * input-pipeline share: time the trainer waits for batches (ignite ``GET_BATCH_STARTED`` -> ``GET_BATCH_COMPLETED``)
   over its wall time, with the bundle's DataLoader and default workers (target <= 25%);
@@ -20,16 +20,14 @@ import itertools
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
 
+from monai_slicenav.experiments.pretrain import train_configs
 from monai_slicenav.workflows import PrepareSlices
-
-CONFIG = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer" / "configs" / "train.yaml"
 
 
 def _literal(text: str):
@@ -44,7 +42,7 @@ def _literal(text: str):
 
 def build(bundle_root: str, overrides: dict) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(CONFIG))
+    parser.read_config(train_configs("slicenav_tokenizer"))
     parser.update({"bundle_root": bundle_root, **overrides})
     return parser
 

@@ -223,15 +223,20 @@ class SliceNavCLI:
         print((Path(out) / "results.md").read_text())
         return str(Path(out) / "results.md")
 
-    def pack(self, bundle_dir: str, out: str = ".") -> str:
-        """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle.
+    def pack(self, bundle_dir: str, out: str = ".", version: str | None = None, description: str | None = None) -> str:
+        """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle,
+        with the hyper-parameters it was trained with (configs/trained.yaml) and metadata naming its data.
 
         Args:
-            bundle_dir: the bundle folder.
+            bundle_dir: the bundle folder (left unchanged).
             out: output folder.
+            version: the packed bundle's version (MAJOR.MINOR.PATCH), recorded first in its changelog.
+            description: the packed bundle's description (and the changelog entry of ``version``).
         """
         check_output_dir(out)
-        return str(pack_bundle(bundle_dir, out))
+        version = None if version is None else str(version)
+        description = None if description is None else str(description)
+        return str(pack_bundle(bundle_dir, out, version=version, description=description))
 
 
 def _bounded_int(value: object, option: str, low: int, high: int) -> int:

@@ -1,8 +1,10 @@
-"""Share a trained bundle: the model-zoo archive ``NAME.zip`` holding ``NAME/...``."""
+"""Share a trained bundle: the model-zoo archive ``NAME.zip`` holding ``NAME/...``, with its metadata saying what
+it was trained on and the hyper-parameters it was trained with (``configs/trained.yaml``)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zipfile
@@ -13,12 +15,14 @@ import yaml
 from .data.manifests import sha256_of
 from .io import atomic_write_bytes, default_file_mode, read_json_object
 
-__all__ = ["LARGE_FILE_BYTES", "bundle_name", "pack_bundle"]
+__all__ = ["LARGE_FILE_BYTES", "bundle_name", "packed_metadata", "trained_config", "pack_bundle"]
 
 LARGE_FILE_BYTES = 25 * 1024 * 1024  # model-zoo limit for files stored in the archive itself
 _INCLUDED = ("configs", "docs", "models", "LICENSE", "large_files.yml")
 _EXCLUDED_PREFIXES = ("models/checkpoint",)  # training state: local, not for sharing
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component: no separators, no "..", no "/"
+_VERSION = re.compile(r"\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?")  # semantic versioning, as the model zoo expects
+TRAINED_CONFIG = "configs/trained.yaml"
 
 
 def bundle_name(bundle_dir: Path) -> str:
@@ -39,21 +43,104 @@ def bundle_name(bundle_dir: Path) -> str:
     return name
 
 
-def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def _data_source(bundle_dir: Path) -> str | None:
+    """In words, what the bundle's exported encoder says it was trained on (``provenance.data``), or None."""
+    record_path = bundle_dir / "models" / "encoder" / "encoder.json"
+    if not record_path.is_file():
+        return None
+    data = read_json_object(record_path).get("provenance", {}).get("data")
+    if not isinstance(data, dict):
+        return None
+    if data.get("source") == "own scans":
+        return (
+            f"Own scans: {data.get('count')} training and {data.get('validation_count', 0)} validation volumes from "
+            f"{data.get('data')} ({data.get('skipped', 0)} files skipped; sha256 of the sorted training file list "
+            f"{data.get('files_sha256')})"
+        )
+    packaged = ", plus the real templates installed by packages" if data.get("packaged") else ""
+    return (
+        f"Embedded default: {data.get('num_synthetic')} synthetic label-ensemble volumes with random appearance "
+        f"(seed {data.get('seed')}), generated on the fly{packaged}"
+    )
+
+
+def packed_metadata(bundle_dir: str | os.PathLike, version: str | None = None, description: str | None = None) -> dict:
+    """``configs/metadata.json`` as it goes into the archive (the bundle's own file is left unchanged): ``version``
+    set and recorded first in the ``changelog`` (with ``description`` as its entry), ``description`` replaced, and
+    ``data_source`` taken from what the trained encoder recorded (``models/encoder/encoder.json``), when it has.
+
+    Raises:
+        ValueError: for a version that is not ``MAJOR.MINOR.PATCH`` or an empty description.
+    """
+    meta = read_json_object(Path(bundle_dir) / "configs" / "metadata.json")
+    if version is not None:
+        if not isinstance(version, str) or not _VERSION.fullmatch(version):
+            raise ValueError(f"--version must be MAJOR.MINOR.PATCH (e.g. 1.0.0), got {version!r}.")
+        changelog = meta.get("changelog") if isinstance(meta.get("changelog"), dict) else {}
+        entry = description or f"trained and packed from {meta.get('name', 'the bundle')} {meta.get('version', '')}"
+        meta["changelog"] = {version: entry.strip(), **{k: v for k, v in changelog.items() if k != version}}
+        meta["version"] = version
+    if description is not None:
+        if not isinstance(description, str) or not description.strip():
+            raise ValueError("--description must be a non-empty text.")
+        meta["description"] = description.strip()
+    source = _data_source(Path(bundle_dir))
+    if source is not None:
+        meta["data_source"] = source
+    return meta
+
+
+def trained_config(bundle_dir: str | os.PathLike) -> bytes | None:
+    """``configs/trained.yaml``: the hyper-parameters the bundle was trained with (``models/training.json``,
+    written by :class:`~monai_slicenav.workflows.TrainingRecordHandler`), to stack last on the bundle's training
+    configs; None when the bundle recorded none. An ``encoder_path`` the bundle copied into ``models/encoder`` is
+    pointed at that copy, so the archive reproduces its training on its own."""
+    record_path = Path(bundle_dir) / "models" / "training.json"
+    record = read_json_object(record_path) if record_path.is_file() else {}
+    settings = record.get("hyperparameters")
+    if not isinstance(settings, dict) or not settings:
+        return None
+    settings = dict(settings)
+    if record.get("encoder") and "encoder_path" in settings:
+        settings["encoder_path"] = f"$@bundle_root + '/models/{record['encoder']}'"
+    header = (
+        "# The hyper-parameters this bundle was trained with (overrides included), written by `slicenav pack` from\n"
+        "# models/training.json. Stack it last on the training configs to reproduce the training, e.g.\n"
+        "#   python -m monai.bundle run --config_file \"['configs/pretraining.yaml','configs/train.yaml',"
+        "'configs/trained.yaml']\" --bundle_root .\n"
+        "# (configs/train.yaml alone where the bundle has no pretraining.yaml).\n"
+        "# Paths are those of the training machine.\n"
+    )
+    return (header + yaml.safe_dump(settings, sort_keys=False)).encode()
+
+
+def pack_bundle(
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    version: str | None = None,
+    description: str | None = None,
+) -> Path:
     """Write ``out_dir/NAME.zip`` (``NAME`` from ``configs/metadata.json``) with the bundle's configs, docs, licence
-    and weights under ``NAME/``. Files over 25 MB are left out and listed, with their sha256, in
-    ``large_files.yml`` (fill in each ``url`` with where you host them; ``monai.bundle download_large_files``
-    fetches them).
+    and weights under ``NAME/``, its metadata from :func:`packed_metadata` and, when the training recorded its
+    hyper-parameters, ``configs/trained.yaml`` (:func:`trained_config`). Files over 25 MB are left out and listed,
+    with their sha256, in ``large_files.yml`` (fill in each ``url`` with where you host them;
+    ``monai.bundle download_large_files`` fetches them). The bundle folder itself is not changed.
 
     Raises:
         FileNotFoundError: when the bundle has no ``configs/metadata.json`` or no ``models/model.pt``.
-        ValueError: for a malformed ``metadata.json`` or an unsafe ``name`` (see :func:`bundle_name`).
+        ValueError: for a malformed ``metadata.json``, an unsafe ``name`` (see :func:`bundle_name`), a bad
+            ``version`` or an empty ``description``.
     """
     bundle_dir = Path(bundle_dir)
     for required in ("configs/metadata.json", "models/model.pt"):
         if not (bundle_dir / required).is_file():
             raise FileNotFoundError(f"{bundle_dir / required}: missing; train the bundle before packing it.")
     name = bundle_name(bundle_dir)
+    generated = {"configs/metadata.json": (json.dumps(packed_metadata(bundle_dir, version, description), indent=2)
+                                           + "\n").encode()}  # fmt: skip
+    trained = trained_config(bundle_dir)
+    if trained is not None:
+        generated[TRAINED_CONFIG] = trained
     files = sorted(
         path
         for entry in _INCLUDED
@@ -65,8 +152,11 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
-            if path not in large and path.name != "large_files.yml":
-                _add(archive, f"{name}/{path.relative_to(bundle_dir).as_posix()}", path.read_bytes(), mode)
+            member = path.relative_to(bundle_dir).as_posix()
+            if path not in large and path.name != "large_files.yml" and member not in generated:
+                _add(archive, f"{name}/{member}", path.read_bytes(), mode)
+        for member, payload in generated.items():
+            _add(archive, f"{name}/{member}", payload, mode)
         if large:
             listing = {"large_files": [_large_entry(bundle_dir, path) for path in large]}
             _add(archive, f"{name}/large_files.yml", yaml.safe_dump(listing, sort_keys=False).encode(), mode)

@@ -118,4 +118,5 @@ def test_own_scans_commands_run(tmp_path, monkeypatch, capsys):
         flow.run()
         flow.finalize()
         record = json.loads((tmp_path / options["--bundle_root"] / "models" / "encoder" / "encoder.json").read_text())
-        assert record["provenance"]["data"]["count"] == 2 and record["provenance"]["data"]["source"] == "own scans"
+        data = record["provenance"]["data"]
+        assert data["count"] + data["validation_count"] == 2 and data["source"] == "own scans"

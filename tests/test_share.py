@@ -123,3 +123,61 @@ def test_a_packed_dynamics_bundle_holds_the_shared_config_itself(tmp_path):
     assert stat.S_ISREG(member.external_attr >> 16)
     shared = (bundles / "slicenav_tokenizer" / "configs" / "pretraining.yaml").read_bytes()
     assert archive.read(member) == shared
+
+
+def test_a_packed_trained_bundle_says_what_it_was_trained_on_and_with(tokenizer_bundle, tmp_path, capsys):
+    """--version and --description go into the archive's metadata (the bundle's own is left as it was), its
+    data_source names the data the encoder recorded, and configs/trained.yaml stacked on the archive's own configs
+    gives back every hyper-parameter the run used, overrides included."""
+    from monai.bundle import ConfigParser
+
+    bundle = tmp_path / "trained"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    shutil.copytree(tokenizer_bundle / "models", bundle / "models")
+    before = (bundle / "configs" / "metadata.json").read_bytes()
+    main(["pack", str(bundle), "--out", str(tmp_path / "zoo"), "--version", "1.2.0", "--description", "Mine."])
+    assert (bundle / "configs" / "metadata.json").read_bytes() == before
+    zipfile.ZipFile(tmp_path / "zoo" / "slicenav_tokenizer.zip").extractall(tmp_path / "unpacked")
+    root = tmp_path / "unpacked" / "slicenav_tokenizer"
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "1.2.0" and next(iter(meta["changelog"].items())) == ("1.2.0", "Mine.")
+    assert meta["description"] == "Mine." and "0.3.0" in meta["changelog"]
+    assert meta["data_source"].startswith("Embedded default: 1 synthetic label-ensemble volumes")
+    recorded = json.loads((bundle / "models" / "training.json").read_text())["hyperparameters"]
+    assert recorded["slice_size"] == 32 and recorded["channels"] == [8, 16, 16]  # the fixture's overrides
+    parser = ConfigParser()
+    parser.read_config([str(root / "configs" / n) for n in ("pretraining.yaml", "train.yaml", "trained.yaml")])
+    parser["bundle_root"] = str(root)
+    assert {key: parser.get_parsed_content(key) for key in recorded} == recorded
+    assert tuple(parser.get_parsed_content("network_def").config.channels) == (8, 16, 16)
+
+    for bad in (["--version", "1.2"], ["--description", " "]):
+        with pytest.raises(SystemExit):
+            main(["pack", str(bundle), "--out", str(tmp_path / "other"), *bad])
+        assert bad[0] in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(
+    "bundle", ["slicenav_tokenizer", "slicenav_dynamics", "static_volume_baseline", "slicenav_segmentation"]
+)
+def test_every_hyper_parameter_is_recorded_for_the_packed_config(bundle):
+    """A hyper-parameter added to a training config but not to its recorded ``hyperparameters`` would be missing
+    from configs/trained.yaml, and the shared bundle would silently train with its default."""
+    from monai.bundle import ConfigParser
+
+    from monai_slicenav.experiments.pretrain import train_configs
+
+    parser = ConfigParser(ConfigParser.load_config_files(train_configs(bundle)))
+    handlers = [h for h in parser.get("train#handlers") if "TrainingRecordHandler" in str(h.get("_target_"))]
+    recorded = parser.get("hyperparameters") if "hyperparameters" in parser.get() else handlers[0]["hyperparameters"]
+    if handlers and "hyperparameters" in parser.get():
+        assert handlers[0]["hyperparameters"] == "@hyperparameters"
+    plain = {
+        key
+        for key, value in parser.get().items()
+        if key not in ("bundle_root", "rank", "resume", "imports")
+        and not (isinstance(value, str) and value.startswith(("$", "@", "%")))
+        and not isinstance(value, dict)
+        and not (isinstance(value, list) and any(isinstance(v, (dict, str)) for v in value))
+    }
+    assert plain <= set(recorded) and all(value == f"@{key}" for key, value in recorded.items())

@@ -26,6 +26,7 @@ from .packaged import (
     packaged_pairs,
 )
 from .phantom import shepp_logan_volume
+from .screened import ScreenedVolumeDataset, file_item_hash, preprocessing_hash
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -58,4 +59,7 @@ __all__ = [
     "manifest_dir",
     "packaged_pairs",
     "shepp_logan_volume",
+    "ScreenedVolumeDataset",
+    "file_item_hash",
+    "preprocessing_hash",
 ]

@@ -248,9 +248,16 @@ def describe_data(
     num_synthetic: int = 16,
     seed: int = 0,
     include_packaged: bool = False,
+    train: object = None,
+    validate: object = None,
 ) -> dict:
     """What a pretraining run trained on, for ``encoder.json`` provenance: the embedded default (synthetic count,
-    seed, packaged or not), or your own scans (where from, how many, and a sha256 of the sorted file list)."""
+    seed, packaged or not), or your own scans (where from, how many, and a sha256 of the sorted file list).
+
+    ``train`` and ``validate`` are the built datasets (anything with ``data`` items, e.g.
+    :class:`~monai_slicenav.data.ScreenedVolumeDataset`): then the counts and the hash are of the volumes actually
+    used, and ``skipped`` names every file found but not used, with the reason where the dataset gave one.
+    Without them, the files that pass :func:`screen_volume` are counted."""
     if not str(data):
         return {
             "source": "embedded",
@@ -258,13 +265,32 @@ def describe_data(
             "seed": int(seed),
             "packaged": include_packaged,
         }
-    found = volume_files(data, str(data_root) or None)
-    files = [str(p) for p in found if screen_volume(p) is None]
+    found = [str(p) for p in volume_files(data, str(data_root) or None)]
+    if train is None:
+        used, held_out, reasons = [p for p in found if screen_volume(Path(p)) is None], [], {}
+    else:
+        used = [str(item["image"]) for item in train.data]
+        held_out = [str(item["image"]) for item in getattr(validate, "data", [])]
+        reasons = {s["file"]: s["reason"] for d in (train, validate) for s in getattr(d, "skipped", [])}
+    skipped = [p for p in found if p not in set(used) | set(held_out)]
     return {
         "source": "own scans",
         "data": str(data),
         **({"data_root": str(data_root)} if str(data_root) else {}),
-        "count": len(files),
-        "skipped": len(found) - len(files),
-        "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest(),
+        "count": len(used),
+        **({"validation_count": len(held_out)} if train is not None else {}),
+        "skipped": len(skipped),
+        **({"skipped_files": [_skip_entry(p, reasons) for p in skipped]} if train is not None else {}),
+        "files_sha256": _list_digest(used),
+        **({"validation_files_sha256": _list_digest(held_out)} if held_out else {}),
     }
+
+
+def _list_digest(files: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()
+
+
+def _skip_entry(path: str, reasons: dict) -> dict:
+    """A skipped file and why: the dataset's reason, else the header check's (files skipped before loading)."""
+    reason = reasons.get(path) or screen_volume(Path(path)) or "not in the datalist"
+    return {"file": path, "reason": reason}

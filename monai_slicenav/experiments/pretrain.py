@@ -236,6 +236,7 @@ def pretrain(
         if val_data is not None:
             volume_files(val_data, data_root)
         extra.update({"data": str(data), "data_root": str(data_root or ""), "val_data": str(val_data or "")})
+        extra.setdefault("volume_cache_dir", str(cache / "volume_cache"))  # every stage reads the scans loaded once
         logger.info("pretraining on %d volumes of your own from %s", len(files), data)
     start = time.perf_counter()
     stages = []

@@ -1,6 +1,14 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
-from .embedded import CheckScan, CheckScand, EmbeddedVolumed, LoadVolumed, otsu_threshold, tissue_labels
+from .embedded import (
+    CheckScan,
+    CheckScand,
+    EmbeddedVolumed,
+    LoadVolumed,
+    otsu_threshold,
+    tissue_labels,
+    volume_loader,
+)
 from .labels import CoarseLabelsd, DeformedCopyd
 from .navigation import (
     ACTION_FIELDS,
@@ -41,6 +49,7 @@ __all__ = [
     "CheckScand",
     "EmbeddedVolumed",
     "LoadVolumed",
+    "volume_loader",
     "tissue_labels",
     "otsu_threshold",
     "SlicePoseVectors",

@@ -24,7 +24,15 @@ from monai.utils import TransformBackends
 from ..volume import check_scan
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
-__all__ = ["tissue_labels", "otsu_threshold", "LoadVolumed", "EmbeddedVolumed"]
+__all__ = [
+    "tissue_labels",
+    "otsu_threshold",
+    "CheckScan",
+    "CheckScand",
+    "LoadVolumed",
+    "EmbeddedVolumed",
+    "volume_loader",
+]
 
 
 def tissue_labels(grey: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
@@ -92,15 +100,15 @@ class LoadVolumed(MapTransform):
       ``"label": path`` too, its label map is loaded as well (resampled onto the image grid when the item says
       ``"resample": "nearest"``).
 
-    Being deterministic, it lets ``CacheDataset`` keep what follows it (real volumes need no random appearance);
-    :class:`EmbeddedVolumed` handles synthetic items too.
+    Being deterministic, its output can be cached (:class:`~monai_slicenav.data.ScreenedVolumeDataset`; real volumes
+    need no random appearance); :class:`EmbeddedVolumed` handles synthetic items too.
 
     Args:
         image_key: output key of the image. Defaults to ``"image"``.
         label_key: output key of the label map. Defaults to ``"label"``.
         foreground_label: for file items without a label, store the image's foreground (intensity above
-            :func:`otsu_threshold`, as 0/1 int64) under ``label_key``, so that trajectories are bounded by the head
-            whatever the scan. Defaults to False.
+            :func:`otsu_threshold`, as 0/1 uint8: an eighth of int64 in memory and in a cache) under
+            ``label_key``, so that trajectories are bounded by the head whatever the scan. Defaults to False.
 
     Raises:
         ValueError: for an item whose source is neither ``"packaged"`` nor ``"file"``.
@@ -124,8 +132,8 @@ class LoadVolumed(MapTransform):
         elif source == "file":
             d[self.image_key] = image = self.scale(self._read(d["image"])).float()
             if self.foreground_label:
-                mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.int64)
-                d[self.label_key] = MetaTensor(mask, affine=image.affine)
+                mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.uint8)
+                d[self.label_key] = MetaTensor(mask, affine=image.affine, meta={"filename_or_obj": d["image"]})
         else:
             raise ValueError(
                 f"{type(self).__name__}: unknown source {source!r} in item {d.get('name', '?')}; expected "
@@ -134,8 +142,11 @@ class LoadVolumed(MapTransform):
         return d
 
     def _read(self, path: str, label: bool = False) -> MetaTensor:
-        """``path`` loaded, reoriented to RAS and checked (:func:`~monai_slicenav.volume.check_scan`)."""
-        return check_scan(self.orient(self.load(path)), str(path), label=label)
+        """``path`` loaded, reoriented to RAS and checked (:func:`~monai_slicenav.volume.check_scan`), keeping of
+        its metadata the affine and the file name only (numpy header fields would keep a cached copy from loading
+        with ``weights_only=True``; nothing downstream reads them)."""
+        volume = check_scan(self.orient(self.load(path)), str(path), label=label)
+        return MetaTensor(volume.as_tensor(), affine=volume.affine, meta={"filename_or_obj": str(path)})
 
     def _load_pair(self, item: dict) -> tuple[MetaTensor, MetaTensor]:
         image = self._read(item["image"])
@@ -195,3 +206,19 @@ class EmbeddedVolumed(Randomizable, LoadVolumed):
         label = self.synthesise(int(d["synth_seed"]))
         d[self.image_key], d[self.label_key] = self.paint(label), label
         return d
+
+
+def volume_loader(
+    own_scans: bool,
+    foreground_label: bool = True,
+    synth_options: dict | None = None,
+    appearance_options: dict | None = None,
+) -> LoadVolumed:
+    """The first transform of a pretraining input chain: for your own scans a :class:`LoadVolumed` (deterministic,
+    so that :class:`~monai_slicenav.data.ScreenedVolumeDataset` checks and caches its output once per volume), else
+    an :class:`EmbeddedVolumed` (synthetic volumes get a fresh random appearance at every use)."""
+    if own_scans:
+        return LoadVolumed(foreground_label=foreground_label)
+    return EmbeddedVolumed(
+        synth_options=synth_options, appearance_options=appearance_options, foreground_label=foreground_label
+    )

@@ -197,21 +197,30 @@ class ItemWriter:
 class TrainingRecordHandler:
     """What rebuilds a trained network beside its weights, so that the stock inference config loads any trained
     model with no option repeated: when training starts, ``<out_dir>/training.json`` gets ``settings`` (the
-    network's hyper-parameters) and, with an ``encoder_path``, the pretrained export is copied (checked first) to
-    ``<out_dir>/encoder`` and recorded as ``"encoder": "encoder"`` (the bundle stays self-contained for a model
-    zoo). Only rank 0 writes; both writes are atomic. Read back with
+    network's hyper-parameters), ``hyperparameters`` (every hyper-parameter of the run as used, overrides included:
+    ``slicenav pack`` writes them into the archive as ``configs/trained.yaml``) and, with an ``encoder_path``, the
+    pretrained export is copied (checked first) to ``<out_dir>/encoder`` and recorded as ``"encoder": "encoder"``
+    (the bundle stays self-contained for a model zoo). Only rank 0 writes; both writes are atomic. Read back with
     :func:`~monai_slicenav.workflows.training_record`.
 
     Args:
         out_dir: the bundle's ``models`` folder.
-        settings: JSON-serialisable hyper-parameters of the network.
+        settings: JSON-serialisable hyper-parameters of the network, at the top level of the record.
         encoder_path: the exported encoder the network starts from; empty or None: none.
+        hyperparameters: JSON-serialisable hyper-parameters of the whole run, under ``"hyperparameters"``.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, settings: Mapping, encoder_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        settings: Mapping | None = None,
+        encoder_path: str | os.PathLike | None = None,
+        hyperparameters: Mapping | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
-        self.settings = dict(settings)
+        self.settings = dict(settings or {})
         self.encoder_path = str(encoder_path or "")
+        self.hyperparameters = dict(hyperparameters or {})
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
@@ -222,4 +231,6 @@ class TrainingRecordHandler:
         if self.encoder_path and Path(self.encoder_path).resolve() != (self.out_dir / "encoder").resolve():
             copy_export(self.encoder_path, self.out_dir / "encoder")
         record = {**self.settings, "encoder": "encoder" if self.encoder_path else None}
+        if self.hyperparameters:
+            record["hyperparameters"] = self.hyperparameters
         atomic_write_json(self.out_dir / "training.json", record)

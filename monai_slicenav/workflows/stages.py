@@ -77,6 +77,7 @@ def training_record(source: str | os.PathLike) -> dict:
             f"{path}: missing; train the bundle first (or pass the network's settings as trained, e.g. --encoder_path)."
         )
     record = read_json_object(path)
+    record.pop("hyperparameters", None)  # the whole run's, for `slicenav pack`; not the network's settings
     encoder = record.pop("encoder", None)
     if encoder is not None and not isinstance(encoder, str):
         raise ValueError(f"{path}: field 'encoder' must be a folder name or null, got {encoder!r}.")
