@@ -74,7 +74,8 @@ def _final_weights(root: Path) -> dict[str, torch.Tensor]:
     ],
 )
 def test_resume_equals_an_uninterrupted_run(bundle, tokenizer_bundle, tmp_path):
-    extra = {"tokenizer_dir": str(tokenizer_bundle)} if bundle == "slicenav_dynamics" else {}
+    # the shuffled ablation also draws its derangements during training: they must resume too
+    extra = {"tokenizer_dir": str(tokenizer_bundle), "action_mode": "shuffled"} if bundle == "slicenav_dynamics" else {}
     whole = _run(bundle, tmp_path / "whole", extra)
     first = _run(bundle, tmp_path / "parts", extra, stop_after=2)
     rest = _run(bundle, tmp_path / "parts", extra, resume=True)
@@ -83,6 +84,9 @@ def test_resume_equals_an_uninterrupted_run(bundle, tokenizer_bundle, tmp_path):
     assert first["batch"] + rest["batch"] == pytest.approx(whole["batch"], rel=1e-9)
     assert first["lr"] + rest["lr"] == pytest.approx(whole["lr"], rel=1e-9)
     assert first["loss"] + rest["loss"] == pytest.approx(whole["loss"], rel=1e-4, abs=1e-6)
+    assert [p.name for p in (tmp_path / "parts" / "models").glob("checkpoint_epoch=*.pt")] == [
+        f"checkpoint_epoch={EPOCHS}.pt"
+    ]  # the checkpoint the resumed run started from is gone, not left beside the newer one
     resumed, uninterrupted = _final_weights(tmp_path / "parts"), _final_weights(tmp_path / "whole")
     assert resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():

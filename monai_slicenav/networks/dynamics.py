@@ -17,9 +17,10 @@ Design choices:
 * ``residual=True`` predicts the change from the current step's latents (z_t+1 = z_t + head), so the trunk spends
   its capacity on what the action changes rather than on copying.
 * ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action input entirely, and
-  ``"shuffled"`` gives every trajectory another one's actions while training (a seeded random derangement of the
-  batch) — the ablations of the method's claim; data, budget and everything else stay the same. In eval mode a
-  ``"shuffled"`` model sees the actions it is given, so evaluations feed every model the same inputs.
+  ``"shuffled"`` gives every trajectory another one's actions while training (a random derangement of the batch,
+  drawn from torch's global generator, which the bundles reseed at every epoch: a resumed run deranges as an
+  uninterrupted one does) — the ablations of the method's claim; data, budget and everything else stay the same.
+  In eval mode a ``"shuffled"`` model sees the actions it is given, so evaluations feed every model the same inputs.
 * Targets: regression onto the next step's latents (``objective="regression"``, MSE), or cross-entropy over FSQ
   indices (``objective="fsq_ce"``, needs ``codebook_size``).
 """
@@ -152,7 +153,6 @@ class LatentDynamics(nn.Module):
             nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.space, std=0.02)
         nn.init.normal_(self.time, std=0.02)
-        self.shuffle_generator = torch.Generator().manual_seed(0)
 
     def condition(self, actions: torch.Tensor) -> torch.Tensor | None:
         """The actions the model sees under its ``action_mode`` (None for ``"none"``; for ``"shuffled"`` while
@@ -161,7 +161,7 @@ class LatentDynamics(nn.Module):
         if mode == "none":
             return None
         if mode == "shuffled" and self.training:
-            return derange(actions, self.shuffle_generator)
+            return derange(actions)
         return actions
 
     def _patchify(self, tokens: torch.Tensor) -> torch.Tensor:

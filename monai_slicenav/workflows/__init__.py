@@ -14,6 +14,7 @@ from .dynamics import ControllabilityHandler, NavigationStripHandler, RolloutWri
 from .handlers import (
     ExportEncoderHandler,
     ItemWriter,
+    PruneCheckpointsHandler,
     ReseedHandler,
     StripHandler,
     TrainingRecordHandler,
@@ -40,6 +41,7 @@ __all__ = [
     "navigation_strip",
     "ExportEncoderHandler",
     "TrainingRecordHandler",
+    "PruneCheckpointsHandler",
     "training_record",
     "ItemWriter",
     "ReseedHandler",

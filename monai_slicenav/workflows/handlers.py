@@ -20,6 +20,7 @@ from .distributed import is_main_process
 
 __all__ = [
     "TrainingRecordHandler",
+    "PruneCheckpointsHandler",
     "latest_checkpoint",
     "ReseedHandler",
     "unwrap_network",
@@ -41,6 +42,32 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_ep
     if not candidates:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint matching {pattern!r} to resume from.")
     return str(max(candidates, key=lambda p: int("".join(ch for ch in p.stem.split("=")[-1] if ch.isdigit()) or 0)))
+
+
+class PruneCheckpointsHandler:
+    """Keep only the newest training checkpoint: after every epoch (attach it after the ``CheckpointSaver``, whose
+    handler must have written that epoch's file first), remove the older ``checkpoint_epoch=N.pt`` files, such as
+    the one a resumed run started from (each run's saver keeps ``n_saved`` of its own files and knows nothing of
+    earlier runs'). Only rank 0 removes anything.
+
+    Args:
+        ckpt_dir: the folder the checkpoints are saved in.
+        pattern: the checkpoint file names.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_epoch=*.pt") -> None:
+        self.ckpt_dir, self.pattern = Path(ckpt_dir), pattern
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process() or not any(self.ckpt_dir.glob(self.pattern)):
+            return
+        newest = Path(latest_checkpoint(self.ckpt_dir, self.pattern))
+        for path in self.ckpt_dir.glob(self.pattern):
+            if path != newest:
+                path.unlink(missing_ok=True)
 
 
 class ReseedHandler:
