@@ -22,9 +22,9 @@ from .data import (
 from .encoders import export_from_bundle
 from .experiments.evaluate import evaluate as run_evaluation
 from .experiments.pretrain import pretrain
-from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume, png_bytes
+from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume, png_bytes, read_json_object
 from .pack import pack_bundle
-from .transforms import navigate, trajectory_to_dict
+from .transforms import navigate, replay, trajectory_to_dict
 from .visualize import action_caption, slice_grid
 from .workflows.controllability import describe
 
@@ -85,6 +85,7 @@ class SliceNavCLI:
         threshold: float = 0.05,
         start: str = "canonical",
         columns: int = 8,
+        trajectory: str | None = None,
     ) -> dict[str, str]:
         """Render a slice-navigation trajectory through a volume: writes trajectory.png and trajectory.json.
 
@@ -99,6 +100,8 @@ class SliceNavCLI:
             threshold: foreground threshold on intensities scaled to [0, 1] (0.5th-99.5th percentile).
             start: start orientation, canonical | random | axial | coronal | sagittal.
             columns: tiles per row in the PNG.
+            trajectory: a trajectory JSON (written by render or ``slicenav navigate``) to render again, pose for
+                pose, instead of drawing a random one (steps, mode, seed, spacing and start are then unused).
         """
         check_output_dir(out)
         seed = _bounded_int(seed, "--seed", 0, 2**32 - 1)
@@ -114,9 +117,13 @@ class SliceNavCLI:
                 "(extract the frame you want first)."
             )
         scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
-        run = navigate(
-            scaled, steps, size, mode=mode, seed=seed, spacing=spacing, threshold=threshold, start_orientation=start
-        )
+        if trajectory is not None:
+            run, size = replay(scaled, read_json_object(trajectory), str(trajectory))
+            mode, seed, start = "replayed", None, None
+        else:
+            run = navigate(
+                scaled, steps, size, mode=mode, seed=seed, spacing=spacing, threshold=threshold, start_orientation=start
+            )
         captions = [action_caption(0, None)] + [action_caption(t + 1, a) for t, a in enumerate(run.actions)]
         picture = slice_grid(run.slices, captions, columns=columns, value_range=(0.0, 1.0))
         out_dir = Path(out)
@@ -132,6 +139,7 @@ class SliceNavCLI:
             start_orientation=start,
             intensity_scaling="percentiles 0.5-99.5 -> [0, 1], clipped",
             threshold=threshold,
+            **({"replayed": str(trajectory)} if trajectory is not None else {}),
         )
         json_path = atomic_write_json(out_dir / "trajectory.json", record)
         return {"png": str(png), "json": str(json_path)}
@@ -222,6 +230,34 @@ class SliceNavCLI:
         run_evaluation(chosen, seeds=seeds, budget=budget, out=out, data=data, data_root=data_root)
         print((Path(out) / "results.md").read_text())
         return str(Path(out) / "results.md")
+
+    def navigate(
+        self, image: str | None = None, model: str | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        """Steer through a volume in the browser and watch, beside the true slice, the slice a trained dynamics
+        model predicts from the last slices and the action just taken (keys are listed on the page). Serves until
+        interrupted (Ctrl+C).
+
+        Args:
+            image: a NIfTI file (any MONAI-readable 3D image); omitted: the built-in head phantom.
+            model: a trained dynamics stage: a slicenav_dynamics bundle root or a ``slicenav pretrain`` output folder
+                of a dynamics variant.
+            host: the address to listen on (default 127.0.0.1: this machine only).
+            port: the port (0: a free one, printed).
+        """
+        from .viewer import make_server, open_session
+
+        if model is None:
+            raise ValueError("--model is required: a trained dynamics stage (bundle root or slicenav pretrain output).")
+        port = _bounded_int(port, "--port", 0, 65535)
+        server = make_server(open_session(image, model), str(host), port)
+        print(f"slicenav navigate: serving {server.url} (Ctrl+C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
     def pack(self, bundle_dir: str, out: str = ".", version: str | None = None, description: str | None = None) -> str:
         """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle,

@@ -4,15 +4,13 @@ import math
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
-from monai.transforms import Compose
 
-from monai_slicenav.data import embedded_datalist
-from monai_slicenav.experiments.pretrain import train_configs
 from monai_slicenav.geometry import Pose, apply_action
 from monai_slicenav.networks import SliceNavigator, SliceTokenizer
-from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, render_slices
+from monai_slicenav.transforms import render_slices
 from monai_slicenav.workflows.controllability import METRIC_NAMES, ControllabilityMeter, inplane_warp
+
+from .navigators import bundle_regime, rendered_trajectories, train_dynamics
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -75,46 +73,16 @@ def test_meter_reports_no_gap_for_a_model_blind_to_actions():
     assert meter.compute()["ctrl_mse_true"] != meter.compute()["ctrl_mse_shuffled"]  # an aligned model reads them
 
 
-def rendered_trajectories(regime: dict, volumes: int, seed: int, per_volume: int) -> dict[str, torch.Tensor]:
-    """Trajectories of ``regime`` on small synthetic volumes, stacked: image (N, T, 1, h, w), actions, poses."""
-    render = Compose(
-        [
-            EmbeddedVolumed(synth_options={"spatial_size": 48}),
-            RandSliceTrajectoryd("label", num_samples=per_volume, **regime),
-            RenderSlicesd("image", spatial_size=regime["spatial_size"]),
-        ]
-    ).set_random_state(seed)
-    samples = [s for item in embedded_datalist(volumes, seed, include_packaged=False) for s in render(item)]
-    return {
-        key: torch.stack([torch.as_tensor(s[key]).float() for s in samples]) for key in ("image", "actions", "poses")
-    }
-
-
 def test_the_bundle_regime_and_dynamics_make_a_model_use_its_actions():
     """With the dynamics bundle's own navigation regime, conditioning and learning rate (read from its train.yaml),
     a short CPU run on rendered trajectories gives a model whose next-step error on held-out trajectories is lower
     with the true actions than with shuffled ones, and lower than copying (a model blind to its actions scores
     true/shuffled 1 exactly: see the test above)."""
-    parser = ConfigParser()
-    parser.read_config(train_configs("slicenav_dynamics"))
-    parser.update({"slice_size": 32, "num_steps": 3, "channels": [8, 16]})
-    regime = parser.get_parsed_content("navigation_regime")
-    fields = ("conditioning", "residual", "action_scale", "grid_size", "max_steps")
-    dynamics = {k: parser.get_parsed_content(f"dynamics_config#{k}") for k in fields}
+    regime, dynamics, learning_rate = bundle_regime()
     train, held_out = rendered_trajectories(regime, 4, 0, 64), rendered_trajectories(regime, 1, 1, 32)
     torch.manual_seed(0)
     navigator = SliceNavigator(SliceTokenizer(channels=(8, 16)), {**dynamics, "width": 32, "depth": 1, "heads": 2})
-    tokens = navigator.tokens(train["image"])
-    optimizer = torch.optim.AdamW(navigator.trainable_parameters(), lr=parser.get_parsed_content("learning_rate"))
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        batch = torch.randint(len(tokens), (32,), generator=generator)
-        loss = torch.nn.functional.mse_loss(
-            navigator.dynamics(tokens[batch], train["actions"][batch]), tokens[batch, 1:]
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_dynamics(navigator, train, 300, learning_rate)
     meter = ControllabilityMeter()
     meter.update(navigator, held_out["image"], held_out["actions"], held_out["poses"])
     figures = meter.compute()

@@ -16,7 +16,7 @@ LAYERS = (
     ("transforms",),
     ("encoders", "export"),
     ("workflows", "downstream"),
-    ("experiments", "visualize", "pack"),
+    ("experiments", "visualize", "pack", "viewer"),
     ("cli",),
 )
 

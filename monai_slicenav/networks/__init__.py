@@ -3,7 +3,7 @@
 
 from .conv import ConvDecoderNet, ConvEncoderNet
 from .dynamics import DynamicsConfig, LatentDynamics, block_causal_mask, next_step_loss
-from .navigator import NavigationLoss, SliceNavigator, rollout
+from .navigator import NavigationLoss, SliceNavigator, predict_next, rollout
 from .pretext import GapHead, PoseHead
 from .quantizer import FSQ
 from .tokenizer import SliceDecoderNet, SliceEncoderNet, SliceTokenizer, TokenizerConfig, TokenizerLoss
@@ -19,6 +19,7 @@ __all__ = [
     "NavigationLoss",
     "SliceNavigator",
     "rollout",
+    "predict_next",
     "GapHead",
     "PoseHead",
     "FSQ",

@@ -13,7 +13,7 @@ from .dynamics import DynamicsConfig, LatentDynamics
 from .pretext import GapHead, PoseHead
 from .tokenizer import SliceTokenizer
 
-__all__ = ["SliceNavigator", "NavigationLoss", "rollout"]
+__all__ = ["SliceNavigator", "NavigationLoss", "rollout", "predict_next"]
 
 
 class SliceNavigator(nn.Module):
@@ -180,7 +180,14 @@ def rollout(navigator: SliceNavigator, context: torch.Tensor, actions: torch.Ten
             f"({navigator.dynamics.config.max_steps}); got {k} context slices and actions {tuple(actions.shape)}."
         )
     for step in range(k, total):
-        features = navigator.dynamics.features(tokens, actions[:, :step])
-        prediction = navigator.latents_of(navigator.dynamics.predict(features[:, -1:], tokens[:, -1:]))
-        tokens = torch.cat([tokens, prediction], dim=1)
+        tokens = torch.cat([tokens, predict_next(navigator, tokens, actions[:, :step])], dim=1)
     return tokens[:, k:]
+
+
+@torch.no_grad()
+def predict_next(navigator: SliceNavigator, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """The next slice's token grid (B, 1, d, h', w') from the token grids of the slices so far (B, k, d, h', w')
+    and the actions after each of them (B, k, 7): the ``k - 1`` between them and the one just taken, as codes
+    on the tokenizer's grid (decode with ``navigator.tokenizer.decode``)."""
+    features = navigator.dynamics.features(tokens, actions)
+    return navigator.latents_of(navigator.dynamics.predict(features[:, -1:], tokens[:, -1:]))

@@ -15,6 +15,7 @@ from .navigation import (
     LoadTrajectoryd,
     Trajectory,
     navigate,
+    replay,
     trajectory_from_dict,
     trajectory_to_dict,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "LoadTrajectoryd",
     "Trajectory",
     "navigate",
+    "replay",
     "trajectory_from_dict",
     "trajectory_to_dict",
     "CheckScan",

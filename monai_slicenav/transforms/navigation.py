@@ -21,6 +21,7 @@ __all__ = [
     "ACTION_FIELDS",
     "Trajectory",
     "navigate",
+    "replay",
     "trajectory_to_dict",
     "trajectory_from_dict",
     "LoadTrajectoryd",
@@ -56,6 +57,21 @@ def navigate(
     sampler.set_random_state(seed)
     poses, actions = sampler(img)
     return Trajectory(poses, actions, RenderSlices(spatial_size)(img, poses))
+
+
+def replay(img: torch.Tensor, record: dict, name: str = "trajectory") -> tuple[Trajectory, tuple[int, int]]:
+    """Render a recorded trajectory (:func:`trajectory_to_dict`'s format, e.g. saved by ``slicenav navigate``) on
+    ``img`` again, pose for pose, at its recorded slice size (bilinear, zero padding, as :func:`navigate`).
+
+    Raises:
+        ValueError: naming ``name``, for a record that is not a valid trajectory.
+    """
+    try:
+        poses, actions = trajectory_from_dict(record)
+        size = as_slice_size(record["spatial_size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{name}: {err}") from err
+    return Trajectory(poses, actions, RenderSlices(size)(img, poses)), size
 
 
 def trajectory_to_dict(poses: Pose, actions: torch.Tensor, spatial_size: Sequence[int] | int, **info: object) -> dict:

@@ -202,6 +202,19 @@ class RandSliceTrajectory(RandomizableTransform):
         )
         return poses, torch.from_numpy(steps).float()
 
+    def centred_pose(
+        self,
+        frame: tuple[np.ndarray, np.ndarray, np.ndarray],
+        orientation: str = "axial",
+        dtype: torch.dtype = torch.float32,
+    ) -> Pose:
+        """The pose at the centre of a volume's foreground box (its :meth:`frame`), in a canonical orientation
+        (``"axial"``, ``"coronal"`` or ``"sagittal"``), at the base spacing trajectories start from: where an
+        interactive navigation begins."""
+        affine_np, lo, hi = frame
+        centre = affine_np[:3, :3] @ ((lo + hi) / 2) + affine_np[:3, 3]
+        return Pose.create(centre, orientation, self._base_spacing(affine_np, lo, hi), dtype=dtype)
+
     def _base_spacing(self, affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
         if self.spacing is not None:
             return self.spacing

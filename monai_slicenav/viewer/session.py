@@ -1,0 +1,276 @@
+"""One interactive navigation through a volume with a trained stage-2 model: every move renders the true slice at
+the new pose and the model's prediction of it, from the last true slices (or, imagining, its own predictions) and
+the action just taken."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from monai.transforms import ScaleIntensityRangePercentiles
+
+from ..data import shepp_logan_volume
+from ..encoders.trained import recorded_navigation, trained_navigator
+from ..geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, as_slice_size, canonical_rotation, slice_points
+from ..io import load_volume, png_bytes
+from ..networks import SliceNavigator, predict_next
+from ..transforms import ACTION_FIELDS, RandSliceTrajectory, render_slices, trajectory_to_dict
+
+__all__ = ["MOVES", "COMMANDS", "NavigationSession", "open_session", "psnr"]
+
+# move name -> (action component, sign, what it does); the step is a fraction of the trained regime's largest step
+MOVES: dict[str, tuple[int, float, str]] = {
+    "scroll_forward": (2, 1.0, "scrolled forward along the normal"),
+    "scroll_back": (2, -1.0, "scrolled back along the normal"),
+    "move_right": (0, 1.0, "moved right in the plane"),
+    "move_left": (0, -1.0, "moved left in the plane"),
+    "move_down": (1, 1.0, "moved down in the plane"),
+    "move_up": (1, -1.0, "moved up in the plane"),
+    "tilt_up": (3, 1.0, "tilted up (about the column direction)"),
+    "tilt_down": (3, -1.0, "tilted down (about the column direction)"),
+    "tilt_left": (4, -1.0, "tilted left (about the row direction)"),
+    "tilt_right": (4, 1.0, "tilted right (about the row direction)"),
+    "rotate_ccw": (5, -1.0, "rotated counter-clockwise in the plane"),
+    "rotate_cw": (5, 1.0, "rotated clockwise in the plane"),
+    "zoom_in": (6, -1.0, "zoomed in (smaller pixels)"),
+    "zoom_out": (6, 1.0, "zoomed out (larger pixels)"),
+}
+COMMANDS = ("reset", "imagine", "shuffle")  # not moves: back to the start, toggle open loop, toggle wrong actions
+STEP_FRACTION = 0.5  # one key press moves half the trained regime's largest step
+MAX_RECORDED_STEPS = 4096  # the trajectory kept for saving stops growing here (bounded memory per session)
+PSNR_HISTORY = 256  # points of the live PSNR plot
+ORTHO_SIZE = 96  # pixels of the three orthogonal overview images
+
+
+def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1] (capped at 100 dB for identical images)."""
+    mse = float(torch.mean((prediction.float() - truth.float()) ** 2))
+    return 100.0 if mse <= 1e-10 else 10.0 * math.log10(1.0 / mse)
+
+
+def _data_url(pixels: np.ndarray | torch.Tensor) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
+
+
+class NavigationSession:
+    """A navigation through one volume with one trained navigator, driven one named action at a time.
+
+    Args:
+        volume: (1, X, Y, Z) image in [0, 1] with its affine (a MONAI ``MetaTensor``), as ``slicenav render``
+            scales it (0.5th-99.5th percentile, clipped).
+        navigator: the trained stage-2 model, in eval mode.
+        navigation: the regime it was trained with (``recorded_navigation``): slice size, context length
+            (``num_steps``) and the largest step of each kind.
+        image_name: what the saved trajectory names as its image.
+        threshold: foreground threshold that places the start pose (the centre of the foreground box).
+        seed: seeds the wrong actions of the shuffled mode.
+    """
+
+    def __init__(
+        self,
+        volume: torch.Tensor,
+        navigator: SliceNavigator,
+        navigation: Mapping,
+        image_name: str,
+        threshold: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        self.navigator = navigator.eval()
+        self.size = as_slice_size(navigation["spatial_size"])
+        self.context = max(1, min(int(navigation["num_steps"]), navigator.dynamics.config.max_steps - 1))
+        largest = [float(navigation[k]) for k in ("max_translation", "max_rotation", "max_log_zoom")]
+        self.step_sizes = STEP_FRACTION * torch.tensor(
+            [largest[0]] * 3 + [largest[1]] * 3 + [largest[2]], dtype=torch.float64
+        )
+        self.image_name = image_name
+        self.affine = torch.as_tensor(volume.affine, dtype=torch.float64)
+        self.volume = torch.as_tensor(volume).float()[None].contiguous()  # (1, 1, X, Y, Z)
+        sampler = RandSliceTrajectory(1, self.size, threshold=threshold)
+        frame = sampler.frame(volume)
+        self.start = sampler.centred_pose(frame, "axial", dtype=torch.float64)  # poses chain in double precision
+        extent = (frame[2] - frame[1] + 1) * np.linalg.norm(frame[0][:3, :3], axis=0)
+        self.ortho_spacing = float(extent.max()) / ORTHO_SIZE
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reset()
+
+    # ---- state ----
+    def reset(self) -> None:
+        """Back to the start pose, with no history, closed loop and true actions."""
+        self.poses = [self.start]
+        self.actions: list[torch.Tensor] = []
+        self.fed: list[torch.Tensor] = []  # the actions the model was given (wrong ones in the shuffled mode)
+        self.truth = self.render(self.start)
+        self.tokens = [self.navigator.tokens(self.truth[None, None])[0, 0]]
+        self.imagine, self.shuffled = False, False
+        self.prediction: torch.Tensor | None = None
+        self.history: list[dict] = []
+        self.last = {"action": None, "fed": None, "psnr": None, "timing_ms": {}}
+
+    def act(self, name: str) -> dict:
+        """Apply a move of :data:`MOVES` or a command of :data:`COMMANDS` and return the new :meth:`view`.
+
+        Raises:
+            ValueError: for an unknown name (the known ones are listed).
+        """
+        if name == "reset":
+            self.reset()
+        elif name == "imagine":
+            self.imagine = not self.imagine
+        elif name == "shuffle":
+            self.shuffled = not self.shuffled
+        elif name in MOVES:
+            self._move(name)
+        else:
+            raise ValueError(f"unknown action {name!r}; expected one of {sorted(MOVES) + list(COMMANDS)}.")
+        return self.view()
+
+    def action_of(self, name: str) -> torch.Tensor:
+        """The (7,) action a move applies: one component, a fraction of the trained regime's largest step."""
+        component, sign, _ = MOVES[name]
+        action = torch.zeros(len(ACTION_FIELDS), dtype=torch.float64)
+        action[component] = sign * self.step_sizes[component]
+        return action
+
+    def _move(self, name: str) -> None:
+        started = time.perf_counter()
+        action = self.action_of(name)
+        fed_name = name
+        if self.shuffled:  # another move's action, never the one taken
+            others = [m for m in MOVES if m != name]
+            fed_name = others[int(torch.randint(len(others), (1,), generator=self.generator))]
+        fed = self.action_of(fed_name).float()
+        pose = apply_action(self.poses[-1], action)
+        self.truth = self.render(pose)
+        rendered = time.perf_counter()
+        context = torch.stack(self.tokens[-self.context :])[None]
+        given = torch.stack([*self.fed[len(self.fed) - context.shape[1] + 1 :], fed])[None]
+        predicted_tokens = predict_next(self.navigator, context, given)
+        with torch.no_grad():
+            self.prediction = self.navigator.tokenizer.decode(predicted_tokens[0]).clamp(0.0, 1.0)[0]
+        predicted = time.perf_counter()
+        true_tokens = self.navigator.tokens(self.truth[None, None])[0, 0]
+        encoded = time.perf_counter()
+        self.tokens = [*self.tokens[-self.context :], predicted_tokens[0, 0] if self.imagine else true_tokens]
+        self.fed = [*self.fed[-self.context :], fed]
+        if len(self.actions) < MAX_RECORDED_STEPS:
+            self.poses.append(pose)
+            self.actions.append(action)
+        else:
+            self.poses[-1] = pose  # the recording is full: the view goes on, the saved trajectory does not grow
+        score = psnr(self.prediction, self.truth)
+        self.history = [*self.history[-(PSNR_HISTORY - 1) :], {"psnr": score, "imagined": self.imagine}]
+        self.last = {
+            "action": name,
+            "fed": fed_name,
+            "psnr": score,
+            "timing_ms": {
+                "render": 1000 * (rendered - started),
+                "predict": 1000 * (predicted - rendered),
+                "encode": 1000 * (encoded - predicted),
+            },
+        }
+
+    # ---- rendering ----
+    def render(self, pose: Pose) -> torch.Tensor:
+        """The (1, h, w) true slice at ``pose``: the project's renderer, one ``grid_sample`` call."""
+        poses = Pose(pose.center[None, None], pose.rotation[None, None], pose.spacing[None, None])
+        return render_slices(self.volume, self.affine, poses, self.size)[0, 0]
+
+    def orthogonal_views(self) -> dict[str, np.ndarray]:
+        """Axial, coronal and sagittal views through the current slice centre (RGB, (S, S, 3)), where the current
+        slice plane cuts them drawn in red."""
+        pose = self.poses[-1]
+        names = list(CANONICAL_ORIENTATIONS)
+        rotation = torch.stack([canonical_rotation(n, dtype=torch.float64) for n in names])
+        views = Pose(pose.center.expand(3, 3), rotation, torch.full((3,), self.ortho_spacing, dtype=torch.float64))
+        images = render_slices(self.volume, self.affine, views[None], ORTHO_SIZE)[0, :, 0]  # (3, S, S)
+        offset = slice_points(views, ORTHO_SIZE) - pose.center  # (3, S, S, 3)
+        along = offset @ pose.rotation  # coordinates on the slice's u, v, n axes
+        half = torch.tensor([self.size[1], self.size[0]], dtype=torch.float64) * pose.spacing / 2
+        cut = (along[..., 2].abs() <= 0.75 * self.ortho_spacing) & (along[..., :2].abs() <= half).all(dim=-1)
+        rgb = images[..., None].repeat(1, 1, 1, 3).clamp(0.0, 1.0)
+        rgb[cut] = torch.tensor([1.0, 0.15, 0.15])
+        return {name: rgb[i].numpy() for i, name in enumerate(names)}
+
+    # ---- output ----
+    def pose_record(self) -> dict:
+        pose = self.poses[-1]
+        return {
+            "center_mm": pose.center.tolist(),
+            "rotation": pose.rotation.tolist(),
+            "spacing_mm": float(pose.spacing),
+        }
+
+    def view(self) -> dict:
+        """What the page shows: the true slice, the prediction and their absolute difference as PNG data URLs,
+        the orthogonal views, the pose and the last action in words, the PSNR and its recent history."""
+        pose = self.poses[-1]
+        images = {"true": _data_url(self.truth[0])}
+        if self.prediction is not None:
+            images["predicted"] = _data_url(self.prediction[0])
+            images["difference"] = _data_url((self.prediction[0] - self.truth[0]).abs())
+        images.update({name: _data_url(rgb) for name, rgb in self.orthogonal_views().items()})
+        normal = pose.rotation[:, 2]
+        last = self.last
+        words = "start" if last["action"] is None else MOVES[last["action"]][2]
+        if last["fed"] not in (None, last["action"]):
+            words += f" (the model was told: {MOVES[last['fed']][2]})"
+        return {
+            "step": len(self.history),
+            "pose": self.pose_record(),
+            "pose_text": (
+                f"centre ({', '.join(f'{c:.1f}' for c in pose.center.tolist())}) mm, normal "
+                f"({', '.join(f'{c:.2f}' for c in normal.tolist())}), pixel {float(pose.spacing):.2f} mm"
+            ),
+            "action": last["action"],
+            "action_text": words,
+            "imagine": self.imagine,
+            "shuffled": self.shuffled,
+            "psnr": last["psnr"],
+            "psnr_history": self.history,
+            "timing_ms": last["timing_ms"],
+            "slice_size": list(self.size),
+            "images": images,
+        }
+
+    def trajectory(self) -> dict:
+        """The navigated trajectory since the last reset in the project's trajectory JSON (``slicenav render
+        --trajectory`` re-renders it)."""
+        poses = Pose(
+            torch.stack([p.center for p in self.poses]),
+            torch.stack([p.rotation for p in self.poses]),
+            torch.stack([p.spacing for p in self.poses]),
+        )
+        actions = torch.stack(self.actions) if self.actions else torch.zeros(0, len(ACTION_FIELDS), dtype=torch.float64)
+        return trajectory_to_dict(
+            poses,
+            actions,
+            self.size,
+            image=self.image_name,
+            affine=self.affine.tolist(),
+            intensity_scaling="percentiles 0.5-99.5 -> [0, 1], clipped",
+            source="slicenav navigate",
+        )
+
+
+def open_session(
+    image: str | os.PathLike | None, model: str | os.PathLike, threshold: float = 0.05, seed: int = 0
+) -> NavigationSession:
+    """A session on ``image`` (any NIfTI; None: the built-in head phantom), loaded and scaled as ``slicenav render``
+    does, with the trained dynamics stage ``model`` (a dynamics bundle root or a ``slicenav pretrain`` output).
+
+    Raises:
+        FileNotFoundError: for a missing image or a folder that is not a trained dynamics stage.
+        ValueError: for an image that is not one 3D volume, or a stage without its recorded regime.
+    """
+    volume = load_volume(image) if image else shepp_logan_volume(160)
+    if volume.shape[0] != 1:
+        raise ValueError(f"{image}: {volume.shape[0]} frames or channels (a 4D image); navigate one 3D volume.")
+    scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
+    name = str(image) if image else "builtin:shepp_logan"
+    return NavigationSession(scaled, trained_navigator(model), recorded_navigation(model), name, threshold, seed)
