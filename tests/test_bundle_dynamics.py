@@ -208,7 +208,7 @@ def test_rank_zero_writers_are_gated_by_name_and_nothing_else_is(bundle):
     assert not [key for key in multi_gpu if "#handlers#" in key]
     parser = ConfigParser()
     parser.read_config(configs)
-    writers = ("StatsHandler", "TensorBoardStatsHandler", "ExportEncoderHandler", "StripHandler")
+    writers = ("StatsHandler", "TensorBoardStatsHandler", "ExportEncoderHandler", "StripHandler", "RecordHandler")
     for section in ("train", "validate"):
         for handler in parser[f"{section}#handlers"]:
             gated = handler.get("_disabled_") == "$not @is_main_rank"

@@ -10,7 +10,7 @@ import torch
 from monai.transforms import Compose
 
 from monai_slicenav.data import pretraining_datalist, split_items, user_datalist, volume_files
-from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd, otsu_threshold
+from monai_slicenav.transforms import EmbeddedVolumed, LoadVolumed, RandSliceTrajectoryd, RenderSlicesd, otsu_threshold
 
 ORIENTED = {  # voxel axes -> world, as scanners write them: RAS, LPS and a permuted, anisotropic one
     "ras": np.diag([1.0, 1.0, 1.0, 1.0]),
@@ -134,6 +134,9 @@ def test_every_variant_pretrains_on_a_folder_and_says_so(scans, tmp_path, capsys
         data = record["provenance"]["data"]
         assert data["source"] == "own scans" and data["data"] == str(scans)
         assert (data["count"], data["validation_count"], data["skipped"]) == (2, 1, 0)
+        assert sorted(data["files"] + data["validation_files"]) == [
+            "sub-0/t1_ras.nii.gz", "sub-1/t1_lps.nii.gz", "sub-2/t1_pir.nii.gz"
+        ]  # fmt: skip
         assert len(data["files_sha256"]) == 64
         load_encoder(tmp_path / variant / "encoder")
     stage = json.loads((tmp_path / "dynamics_aligned" / "pretrain.json").read_text())["stages"][-1]
@@ -171,3 +174,20 @@ def test_reorientation_keeps_every_voxel_at_its_world_position(tmp_path, name):
     theirs = data[tuple(in_file)]
     mid = (ours > 0) & (ours < 1)  # clipped extremes tie
     assert mid.sum() > 150 and np.array_equal(np.argsort(ours[mid]), np.argsort(theirs[mid]))
+
+
+def test_resampling_brings_every_scan_to_one_voxel_size_in_the_same_world(scans):
+    from monai_slicenav.volume import voxel_sizes
+
+    item = user_datalist(scans)[1]  # 1.2 x 1.2 x 1.5 mm, LPS
+    kept = LoadVolumed(foreground_label=True)(item)["image"]
+    resampled = LoadVolumed(foreground_label=True, resample_mm=2.0)(item)
+    image, mask = resampled["image"], resampled["label"]
+    assert torch.allclose(voxel_sizes(image.affine).float(), torch.full((3,), 2.0))
+    assert torch.allclose(voxel_sizes(kept.affine).float(), torch.tensor([1.2, 1.2, 1.5]))
+    extent = [(s * n) for s, n in zip(voxel_sizes(kept.affine).tolist(), kept.shape[1:], strict=True)]
+    assert all(abs(2.0 * n - e) <= 2.0 for n, e in zip(image.shape[1:], extent, strict=True))  # the same field
+    centre = lambda t: t.affine[:3, :3].double() @ (torch.tensor(t.shape[1:]).double() - 1) / 2 + t.affine[:3, 3]  # noqa: E731
+    assert torch.allclose(centre(image), centre(kept), atol=1.0) and mask.shape == image.shape
+    with pytest.raises(ValueError, match="resample_mm must be"):
+        LoadVolumed(resample_mm=0)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 _LIST_SUFFIXES = (".txt", ".csv", ".tsv")
+LISTED_FILES = 256  # provenance names every file up to this many (always: the count and a sha256 of the list)
 
 
 def synthetic_seed(seed: int, index: int) -> int:
@@ -257,7 +258,8 @@ def describe_data(
     ``train`` and ``validate`` are the built datasets (anything with ``data`` items, e.g.
     :class:`~monai_slicenav.data.ScreenedVolumeDataset`): then the counts and the hash are of the volumes actually
     used, and ``skipped`` names every file found but not used, with the reason where the dataset gave one.
-    Without them, the files that pass :func:`screen_volume` are counted."""
+    Without them, the files that pass :func:`screen_volume` are counted. Up to :data:`LISTED_FILES` files are also
+    named (relative to ``data`` when it is a folder)."""
     if not str(data):
         return {
             "source": "embedded",
@@ -283,7 +285,20 @@ def describe_data(
         **({"skipped_files": [_skip_entry(p, reasons) for p in skipped]} if train is not None else {}),
         "files_sha256": _list_digest(used),
         **({"validation_files_sha256": _list_digest(held_out)} if held_out else {}),
+        **(
+            {"files": _named(used, data), "validation_files": _named(held_out, data)}
+            if len(found) <= LISTED_FILES
+            else {}
+        ),
     }
+
+
+def _named(files: Sequence[str], data: str | os.PathLike) -> list[str]:
+    """The files, relative to ``data`` when it is a folder holding them."""
+    folder = Path(data)
+    if not folder.is_dir():
+        return sorted(files)
+    return sorted(Path(f).relative_to(folder).as_posix() if Path(f).is_relative_to(folder) else f for f in files)
 
 
 def _list_digest(files: Sequence[str]) -> str:
