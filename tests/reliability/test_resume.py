@@ -8,8 +8,8 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from .helpers import TINY_SLICES, bundle_workflow
-from .packaged_data import needs_packaged_data
+from ..helpers import TINY_SLICES, bundle_workflow
+from ..packaged_data import needs_packaged_data
 
 SLICE_NETS = {"channels": [8, 16, 16], "val_interval": 100}
 SETTINGS = {
