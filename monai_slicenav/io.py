@@ -12,7 +12,7 @@ import numpy as np
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from .volume import as_volume
+from .volume import check_scan
 
 __all__ = [
     "load_volume",
@@ -32,8 +32,8 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file cannot be read, or is not a valid 3D volume (see :func:`~.volume.as_volume`);
-            the message names the file.
+        ValueError: when the file cannot be read, or is not a usable 3D volume (see :func:`~.volume.check_scan`:
+            NaN, constant, degenerate voxels, a side under 2 voxels); the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -42,7 +42,7 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
         img = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
     except Exception as err:  # readers raise many types (nibabel, gzip, EOF, ...): report them all as bad input
         raise ValueError(f"{path}: cannot read the image ({type(err).__name__}: {err}).") from err
-    as_volume(img, name=str(path))
+    check_scan(img, str(path))  # refuses, naming the file, what would render or navigate garbage
     return img
 
 

@@ -1,5 +1,4 @@
 import json
-import os
 from collections import OrderedDict
 
 import pytest
@@ -107,21 +106,3 @@ def test_missing_and_bad_files(exported, tmp_path):
     weights.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable torch checkpoint"):
         load_state_dict(weights)
-
-
-def test_failed_export_keeps_the_previous_one(exported, monkeypatch):
-    _, encoder, (weights, meta) = exported
-    before = weights.read_bytes(), meta.read_text()
-    other = SliceEncoder.from_tokenizer(SliceTokenizer(**TINY))
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        export_encoder(other, weights.parent, provenance={"data": object()})
-
-    def failing_replace(src, dst):
-        raise OSError("disk full")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", failing_replace)
-        with pytest.raises(OSError, match="disk full"):
-            export_encoder(other, weights.parent)
-    assert (weights.read_bytes(), meta.read_text()) == before
-    assert sorted(p.name for p in weights.parent.iterdir()) == ["encoder.json", "encoder.pt"]  # no temp files left

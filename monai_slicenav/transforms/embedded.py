@@ -22,7 +22,7 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends
 
-from ..volume import check_scan
+from ..volume import as_volume, check_scan
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
 __all__ = [
@@ -161,7 +161,9 @@ class LoadVolumed(MapTransform):
         """``path`` loaded, reoriented to RAS and checked (:func:`~monai_slicenav.volume.check_scan`), keeping of
         its metadata the affine and the file name only (numpy header fields would keep a cached copy from loading
         with ``weights_only=True``; nothing downstream reads them)."""
-        volume = self.orient(self.load(path))
+        loaded = self.load(path)
+        as_volume(loaded, str(path), check_values=False)  # shape and affine first: reorienting a singular one fails
+        volume = self.orient(loaded)
         if self.resample:
             volume = self.resample["nearest" if label else "bilinear"](volume)
         volume = check_scan(volume, str(path), label=label)

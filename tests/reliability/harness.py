@@ -72,3 +72,8 @@ def handled(
     assert not changed and not added, f"written: changed {changed}, added {added}"
     row["handled"] = True
     return message
+
+
+def record(klass: str, entry: str, case: str) -> None:
+    """Record a case checked by its own assertions (resume, fidelity) as handled, once they have passed."""
+    SWEEP.append({"class": klass, "entry": entry, "case": case, "handled": True})

@@ -1,6 +1,8 @@
-"""Trajectory files from elsewhere (``--trajectory`` of the dynamics inference) are checked before anything is
-rendered: a pose whose rotation is not a rotation, actions that do not lead from pose to pose, non-finite numbers,
-and slice centres far outside the volume are refused naming the file; a file as written by the renderer loads."""
+"""Malformed files: trajectories (``--trajectory`` of the dynamics inference and of ``slicenav render``), encoder
+records, bundle metadata, dataset manifests and training records are checked before anything is rendered, built or
+searched; each refusal names the file and the field. A trajectory with a rotation that is not a rotation, actions
+that do not lead from pose to pose, non-finite numbers or slice centres far outside the volume is refused; a file as
+written by the renderer loads."""
 
 import json
 
@@ -8,7 +10,14 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from monai_slicenav.cli import main
+from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.export import export_encoder, load_encoder
+from monai_slicenav.networks import TokenizerConfig
 from monai_slicenav.transforms import LoadTrajectoryd, RandSliceTrajectory, trajectory_to_dict
+
+from .harness import handled
+from .inputs import trained_copy
 
 
 @pytest.fixture
@@ -60,3 +69,91 @@ def test_poses_of_another_scan_are_refused_at_render_time(written):
     _rewrite(path, record)
     with pytest.raises(ValueError, match="trajectory.json: pose 0's centre .* far outside the volume"):
         LoadTrajectoryd(path)({"image": volume})
+
+
+KLASS = "malformed files"
+
+
+@pytest.fixture
+def exported(tmp_path):
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16))), tmp_path / "enc")
+    return tmp_path / "enc"
+
+
+def rewrite(folder, change) -> None:
+    path = folder / "encoder.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.update(arguments=[1, 2]), "field 'arguments' must be an object, got list"),
+        (lambda r: r.update(arguments={"config": {"chanels": [8]}}), "does not build SliceEncoder"),
+        (lambda r: r.update(architecture="slicenav_teleporter"), "unsupported export"),
+    ],
+)
+def test_malformed_records_name_the_field(exported, change, message):
+    rewrite(exported, change)
+    handled(KLASS, "load_encoder", message, exported.parent, lambda: load_encoder(exported), f"encoder.json.*{message}")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"poses": [], "actions": [[0, 0, 0, 0, 0, 0, 0]]}', "spatial_size|one pose more"),
+        ('{"spatial_size": [16, 16], "poses": [{"center_mm": [0, 0, "x"]}], "actions": []}', "Not a trajectory"),
+    ],
+    ids=["text", "list", "counts", "field"],
+)
+def test_render_refuses_a_malformed_trajectory_file(tmp_path, capsys, content, says):
+    (tmp_path / "trajectory.json").write_text(content)
+    run = lambda: main(["render", "--trajectory", str(tmp_path / "trajectory.json"), "--out", str(tmp_path / "o")])  # noqa: E731
+    handled(KLASS, "slicenav render --trajectory", says, tmp_path, run, f"trajectory.json: .*({says})", capsys)
+
+
+@pytest.mark.parametrize(("content", "says"), [("{name", "not valid JSON"), ('"a string"', "expected a JSON object")])
+def test_pack_refuses_malformed_metadata(tokenizer_bundle, tmp_path, capsys, content, says):
+    bundle = trained_copy(tokenizer_bundle, tmp_path)
+    (bundle / "configs" / "metadata.json").write_text(content)
+    run = lambda: main(["pack", str(bundle), "--out", str(tmp_path / "zoo")])  # noqa: E731
+    handled(KLASS, "slicenav pack", f"metadata.json {says}", tmp_path, run, f"metadata.json: {says}", capsys)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (lambda m: m["cases"].update(id_regex="(unclosed"), "id_regex"),
+        (lambda m: m["cases"].update(glob="/etc/*"), "glob"),
+        (lambda m: m.update(files="t1.nii.gz"), "files"),
+    ],
+    ids=["regex", "absolute_glob", "files_string"],
+)
+def test_data_check_refuses_malformed_manifest_fields(tmp_path, capsys, spoil, says):
+    manifest = {
+        "name": "mine",
+        "homepage": "https://example.org",
+        "licence": "CC0",
+        "cases": {"glob": "sub-*/t1.nii.gz", "id_regex": r"^(sub-\d+)/t1\.nii\.gz$", "expected": 1},
+        "entries": {"t1": "{id}/t1.nii.gz"},
+        "split": {"seed": 0, "fractions": {"train": 1.0}, "method": "sha256-bucket"},
+    }
+    spoil(manifest)
+    (tmp_path / "mine.json").write_text(json.dumps(manifest))
+    (tmp_path / "root").mkdir()
+    run = lambda: main(["data", "check", str(tmp_path / "mine.json"), "--root", str(tmp_path / "root")])  # noqa: E731
+    handled(KLASS, "slicenav data check", says, tmp_path, run, f"mine.json.*{says}", capsys)
+
+
+@pytest.mark.parametrize(("content", "says"), [("{", "not valid JSON"), ('{"encoder": 3}', "field 'encoder'")])
+def test_a_malformed_training_record_is_named(tmp_path, content, says):
+    from monai_slicenav.workflows import training_record
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "training.json").write_text(content)
+    handled(KLASS, "training_record (segmentation inference)", says, tmp_path, lambda: training_record(tmp_path),
+            f"training.json: {says}")  # fmt: skip

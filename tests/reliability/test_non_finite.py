@@ -2,9 +2,12 @@
 file (or the iteration) and writes nothing, least of all a model or an export."""
 
 import pytest
+import torch
 
 from monai_slicenav.cli import main
-from monai_slicenav.export import load_encoder
+from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.export import export_encoder, load_encoder, load_state_dict
+from monai_slicenav.networks import SliceTokenizer, TokenizerConfig
 
 from ..helpers import TINY_SLICES, bundle_workflow, run_workflow
 from .harness import handled
@@ -78,3 +81,25 @@ def test_tokenizer_inference_refuses_a_nan_voxel(tokenizer_bundle, tmp_path):
     flow = bundle_workflow("slicenav_tokenizer", bundle, config="inference.yaml", image=str(scan))
     handled(KLASS, "slicenav_tokenizer inference", "NaN voxel", tmp_path, lambda: run_workflow(flow),
             r"nan\.nii\.gz.*NaN")  # fmt: skip
+
+
+def test_non_finite_weights_are_never_exported(tmp_path):
+    exported = tmp_path / "enc"
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16))), exported)
+    before = {p.name: p.read_bytes() for p in exported.iterdir()}
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16)))
+    with torch.no_grad():
+        next(encoder.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values .* training diverged"):
+        export_encoder(encoder, exported)
+    assert {p.name: p.read_bytes() for p in exported.iterdir()} == before  # the old export is intact
+
+
+def test_weights_holding_nan_are_refused_on_load(tmp_path):
+    """A checkpoint of a diverged run (one NaN) is refused by name wherever weights are loaded (exports, stage-2's
+    frozen tokenizer, evaluation), instead of training or scoring on NaN."""
+    state = SliceTokenizer(channels=(8, 16)).state_dict()
+    state["encoder.stages.0.0.conv.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"model.pt: non-finite values \(NaN/Inf\) in 1 tensors"):
+        load_state_dict(tmp_path / "model.pt")

@@ -10,6 +10,7 @@ from ignite.engine import Events
 
 from ..helpers import TINY_SLICES, bundle_workflow
 from ..packaged_data import needs_packaged_data
+from .harness import record
 
 SLICE_NETS = {"channels": [8, 16, 16], "val_interval": 100}
 SETTINGS = {
@@ -91,3 +92,4 @@ def test_resume_equals_an_uninterrupted_run(bundle, tokenizer_bundle, tmp_path):
     assert resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    record("resume", f"{bundle} train --resume true", "stopped after epoch 2, resumed to 3: every loss, lr, weight")
