@@ -157,3 +157,29 @@ def test_a_malformed_training_record_is_named(tmp_path, content, says):
     (tmp_path / "models" / "training.json").write_text(content)
     handled(KLASS, "training_record (segmentation inference)", says, tmp_path, lambda: training_record(tmp_path),
             f"training.json: {says}")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (lambda r: r["poses"][1].update(rotation=[[1, 0, 0], [0, 1, 0], [0, 0, 0]]), "is not a rotation"),
+        (lambda r: r["actions"][0].__setitem__(0, 50.0), "does not lead from pose 0 to pose 1"),
+        (lambda r: [p["center_mm"].__setitem__(0, p["center_mm"][0] + 5000.0) for p in r["poses"]], "outside"),
+    ],
+    ids=["singular_rotation", "inconsistent_action", "outside_the_volume"],
+)
+def test_dynamics_inference_refuses_a_malformed_trajectory(tmp_path, spoil, says):
+    from ..helpers import bundle_workflow, run_workflow
+    from ..navigators import trained_stage
+    from .inputs import head, save
+
+    stage = trained_stage(tmp_path / "stage", tokenizer_steps=1, dynamics_steps=1)
+    scan = save(tmp_path / "head.nii.gz", head())
+    main(["render", str(scan), "--steps", "3", "--size", "32", "--out", str(tmp_path / "rendered")])
+    record = json.loads((tmp_path / "rendered" / "trajectory.json").read_text())
+    spoil(record)
+    (tmp_path / "bad.json").write_text(json.dumps(record))
+    flow = bundle_workflow("slicenav_dynamics", stage, config="inference.yaml", image=str(scan),
+                           trajectory=str(tmp_path / "bad.json"))  # fmt: skip
+    handled(KLASS, "slicenav_dynamics inference --trajectory", says, tmp_path, lambda: run_workflow(flow),
+            f"bad.json.*{says}")  # fmt: skip

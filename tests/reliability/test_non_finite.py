@@ -103,3 +103,37 @@ def test_weights_holding_nan_are_refused_on_load(tmp_path):
     torch.save(state, tmp_path / "model.pt")
     with pytest.raises(ValueError, match=r"model.pt: non-finite values \(NaN/Inf\) in 1 tensors"):
         load_state_dict(tmp_path / "model.pt")
+
+
+def test_segmentation_inference_refuses_a_nan_voxel(tmp_path):
+    """A trained segmentation bundle (its record and weights) given one NaN voxel: refused naming the file, where it
+    used to write an all-background segmentation."""
+    import json
+
+    from monai.bundle import ConfigParser
+
+    from ..helpers import configs_dir
+
+    models = tmp_path / "bundle" / "models"
+    models.mkdir(parents=True)
+    settings = {"num_classes": 6, "spacing_mm": 4.0, "roi_size": 32, "decoder_channels": [8, 8, 8], "encoder": None}
+    (models / "training.json").write_text(json.dumps(settings))
+    parser = ConfigParser()
+    parser.read_config(str(configs_dir("slicenav_segmentation") / "inference.yaml"))
+    parser["bundle_root"] = str(tmp_path / "bundle")
+    torch.save(parser.get_parsed_content("network_def").state_dict(), models / "model.pt")
+    scan = save(tmp_path / "nan.nii.gz", with_nan(head()))
+    flow = bundle_workflow("slicenav_segmentation", tmp_path / "bundle", config="inference.yaml", image=str(scan))
+    handled(KLASS, "slicenav_segmentation inference", "NaN voxel", tmp_path, lambda: run_workflow(flow),
+            r"nan\.nii\.gz.*NaN")  # fmt: skip
+
+
+def test_static_baseline_inference_refuses_a_nan_voxel(tmp_path):
+    from monai_slicenav.experiments.pretrain import pretrain
+
+    record = pretrain("static_volume", 2, tmp_path / "run", preset="micro")
+    stage = tmp_path / "run" / "stages" / record["stages"][0]["root"].rsplit("/", 1)[-1]
+    scan = save(tmp_path / "nan.nii.gz", with_nan(head()))
+    flow = bundle_workflow("static_volume_baseline", stage, config="inference.yaml", image=str(scan))
+    handled(KLASS, "static_volume_baseline inference", "NaN voxel", tmp_path, lambda: run_workflow(flow),
+            r"nan\.nii\.gz.*NaN")  # fmt: skip
