@@ -93,3 +93,45 @@ def test_resume_equals_an_uninterrupted_run(bundle, tokenizer_bundle, tmp_path):
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-4, atol=1e-6, msg=key)
     record("resume", f"{bundle} train --resume true", "stopped after epoch 2, resumed to 3: every loss, lr, weight")
+
+
+KILLER = """
+import os, signal, sys
+from ignite.engine import Events
+sys.path.insert(0, {repo!r})
+from tests.helpers import bundle_workflow
+flow = bundle_workflow("slicenav_tokenizer", {root!r}, **{settings!r}, max_epochs={epochs}, resume={resume})
+flow.initialize()
+trainer = flow.parser.get_parsed_content("train#trainer")
+kill = lambda engine: os.kill(os.getpid(), signal.SIGKILL)
+if {kill_at}:
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once={kill_at}), kill)
+flow.run()
+flow.finalize()
+"""
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL in the middle of epoch 3 (the process dies at once: no handler runs, the epoch-2 checkpoint is the
+    newest), then ``--resume true``: the final weights equal an uninterrupted run's to the last weight."""
+    import subprocess
+    import sys
+
+    from ..helpers import REPO
+
+    settings = SETTINGS["slicenav_tokenizer"]
+
+    def run(root, epochs, resume=False, kill_at=0) -> int:
+        script = KILLER.format(repo=str(REPO), root=str(root), settings=settings, epochs=epochs, resume=resume,
+                               kill_at=kill_at)  # fmt: skip
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=REPO, timeout=300).returncode
+
+    assert run(tmp_path / "whole", 4) == 0
+    assert run(tmp_path / "killed", 4, kill_at=2 * ITERATIONS + 2) == -9  # SIGKILL during epoch 3
+    assert [p.name for p in (tmp_path / "killed" / "models").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=2.pt"]
+    assert not (tmp_path / "killed" / "models" / "model.pt").exists()
+    assert run(tmp_path / "killed", 4, resume=True) == 0
+    resumed, uninterrupted = _final_weights(tmp_path / "killed"), _final_weights(tmp_path / "whole")
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    record("resume", "slicenav_tokenizer train --resume true", "SIGKILL mid-epoch 3, resumed: every weight")
