@@ -183,3 +183,16 @@ def test_dynamics_inference_refuses_a_malformed_trajectory(tmp_path, spoil, says
                            trajectory=str(tmp_path / "bad.json"))  # fmt: skip
     handled(KLASS, "slicenav_dynamics inference --trajectory", says, tmp_path, lambda: run_workflow(flow),
             f"bad.json.*{says}")  # fmt: skip
+
+
+def test_the_dynamics_bundle_refuses_a_tokenizer_dir_of_another_architecture(tokenizer_bundle, tmp_path):
+    from ..helpers import TINY_SLICES, bundle_workflow, run_workflow
+
+    export = trained_copy(tokenizer_bundle, tmp_path) / "models" / "encoder"
+    record = json.loads((export / "encoder.json").read_text())
+    (export / "encoder.json").write_text(json.dumps({**record, "architecture": "slicenav_volume_encoder"}))
+    flow = bundle_workflow("slicenav_dynamics", tmp_path / "stage2", **TINY_SLICES, channels=[8, 16, 16],
+                           tokenizer_dir=str(export), max_epochs=1)  # fmt: skip
+    handled(KLASS, "slicenav_dynamics train", "tokenizer_dir of another architecture", tmp_path,
+            lambda: run_workflow(flow), r"encoder\.json: architecture 'slicenav_volume_encoder' is not a slice",
+            may_write=("stage2/eval/*", "stage2/models/training.json", "stage2/data/*"))  # fmt: skip
