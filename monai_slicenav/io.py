@@ -15,6 +15,7 @@ from monai.transforms import LoadImage
 from .volume import check_scan
 
 __all__ = [
+    "checked_scan",
     "load_volume",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -44,6 +45,22 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
         raise ValueError(f"{path}: cannot read the image ({type(err).__name__}: {err}).") from err
     check_scan(img, str(path))  # refuses, naming the file, what would render or navigate garbage
     return img
+
+
+def checked_scan(path: str | os.PathLike, channels: int | None = 1) -> str:
+    """``path``, after loading and checking it as :func:`load_volume` does and, with ``channels``, refusing another
+    number of channels (a 4D series); for configs that then load the file themselves with MONAI's ``LoadImaged``
+    (whose reader errors, inside a ``Compose``, do not name the file).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_volume`, or for the wrong number of channels; naming the file.
+    """
+    volume = load_volume(path)
+    if channels is not None and volume.shape[0] != channels:
+        raise ValueError(
+            f"{path}: {volume.shape[0]} frames or channels (a 4D image); expected {channels} (extract one first)."
+        )
+    return str(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:

@@ -161,7 +161,10 @@ class LoadVolumed(MapTransform):
         """``path`` loaded, reoriented to RAS and checked (:func:`~monai_slicenav.volume.check_scan`), keeping of
         its metadata the affine and the file name only (numpy header fields would keep a cached copy from loading
         with ``weights_only=True``; nothing downstream reads them)."""
-        loaded = self.load(path)
+        try:
+            loaded = self.load(path)
+        except Exception as err:  # readers raise many types (nibabel, gzip, EOF, ...): all are this file's problem
+            raise ValueError(f"{path}: cannot read the image ({type(err).__name__}: {err}).") from err
         as_volume(loaded, str(path), check_values=False)  # shape and affine first: reorienting a singular one fails
         volume = self.orient(loaded)
         if self.resample:

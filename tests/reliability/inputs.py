@@ -44,3 +44,22 @@ def spoil_weights(path: Path) -> None:
     key = next(k for k, v in state.items() if v.is_floating_point())
     state[key].view(-1)[0] = float("nan")
     torch.save(state, path)
+
+
+def segmentation_bundle(root: Path) -> Path:
+    """A segmentation bundle root as training leaves it (its record and weights; random weights, from scratch)."""
+    import json
+
+    from monai.bundle import ConfigParser
+
+    from ..helpers import configs_dir
+
+    models = root / "models"
+    models.mkdir(parents=True)
+    settings = {"num_classes": 6, "spacing_mm": 4.0, "roi_size": 32, "decoder_channels": [8, 8, 8], "encoder": None}
+    (models / "training.json").write_text(json.dumps(settings))
+    parser = ConfigParser()
+    parser.read_config(str(configs_dir("slicenav_segmentation") / "inference.yaml"))
+    parser["bundle_root"] = str(root)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), models / "model.pt")
+    return root

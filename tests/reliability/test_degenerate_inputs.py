@@ -2,6 +2,8 @@
 refused by name wherever scans are loaded: NaN voxels, constant images, degenerate voxel sizes, one-voxel sides,
 2D and 4D images (label maps: tests/reliability/test_labels.py)."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -115,3 +117,46 @@ def test_render_refuses_a_4d_series(tmp_path, capsys):
     scan = _save(tmp_path / "series.nii.gz", np.stack([_head()] * 3, axis=-1))
     run = lambda: main(["render", scan, "--out", str(tmp_path / "out")])  # noqa: E731
     handled(KLASS, "slicenav render", "4D series", tmp_path, run, r"series\.nii\.gz: 3 frames", capsys)
+
+
+def _truncated(path) -> str:
+    good = _save(path.with_name("whole.nii.gz"), _head())
+    data = Path(good).read_bytes()
+    Path(good).unlink()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["truncated", "series_4d", "constant"])
+def test_segmentation_inference_refuses_unusable_images_by_name(tmp_path, case):
+    from ..helpers import bundle_workflow, run_workflow
+    from .inputs import segmentation_bundle
+
+    bundle = segmentation_bundle(tmp_path / "bundle")
+    path = tmp_path / f"{case}.nii.gz"
+    scan = {
+        "truncated": lambda: _truncated(path),
+        "series_4d": lambda: _save(path, np.stack([_head()] * 3, axis=-1)),
+        "constant": lambda: _save(path, np.zeros((30, 28, 26), np.float32)),
+    }[case]()
+    says = {
+        "truncated": "cannot read the image",
+        "series_4d": "3 frames or channels",
+        "constant": "the image is constant",
+    }[case]
+    flow = bundle_workflow("slicenav_segmentation", bundle, config="inference.yaml", image=scan)
+    handled(KLASS, "slicenav_segmentation inference", case, tmp_path, lambda: run_workflow(flow),
+            f"{case}.nii.gz: {says}")  # fmt: skip
+
+
+def test_registration_refuses_a_truncated_file_by_name(tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    from ..helpers import configs_dir, run_workflow
+
+    fixed, moving = _save(tmp_path / "fixed.nii.gz", _head()), _truncated(tmp_path / "truncated.nii.gz")
+    flow = ConfigWorkflow(config_file=str(configs_dir("slicenav_registration") / "inference.yaml"),
+                          workflow_type="infer", bundle_root=str(tmp_path), fixed_image=fixed, moving_image=moving,
+                          similarity="intensity", iterations=[1, 1, 1])  # fmt: skip
+    handled(KLASS, "slicenav_registration inference", "truncated", tmp_path, lambda: run_workflow(flow),
+            r"truncated\.nii\.gz: cannot read the image")  # fmt: skip

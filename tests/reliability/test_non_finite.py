@@ -11,7 +11,7 @@ from monai_slicenav.networks import SliceTokenizer, TokenizerConfig
 
 from ..helpers import TINY_SLICES, bundle_workflow, run_workflow
 from .harness import handled
-from .inputs import head, save, spoil_weights, trained_copy, with_nan
+from .inputs import head, save, segmentation_bundle, spoil_weights, trained_copy, with_nan
 
 KLASS = "non-finite values"
 # written when a run starts, before any step: TensorBoard files, the hyper-parameters, cached synthetic label maps
@@ -108,20 +108,7 @@ def test_weights_holding_nan_are_refused_on_load(tmp_path):
 def test_segmentation_inference_refuses_a_nan_voxel(tmp_path):
     """A trained segmentation bundle (its record and weights) given one NaN voxel: refused naming the file, where it
     used to write an all-background segmentation."""
-    import json
-
-    from monai.bundle import ConfigParser
-
-    from ..helpers import configs_dir
-
-    models = tmp_path / "bundle" / "models"
-    models.mkdir(parents=True)
-    settings = {"num_classes": 6, "spacing_mm": 4.0, "roi_size": 32, "decoder_channels": [8, 8, 8], "encoder": None}
-    (models / "training.json").write_text(json.dumps(settings))
-    parser = ConfigParser()
-    parser.read_config(str(configs_dir("slicenav_segmentation") / "inference.yaml"))
-    parser["bundle_root"] = str(tmp_path / "bundle")
-    torch.save(parser.get_parsed_content("network_def").state_dict(), models / "model.pt")
+    segmentation_bundle(tmp_path / "bundle")
     scan = save(tmp_path / "nan.nii.gz", with_nan(head()))
     flow = bundle_workflow("slicenav_segmentation", tmp_path / "bundle", config="inference.yaml", image=str(scan))
     handled(KLASS, "slicenav_segmentation inference", "NaN voxel", tmp_path, lambda: run_workflow(flow),
