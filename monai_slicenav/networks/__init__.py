@@ -1,6 +1,7 @@
 """Networks: the slice tokenizer (stage 1), its quantizer, the latent dynamics model and its training wrapper
-(stage 2), the pose pretext heads, and the static-volume baseline."""
+(stage 2), the pose pretext heads, the static-volume baseline, and the multi-positive voxel contrastive loss."""
 
+from .contrastive import VoxelContrastiveLoss, sample_voxels_per_label, supervised_contrastive
 from .conv import ConvDecoderNet, ConvEncoderNet
 from .dynamics import DynamicsConfig, LatentDynamics, block_causal_mask, next_step_loss
 from .navigator import NavigationLoss, SliceNavigator, predict_next, rollout
@@ -10,6 +11,9 @@ from .tokenizer import SliceDecoderNet, SliceEncoderNet, SliceTokenizer, Tokeniz
 from .volume_mae import MaskedReconstructionLoss, VolumeMAE, VolumeMAEConfig, mask_volumes
 
 __all__ = [
+    "VoxelContrastiveLoss",
+    "sample_voxels_per_label",
+    "supervised_contrastive",
     "ConvDecoderNet",
     "ConvEncoderNet",
     "DynamicsConfig",

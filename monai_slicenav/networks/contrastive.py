@@ -1,0 +1,102 @@
+"""Multi-positive voxel contrastive learning on the synthetic engine: several appearances of one label map give
+voxels that must map to the same feature when they share a label and apart when they do not (supervised
+contrastive over sampled voxels, as anatomix trains its 3D UNet).
+
+MONAI's ``ContrastiveLoss`` is SimCLR's NT-Xent: one positive per sample (the same item in the other view). Here
+every voxel of the same label, in any view, is a positive, so the loss is written out (Khosla et al., Supervised
+Contrastive Learning, NeurIPS 2020, the "L_out" form) over voxels sampled per label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["sample_voxels_per_label", "supervised_contrastive", "VoxelContrastiveLoss"]
+
+
+def sample_voxels_per_label(labels: torch.Tensor, per_label: int, generator: torch.Generator | None = None) -> tuple:
+    """Up to ``per_label`` voxels of every label of a (X, Y, Z) (or any-shaped) integer map, chosen at random: the
+    flat voxel indices and their labels. Which voxels a label gets depends only on where that label is (a random
+    score per voxel, the lowest scores of each label), so renaming the labels picks the same voxels.
+
+    Raises:
+        ValueError: for ``per_label`` < 1 or a label map that is not integer-valued.
+    """
+    if per_label < 1:
+        raise ValueError(f"per_label must be >= 1, got {per_label}.")
+    if labels.is_floating_point():
+        raise ValueError(f"labels must be integers, got {labels.dtype}.")
+    flat = labels.reshape(-1)
+    score = torch.rand(flat.numel(), generator=generator, device="cpu").to(flat.device)
+    indices = []
+    for value in torch.unique(flat):
+        where = torch.nonzero(flat == value).flatten()
+        keep = where[torch.argsort(score[where])[:per_label]]
+        indices.append(keep)
+    chosen = torch.cat(indices)
+    return chosen, flat[chosen]
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """The supervised-contrastive loss of ``features`` (N, C) with ``labels`` (N,): for every anchor with at least
+    one positive (another sample of its label), minus the mean over its positives of the log-softmax of the cosine
+    similarity / ``temperature`` over all other samples; averaged over those anchors. Zero when no anchor has a
+    positive."""
+    unit = F.normalize(features.float(), dim=1)
+    logits = unit @ unit.T / temperature
+    self_mask = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positive.sum(dim=1)
+    anchors = counts > 0
+    if not bool(anchors.any()):
+        return features.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~positive, 0.0).sum(dim=1)[anchors] / counts[anchors]
+    return -mean_log_prob.mean()
+
+
+class VoxelContrastiveLoss(nn.Module):
+    """Multi-positive voxel contrastive loss over appearances of the same label maps.
+
+    ``forward(views, labels)``: ``views`` a sequence of V feature maps (B, C, X, Y, Z) of the same B label maps
+    painted V times (same geometry, different appearance), ``labels`` (B, 1, X, Y, Z) or (B, X, Y, Z). For every
+    volume, ``per_label`` voxels of each label are sampled (the same voxels in every view), and the
+    supervised-contrastive loss (:func:`supervised_contrastive`) is taken over the V x sampled features: the same
+    label in any view is a positive, another label a negative. Averaged over the batch. Invariant to renaming the
+    labels.
+
+    Args:
+        temperature: softmax temperature of the cosine similarities. Defaults to 0.1.
+        per_label: voxels sampled per label and volume. Defaults to 32.
+        seed: seeds the voxel sampling (one generator, advanced at every call); None: torch's global generator.
+    """
+
+    def __init__(self, temperature: float = 0.1, per_label: int = 32, seed: int | None = 0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.temperature = float(temperature)
+        self.per_label = int(per_label)
+        self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+
+    def forward(self, views: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        views = list(views)
+        if len(views) < 2:
+            raise ValueError(f"need at least two appearances of the same label maps, got {len(views)}.")
+        shape = views[0].shape
+        if any(v.shape != shape for v in views) or len(shape) != 5:
+            raise ValueError(f"views must be (B, C, X, Y, Z) of one shape, got {[tuple(v.shape) for v in views]}.")
+        labels = labels[:, 0] if labels.ndim == 5 else labels
+        if labels.shape != (shape[0], *shape[2:]):
+            raise ValueError(f"labels {tuple(labels.shape)} do not match the views' grid {tuple(shape)}.")
+        losses = []
+        for b in range(shape[0]):
+            index, sampled = sample_voxels_per_label(labels[b].long(), self.per_label, self.generator)
+            features = torch.cat([v[b].flatten(1)[:, index].T for v in views])  # (V * N, C)
+            losses.append(supervised_contrastive(features, sampled.repeat(len(views)), self.temperature))
+        return torch.stack(losses).mean()
