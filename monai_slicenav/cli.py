@@ -172,7 +172,8 @@ class SliceNavCLI:
         """Pretrain one variant with a matched step budget and export its encoder to OUT/encoder.
 
         Args:
-            variant: tokenizer_only | dynamics_aligned | dynamics_none | dynamics_shuffled | static_volume.
+            variant: tokenizer_only | dynamics_aligned | dynamics_none | dynamics_shuffled | static_volume |
+                voxel_contrastive.
             steps: optimizer steps in total (dynamics variants: half for the tokenizer, half for the dynamics).
             out: output folder (encoder/, pretrain.json; slice_encoder/ for the dynamics variants).
             seed: seeds data, initialisation and sampling.
@@ -213,8 +214,9 @@ class SliceNavCLI:
         cells are reused when run again.
 
         Args:
-            variants: all, or a comma-separated subset of random, static_volume, tokenizer_only, dynamics_untrained
-                (control: stage-1 tokenizer, untrained trunk), dynamics_none, dynamics_shuffled, dynamics_aligned.
+            variants: all, or a comma-separated subset of random, static_volume, voxel_contrastive, tokenizer_only,
+                dynamics_untrained (control: stage-1 tokenizer, untrained trunk), dynamics_none, dynamics_shuffled,
+                dynamics_aligned.
             seeds: seeds per variant.
             budget: micro (smoke test, about a minute) | small (3 seeds in about 1.5 hours on 2 CPU cores) | paper
                 (GPU-scale, documented).

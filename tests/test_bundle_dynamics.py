@@ -140,7 +140,7 @@ def test_static_volume_bundle_trains_exports_and_infers(tmp_path):
     assert scores["hidden_fraction"] == pytest.approx(0.6, abs=0.05) and 0 <= scores["hidden_mae"] < 1
 
 
-@pytest.mark.parametrize("bundle", ["slicenav_dynamics", "static_volume_baseline"])
+@pytest.mark.parametrize("bundle", ["slicenav_dynamics", "static_volume_baseline", "voxel_contrastive"])
 def test_metadata_verifies_offline(bundle):
     verify_metadata(meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
 
@@ -155,6 +155,7 @@ def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
         "dynamics_none": "ContextEncoder",
         "dynamics_shuffled": "ContextEncoder",
         "static_volume": "VolumeEncoder",
+        "voxel_contrastive": "VolumeEncoder",
     }
     assert isinstance(load_encoder(tmp_path / "dynamics_none" / "slice_encoder"), SliceEncoder)
     # the three dynamics variants share one stage-1 tokenizer (2 of the 4 steps), trained once

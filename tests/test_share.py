@@ -146,7 +146,8 @@ def test_a_packed_trained_bundle_says_what_it_was_trained_on_and_with(tokenizer_
 
 
 @pytest.mark.parametrize(
-    "bundle", ["slicenav_tokenizer", "slicenav_dynamics", "static_volume_baseline", "slicenav_segmentation"]
+    "bundle",
+    ["slicenav_tokenizer", "slicenav_dynamics", "static_volume_baseline", "slicenav_segmentation", "voxel_contrastive"],
 )
 def test_every_hyper_parameter_is_recorded_for_the_packed_config(bundle):
     """A hyper-parameter added to a training config but not to its recorded ``hyperparameters`` would be missing

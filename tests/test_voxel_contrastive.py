@@ -8,8 +8,15 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
+from monai_slicenav.export import load_encoder
 from monai_slicenav.networks import VoxelContrastiveLoss, sample_voxels_per_label, supervised_contrastive
 from monai_slicenav.transforms import RandSynthAppearance, SynthLabelEnsemble
+
+TINY_VOXEL = {  # the voxel_contrastive bundle at the smallest settings: seconds per run
+    "num_synthetic": 2, "num_val_synthetic": 1, "synth_size": 40, "crop_size": 32, "crops_per_volume": 1,
+    "channels": [8, 16, 32], "batch_size": 1, "num_workers": 0, "max_epochs": 6, "val_interval": 6, "per_label": 16,
+    "learning_rate": 0.003,
+}  # fmt: skip
 
 
 def test_two_samples_of_one_label_and_nothing_else_cost_nothing():
@@ -88,3 +95,71 @@ def test_a_short_run_makes_shared_labels_closer_across_appearances():
     after = _margin(network.eval(), seed=999)  # a label map never seen in training
     print(f"margin before {before:.3f}, after {after:.3f}")
     assert after > 0.2 and after > before + 0.1, (before, after)
+
+
+def test_the_bundle_trains_exports_the_common_format_and_infers(tmp_path):
+    """The voxel_contrastive bundle's loss falls on a few label maps, its export loads as every other variant's
+    (and reproduces the trained network's features), and inference writes features of a volume."""
+    from .helpers import bundle_workflow, record_losses, run_workflow
+
+    flow = bundle_workflow("voxel_contrastive", tmp_path, **TINY_VOXEL)
+    losses = record_losses(flow)
+    assert sum(losses[-2:]) < sum(losses[:2]) - 0.2
+    encoder = load_encoder(tmp_path / "models" / "encoder")
+    trained = flow.parser.get_parsed_content("network").eval()
+    x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(encoder.pyramid(x), trained(x), strict=True))
+    infer = bundle_workflow("voxel_contrastive", tmp_path, "inference.yaml", size=40,
+                            **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40}})  # fmt: skip
+    run_workflow(infer)
+    out = next((tmp_path / "eval" / "inference").iterdir())
+    features = torch.load(out / "features.pt", weights_only=True)
+    assert features["features"].shape == (8, 20, 20, 20) and features["stride"] == 2
+    assert (out / "features.png").is_file()
+
+
+def test_pretrain_refuses_unlabelled_scans_for_the_contrastive_variant(tmp_path, capsys):
+    from monai_slicenav.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "voxel_contrastive", "2", str(tmp_path / "out"), "--data", str(tmp_path)])
+    assert "learns from label maps" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_registration_with_a_trained_voxel_encoder_recovers_a_known_shift(tmp_path):
+    """Feature registration with a briefly trained voxel-contrastive encoder on a pair whose moving image is the
+    fixed one shifted by 4 mm: the feature dissimilarity falls and label Dice rises over no registration."""
+    from monai_slicenav.downstream import Lift3D
+    from monai_slicenav.downstream.registration import (
+        RegistrationConfig,
+        feature_levels,
+        label_dice,
+        register,
+        warp_volume,
+    )
+    from monai_slicenav.downstream.registration_run import file_pair, load_pair
+
+    from .helpers import bundle_workflow, record_losses
+    from .test_registration import _blob_pair
+
+    record_losses(bundle_workflow("voxel_contrastive", tmp_path / "bundle", **TINY_VOXEL))
+    files = _blob_pair(tmp_path)
+    data = load_pair(
+        file_pair(files["fixed_image"], files["moving_image"], files["fixed_label"], files["moving_label"])
+    )
+    lifted = Lift3D(load_encoder(tmp_path / "bundle" / "models" / "encoder")).eval()
+    fixed, moving = (feature_levels(lifted, data[f"{r}_image"], 3) for r in ("fixed", "moving"))
+    ddf = register(
+        fixed, moving, data["fixed_image"].shape[2:], "features", RegistrationConfig(iterations=(30, 30, 20))
+    )
+    warped = feature_levels(lifted, warp_volume(data["moving_image"], ddf), 3)
+
+    def dissimilarity(a, b) -> float:
+        return float((1 - (a * b).sum(dim=1)).mean())
+
+    assert dissimilarity(warped[-1], fixed[-1]) < dissimilarity(moving[-1], fixed[-1])
+    classes = int(max(data["fixed_label"].max(), data["moving_label"].max())) + 1
+    before = sum(label_dice(data["moving_label"], data["fixed_label"], classes)) / 2
+    after = sum(label_dice(warp_volume(data["moving_label"].float(), ddf, "nearest"), data["fixed_label"], classes)) / 2
+    assert after > before + 0.05, (before, after)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..networks.contrastive import VoxelContrastiveNet
 from ..networks.conv import ConvEncoderNet
 from ..networks.dynamics import DynamicsConfig, LatentDynamics
 from ..networks.navigator import SliceNavigator
@@ -220,8 +221,9 @@ class VolumeEncoder(_Exported):
         return {"config": self.config.to_dict()}
 
     @classmethod
-    def from_mae(cls, mae: VolumeMAE) -> VolumeEncoder:
-        """The encoder half of a trained :class:`~monai_slicenav.networks.VolumeMAE` (weights copied)."""
+    def from_mae(cls, mae: VolumeMAE | VoxelContrastiveNet) -> VolumeEncoder:
+        """The encoder of a trained :class:`~monai_slicenav.networks.VolumeMAE` (its encoder half) or
+        :class:`~monai_slicenav.networks.VoxelContrastiveNet` (weights copied)."""
         encoder = cls(mae.config)
         encoder.encoder.load_state_dict(mae.encoder.state_dict())
         return encoder
@@ -241,6 +243,6 @@ def encoders_of(network: nn.Module) -> dict[str, nn.Module]:
             "encoder": SliceEncoder.from_tokenizer(network.tokenizer),
             "context_encoder": ContextEncoder.from_navigator(network),
         }
-    if isinstance(network, VolumeMAE):
+    if isinstance(network, (VolumeMAE, VoxelContrastiveNet)):
         return {"encoder": VolumeEncoder.from_mae(network)}
     raise TypeError(f"No exportable encoder known for {type(network).__name__}.")

@@ -54,8 +54,8 @@ __all__ = ["CONTROLS", "EVALUATED_VARIANTS", "BUDGETS", "evaluate", "segmentatio
 logger = logging.getLogger(__name__)
 
 CONTROLS = ("random", "dynamics_untrained")  # rows with no pretraining of their own (see the module docstring)
-EVALUATED_VARIANTS = ("random", "static_volume", "tokenizer_only", "dynamics_untrained", "dynamics_none",
-                      "dynamics_shuffled", "dynamics_aligned")  # fmt: skip
+EVALUATED_VARIANTS = ("random", "static_volume", "voxel_contrastive", "tokenizer_only", "dynamics_untrained",
+                      "dynamics_none", "dynamics_shuffled", "dynamics_aligned")  # fmt: skip
 """The table's rows, in order: the pretraining variants of :mod:`.pretrain` and the two controls."""
 
 BUDGETS: dict[str, dict] = {

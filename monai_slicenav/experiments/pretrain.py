@@ -7,7 +7,10 @@ Variants and what their ``steps`` optimizer steps buy:
   the tokenizer (stage 1, shared by the three, trained once) and half for the dynamics bundle (stage 2) with
   ``action_mode`` aligned, none or shuffled; the context encoder is the variant's encoder, the tokenizer's encoder
   is exported beside it;
-* ``static_volume``: the 3D masked-autoencoder baseline, all steps.
+* ``static_volume``: the 3D masked-autoencoder baseline, all steps;
+* ``voxel_contrastive``: the same 3D encoder trained with the multi-positive voxel contrastive loss across two
+  random appearances of synthetic label maps (the ``voxel_contrastive`` bundle), all steps; it needs label maps,
+  so it trains on the synthetic engine only.
 
 Every stage runs its bundle through MONAI's ``ConfigWorkflow`` in ``<cache_dir>/<bundle>-<hash>``, where the hash
 covers the bundle config, the overrides, the steps and the package version: a finished stage with the same hash is
@@ -34,7 +37,14 @@ __all__ = ["VARIANTS", "DYNAMICS_VARIANTS", "PRESETS", "bundles_dir", "pretrain"
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("tokenizer_only", "dynamics_aligned", "dynamics_none", "dynamics_shuffled", "static_volume")
+VARIANTS = (
+    "tokenizer_only",
+    "dynamics_aligned",
+    "dynamics_none",
+    "dynamics_shuffled",
+    "static_volume",
+    "voxel_contrastive",
+)
 DYNAMICS_VARIANTS = tuple(
     v for v in VARIANTS if v.startswith("dynamics_")
 )  # stage 2 with aligned, no, shuffled actions
@@ -73,6 +83,11 @@ PRESETS: dict[str, dict] = {
 }
 
 _STAGE_ENCODERS = {"slicenav_tokenizer": "encoder", "slicenav_dynamics": "context_encoder"}
+_ONE_STAGE = {  # variants trained by one bundle with all the steps
+    "tokenizer_only": "slicenav_tokenizer",
+    "static_volume": "static_volume_baseline",
+    "voxel_contrastive": "voxel_contrastive",
+}
 
 
 def bundles_dir() -> Path:
@@ -231,6 +246,10 @@ def pretrain(
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out / "stages"
     settings, extra = PRESETS[preset], dict(extra_overrides or {})
+    if data is not None and variant == "voxel_contrastive":
+        raise ValueError(
+            "voxel_contrastive learns from label maps (the synthetic engine); it cannot train on unlabelled --data."
+        )
     if data is not None:  # fail on a wrong path now, not after the first stage trained on the wrong data
         files = volume_files(data, data_root)
         if val_data is not None:
@@ -240,16 +259,9 @@ def pretrain(
         logger.info("pretraining on %d volumes of your own from %s", len(files), data)
     start = time.perf_counter()
     stages = []
-    if variant == "static_volume":
-        stages.append(
-            run_stage(
-                "static_volume_baseline", stage_overrides("static_volume_baseline", settings, steps, seed, extra), cache
-            )
-        )
-    elif variant == "tokenizer_only":
-        stages.append(
-            run_stage("slicenav_tokenizer", stage_overrides("slicenav_tokenizer", settings, steps, seed, extra), cache)
-        )
+    if variant in _ONE_STAGE:
+        bundle = _ONE_STAGE[variant]
+        stages.append(run_stage(bundle, stage_overrides(bundle, settings, steps, seed, extra), cache))
     else:
         first = int(steps) // 2
         tokenizer = run_stage(

@@ -1,7 +1,13 @@
 """Networks: the slice tokenizer (stage 1), its quantizer, the latent dynamics model and its training wrapper
 (stage 2), the pose pretext heads, the static-volume baseline, and the multi-positive voxel contrastive loss."""
 
-from .contrastive import VoxelContrastiveLoss, sample_voxels_per_label, supervised_contrastive
+from .contrastive import (
+    PyramidContrastiveLoss,
+    VoxelContrastiveLoss,
+    VoxelContrastiveNet,
+    sample_voxels_per_label,
+    supervised_contrastive,
+)
 from .conv import ConvDecoderNet, ConvEncoderNet
 from .dynamics import DynamicsConfig, LatentDynamics, block_causal_mask, next_step_loss
 from .navigator import NavigationLoss, SliceNavigator, predict_next, rollout
@@ -12,6 +18,8 @@ from .volume_mae import MaskedReconstructionLoss, VolumeMAE, VolumeMAEConfig, ma
 
 __all__ = [
     "VoxelContrastiveLoss",
+    "PyramidContrastiveLoss",
+    "VoxelContrastiveNet",
     "sample_voxels_per_label",
     "supervised_contrastive",
     "ConvDecoderNet",

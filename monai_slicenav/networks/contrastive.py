@@ -15,7 +15,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["sample_voxels_per_label", "supervised_contrastive", "VoxelContrastiveLoss"]
+from .conv import ConvEncoderNet
+from .volume_mae import VolumeMAEConfig
+
+__all__ = [
+    "sample_voxels_per_label",
+    "supervised_contrastive",
+    "VoxelContrastiveLoss",
+    "PyramidContrastiveLoss",
+    "VoxelContrastiveNet",
+]
 
 
 def sample_voxels_per_label(labels: torch.Tensor, per_label: int, generator: torch.Generator | None = None) -> tuple:
@@ -74,14 +83,21 @@ class VoxelContrastiveLoss(nn.Module):
         temperature: softmax temperature of the cosine similarities. Defaults to 0.1.
         per_label: voxels sampled per label and volume. Defaults to 32.
         seed: seeds the voxel sampling (one generator, advanced at every call); None: torch's global generator.
+        fixed_sampling: draw the voxels from ``seed`` afresh at every call, so the same input always gives the same
+            value (for validation metrics). Defaults to False.
     """
 
-    def __init__(self, temperature: float = 0.1, per_label: int = 32, seed: int | None = 0) -> None:
+    def __init__(
+        self, temperature: float = 0.1, per_label: int = 32, seed: int | None = 0, fixed_sampling: bool = False
+    ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if fixed_sampling and seed is None:
+            raise ValueError("fixed_sampling needs a seed.")
         self.temperature = float(temperature)
         self.per_label = int(per_label)
+        self.seed, self.fixed_sampling = seed, bool(fixed_sampling)
         self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def forward(self, views: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -94,9 +110,78 @@ class VoxelContrastiveLoss(nn.Module):
         labels = labels[:, 0] if labels.ndim == 5 else labels
         if labels.shape != (shape[0], *shape[2:]):
             raise ValueError(f"labels {tuple(labels.shape)} do not match the views' grid {tuple(shape)}.")
+        if self.fixed_sampling:
+            self.generator.manual_seed(int(self.seed))
         losses = []
         for b in range(shape[0]):
             index, sampled = sample_voxels_per_label(labels[b].long(), self.per_label, self.generator)
             features = torch.cat([v[b].flatten(1)[:, index].T for v in views])  # (V * N, C)
             losses.append(supervised_contrastive(features, sampled.repeat(len(views)), self.temperature))
         return torch.stack(losses).mean()
+
+
+class PyramidContrastiveLoss(nn.Module):
+    """:class:`VoxelContrastiveLoss` on the finest levels of an encoder pyramid, for a batch that stacks ``views``
+    appearances of the same label maps (view-major: all volumes of view 0, then of view 1, ...).
+
+    ``forward(pyramid, labels)``: ``pyramid`` the encoder's multi-scale features of the stacked batch (V * B, C_l,
+    *S_l), finest first; ``labels`` (B, 1, X, Y, Z). Each level's loss uses the label map taken at the level's
+    voxel centres (nearest); the levels' losses are averaged.
+
+    Args:
+        views: appearances per label map in the batch. Defaults to 2.
+        levels: how many of the finest pyramid levels are trained. Defaults to 2 (strides 2 and 4).
+        temperature, per_label, seed, fixed_sampling: as in :class:`VoxelContrastiveLoss`.
+    """
+
+    def __init__(
+        self,
+        views: int = 2,
+        levels: int = 2,
+        temperature: float = 0.1,
+        per_label: int = 32,
+        seed: int | None = 0,
+        fixed_sampling: bool = False,
+    ) -> None:
+        super().__init__()
+        if views < 2 or levels < 1:
+            raise ValueError(f"views must be >= 2 and levels >= 1, got {views} and {levels}.")
+        self.views, self.levels = int(views), int(levels)
+        self.loss = VoxelContrastiveLoss(temperature, per_label, seed, fixed_sampling)
+
+    def forward(self, pyramid: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        labels = labels if labels.ndim == 5 else labels[:, None]
+        losses = []
+        for level in list(pyramid)[: self.levels]:
+            if level.shape[0] != self.views * labels.shape[0]:
+                raise ValueError(
+                    f"expected {self.views} views of {labels.shape[0]} volumes stacked, got {level.shape[0]} volumes."
+                )
+            coarse = F.interpolate(labels.float(), size=level.shape[2:], mode="nearest").long()
+            losses.append(self.loss(level.chunk(self.views), coarse))
+        return torch.stack(losses).mean()
+
+
+class VoxelContrastiveNet(nn.Module):
+    """The 3D encoder trained with :class:`PyramidContrastiveLoss`: the static baseline's convolutional encoder
+    (its :class:`~monai_slicenav.networks.VolumeMAEConfig`, so it exports as the same ``slicenav_volume_encoder``),
+    whose forward returns the multi-scale pyramid (strides 2, 4, ...) the loss reads.
+
+    Args:
+        config: the encoder's :class:`VolumeMAEConfig` (or its fields, as keyword arguments).
+    """
+
+    def __init__(self, config: VolumeMAEConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        self.config = config if config is not None else VolumeMAEConfig(**kwargs)
+        cfg = self.config
+        self.encoder = ConvEncoderNet(3, cfg.in_channels, cfg.channels, cfg.num_res_units, cfg.latent_dim, cfg.norm)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f = self.config.downsample
+        if x.ndim != 5 or x.shape[1] != self.config.in_channels or any(s % f for s in x.shape[2:]):
+            raise ValueError(
+                f"Expected volumes (B, {self.config.in_channels}, D, H, W) with sides multiples of {f}, "
+                f"got {tuple(x.shape)}."
+            )
+        return self.encoder.pyramid(x)

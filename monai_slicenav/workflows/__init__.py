@@ -7,7 +7,8 @@ networks are rebuilt by :mod:`monai_slicenav.encoders.trained` and re-exported h
 """
 
 from ..encoders.trained import recorded_navigation, stage_models, trained_navigator, trained_network
-from .batches import PrepareMaskedVolumes, PrepareSlices, PrepareTrajectories
+from .batches import PrepareAppearances, PrepareMaskedVolumes, PrepareSlices, PrepareTrajectories
+from .contrastive import VoxelFeatureWriter, feature_colours
 from .controllability import ControllabilityMeter, controllability, held_out_controllability
 from .distributed import is_main_process, silence_other_ranks
 from .dynamics import ControllabilityHandler, NavigationStripHandler, RolloutWriter, navigation_strip
@@ -27,7 +28,10 @@ from .static import VolumeReconstructionWriter, masked_strip
 from .tokenizer import ReconstructionStripHandler, TokenWriter, reconstruction_strip
 
 __all__ = [
+    "VoxelFeatureWriter",
+    "feature_colours",
     "PrepareMaskedVolumes",
+    "PrepareAppearances",
     "PrepareSlices",
     "PrepareTrajectories",
     "ControllabilityMeter",

@@ -12,7 +12,7 @@ from monai.engines.utils import PrepareBatch
 
 from ..networks.volume_mae import mask_volumes
 
-__all__ = ["PrepareSlices", "PrepareTrajectories", "PrepareMaskedVolumes"]
+__all__ = ["PrepareSlices", "PrepareTrajectories", "PrepareMaskedVolumes", "PrepareAppearances"]
 
 
 class _PrepareFromKeys(PrepareBatch):
@@ -120,3 +120,20 @@ class PrepareMaskedVolumes(_PrepareFromKeys):
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         masked, mask = mask_volumes(volumes, self.ratio, self.patch, generator)
         return masked, torch.cat([volumes, mask], dim=1)
+
+
+class PrepareAppearances(_PrepareFromKeys):
+    """``prepare_batch`` of the voxel-contrastive trainer and evaluator: the appearances of the same label maps
+    under ``image_keys`` (each (B, C, X, Y, Z)) stacked view-major into one batch (V * B, C, X, Y, Z), the input;
+    the label maps under ``label_key``, the target (:class:`~monai_slicenav.networks.PyramidContrastiveLoss`)."""
+
+    def __init__(self, image_keys: Sequence[str] = ("image", "image_view2"), label_key: str = "label") -> None:
+        super().__init__()
+        self.image_keys, self.label_key = tuple(image_keys), label_key
+        self.image_key = self.image_keys[0]
+
+    def required_keys(self) -> tuple[str, ...]:
+        return (*self.image_keys, self.label_key)
+
+    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
+        return torch.cat([move(batchdata[k]) for k in self.image_keys]), move(batchdata[self.label_key])
