@@ -163,3 +163,21 @@ def test_registration_with_a_trained_voxel_encoder_recovers_a_known_shift(tmp_pa
     before = sum(label_dice(data["moving_label"], data["fixed_label"], classes)) / 2
     after = sum(label_dice(warp_volume(data["moving_label"].float(), ddf, "nearest"), data["fixed_label"], classes)) / 2
     assert after > before + 0.05, (before, after)
+
+
+def test_combined_similarity_registers_with_features_and_intensities(tmp_path):
+    from monai_slicenav.downstream.registration import RegistrationConfig
+    from monai_slicenav.downstream.registration_run import file_pair, run_registration
+    from monai_slicenav.encoders import VolumeEncoder
+    from monai_slicenav.export import export_encoder
+
+    from .test_registration import _blob_pair
+
+    files = _blob_pair(tmp_path)
+    export_encoder(VolumeEncoder({"channels": (8, 16, 32)}), tmp_path / "encoder")
+    pair = file_pair(files["fixed_image"], files["moving_image"], files["fixed_label"], files["moving_label"])
+    config = RegistrationConfig(iterations=(30, 30, 20), intensity_weight=1.0)
+    record = run_registration(pair, tmp_path / "out", "combined", tmp_path / "encoder", 2.0, config)
+    assert record["similarity"] == "combined" and record["mean_dice_after"] > record["mean_dice_before"] + 0.1
+    with pytest.raises(ValueError, match="'combined' needs an exported encoder"):
+        run_registration(pair, tmp_path / "out", "combined", "", 2.0, config)

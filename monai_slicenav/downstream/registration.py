@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +37,16 @@ __all__ = [
     "RegistrationConfig",
     "feature_levels",
     "intensity_levels",
+    "SIMILARITIES",
     "register",
     "warp_volume",
     "negative_jacobian_fraction",
     "label_dice",
     "write_registration",
 ]
+
+
+SIMILARITIES = ("features", "intensity", "combined")
 
 
 @dataclass
@@ -53,11 +57,21 @@ class RegistrationConfig:
     learning_rate: float = 0.1
     smooth_weight: float = 1.0  # BendingEnergyLoss weight
     integration_steps: int = 7  # DVF2DDF scaling-and-squaring steps
+    intensity_weight: float = 1.0  # weight of the intensity LNCC next to the feature term (similarity "combined")
 
     def __post_init__(self) -> None:
         self.iterations = tuple(int(i) for i in self.iterations)
-        if not self.iterations or min(self.iterations) < 0 or self.learning_rate <= 0 or self.smooth_weight < 0:
-            raise ValueError(f"non-empty non-negative iterations, learning_rate > 0, smooth_weight >= 0; got {self}.")
+        if (
+            not self.iterations
+            or min(self.iterations) < 0
+            or self.learning_rate <= 0
+            or self.smooth_weight < 0
+            or self.intensity_weight < 0
+        ):
+            raise ValueError(
+                f"non-empty non-negative iterations, learning_rate > 0, smooth_weight and intensity_weight >= 0; "
+                f"got {self}."
+            )
 
 
 @torch.no_grad()
@@ -101,6 +115,8 @@ def register(
     shape: Sequence[int],
     similarity: str = "features",
     config: RegistrationConfig | None = None,
+    fixed_intensity: Sequence[torch.Tensor] | None = None,
+    moving_intensity: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Optimise a displacement field taking ``moving`` onto ``fixed``.
 
@@ -108,7 +124,9 @@ def register(
         fixed_levels / moving_levels: matching pyramids (1, C, ...) of the two volumes, coarsest first
             (:func:`feature_levels` or :func:`intensity_levels`), on grids of the same extent as ``shape``.
         shape: the full-resolution fixed grid (X, Y, Z) of the returned field.
-        similarity: ``"features"`` (1 - cosine of normalised features) or ``"intensity"`` (LNCC).
+        similarity: ``"features"`` (1 - cosine of normalised features), ``"intensity"`` (LNCC), or ``"combined"``
+            (the feature term plus ``config.intensity_weight`` times LNCC of ``fixed_intensity`` /
+            ``moving_intensity``, the :func:`intensity_levels` of the two volumes).
         config: optimisation settings.
 
     Returns:
@@ -118,24 +136,42 @@ def register(
         ValueError: for an unknown similarity or pyramids that do not match.
     """
     config = config or RegistrationConfig()
-    if similarity not in ("features", "intensity"):
-        raise ValueError(f"similarity must be 'features' or 'intensity', got {similarity!r}.")
-    if len(fixed_levels) != len(moving_levels) or any(
-        f.shape != m.shape for f, m in zip(fixed_levels, moving_levels, strict=False)
-    ):
-        raise ValueError("fixed and moving pyramids must have the same levels and shapes.")
-    loss_fn: Callable = (
-        _cosine_distance if similarity == "features" else LocalNormalizedCrossCorrelationLoss(kernel_size=5)
-    )
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
+    pyramids = [(fixed_levels, moving_levels)]
+    if similarity == "combined":
+        if fixed_intensity is None or moving_intensity is None:
+            raise ValueError("similarity 'combined' needs the intensity pyramids of both volumes too.")
+        pyramids.append((fixed_intensity, moving_intensity))
+    for fixed_pyramid, moving_pyramid in pyramids:
+        if (
+            len(fixed_pyramid) != len(fixed_levels)
+            or len(moving_pyramid) != len(fixed_levels)
+            or any(
+                f.shape != m.shape or f.shape[2:] != g.shape[2:]
+                for f, m, g in zip(fixed_pyramid, moving_pyramid, fixed_levels, strict=False)
+            )
+        ):
+            raise ValueError("fixed and moving pyramids must have the same levels and shapes.")
+    lncc = LocalNormalizedCrossCorrelationLoss(kernel_size=5)
+
+    def loss_fn(warp_by, level: int) -> torch.Tensor:
+        if similarity == "intensity":
+            return lncc(warp_by(moving_levels[level]), fixed_levels[level])
+        value = _cosine_distance(warp_by(moving_levels[level]), fixed_levels[level])
+        if similarity == "combined":
+            value = value + config.intensity_weight * lncc(warp_by(moving_intensity[level]), fixed_intensity[level])
+        return value
+
     smooth, integrate, warp = BendingEnergyLoss(), DVF2DDF(num_steps=config.integration_steps), Warp()
     iterations = list(config.iterations) + [config.iterations[-1]] * (len(fixed_levels) - len(config.iterations))
     velocity = torch.zeros(1, 3, *fixed_levels[0].shape[2:], device=fixed_levels[0].device)
-    for fixed, moving, steps in zip(fixed_levels, moving_levels, iterations, strict=False):
+    for level, (fixed, steps) in enumerate(zip(fixed_levels, iterations, strict=False)):
         velocity = nn.Parameter(_resize_ddf(velocity.detach(), fixed.shape[2:]))
         optimizer = torch.optim.Adam([velocity], lr=config.learning_rate)
         for _ in range(steps):
             ddf = integrate(velocity)
-            loss = loss_fn(warp(moving, ddf), fixed) + config.smooth_weight * smooth(ddf)
+            loss = loss_fn(lambda moving, field=ddf: warp(moving, field), level) + config.smooth_weight * smooth(ddf)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -135,29 +135,27 @@ def run_registration(
         ValueError: when ``similarity="features"`` has no ``encoder_path``, or label maps hold no label.
     """
     config = config or RegistrationConfig()
-    if similarity == "features" and not encoder_path:
-        raise ValueError("Feature-based registration needs an exported encoder (encoder_path).")
+    if similarity in ("features", "combined") and not encoder_path:
+        raise ValueError(f"Registration with similarity {similarity!r} needs an exported encoder (encoder_path).")
     data = load_pair(pair, spacing_mm)
     if data["fixed_label"] is not None:  # checked before the optimisation, not after it
         classes = _label_classes(pair, data["moving_label"], data["fixed_label"])
     start = time.perf_counter()
     levels = len(config.iterations)
-    if similarity == "features":
+    intensities = [intensity_levels(data[f"{role}_image"], levels) for role in ("fixed", "moving")]
+    if similarity in ("features", "combined"):
         lifted = Lift3D(load_encoder(encoder_path)).eval()
         fixed_levels = feature_levels(lifted, data["fixed_image"], levels)
         moving_levels = feature_levels(lifted, data["moving_image"], levels)
     else:
-        fixed_levels, moving_levels = (
-            intensity_levels(data["fixed_image"], levels),
-            intensity_levels(data["moving_image"], levels),
-        )
-    ddf = register(fixed_levels, moving_levels, data["fixed_image"].shape[2:], similarity, config)
+        fixed_levels, moving_levels = intensities
+    ddf = register(fixed_levels, moving_levels, data["fixed_image"].shape[2:], similarity, config, *intensities)
     seconds = time.perf_counter() - start
     warped_image = warp_volume(data["moving_image"], ddf)
     record = {
         "pair": pair["name"],
         "similarity": similarity,
-        "encoder": str(encoder_path) if similarity == "features" else None,
+        "encoder": str(encoder_path) if similarity != "intensity" else None,
         "negative_jacobian_fraction": negative_jacobian_fraction(ddf, data["fixed_image"] > 0.05),
         "seconds": round(seconds, 2),
         "spacing_mm": spacing_mm,
