@@ -1,6 +1,7 @@
 """Bad (and good) inputs of the sweep: small scans written to disk, a trained tokenizer bundle copied with its
 configs, and ways to spoil them."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -63,3 +64,11 @@ def segmentation_bundle(root: Path) -> Path:
     parser["bundle_root"] = str(root)
     torch.save(parser.get_parsed_content("network_def").state_dict(), models / "model.pt")
     return root
+
+
+def rewrite(folder: Path, change) -> None:
+    """Apply ``change`` to the record (a dict) in ``folder/encoder.json`` and write it back."""
+    path = folder / "encoder.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))

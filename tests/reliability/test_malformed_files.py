@@ -11,13 +11,11 @@ import torch
 from monai.data import MetaTensor
 
 from monai_slicenav.cli import main
-from monai_slicenav.encoders import SliceEncoder
-from monai_slicenav.export import export_encoder, load_encoder
-from monai_slicenav.networks import TokenizerConfig
+from monai_slicenav.export import load_encoder
 from monai_slicenav.transforms import LoadTrajectoryd, RandSliceTrajectory, trajectory_to_dict
 
 from .harness import handled
-from .inputs import trained_copy
+from .inputs import rewrite, trained_copy
 
 
 @pytest.fixture
@@ -72,19 +70,6 @@ def test_poses_of_another_scan_are_refused_at_render_time(written):
 
 
 KLASS = "malformed files"
-
-
-@pytest.fixture
-def exported(tmp_path):
-    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16))), tmp_path / "enc")
-    return tmp_path / "enc"
-
-
-def rewrite(folder, change) -> None:
-    path = folder / "encoder.json"
-    record = json.loads(path.read_text())
-    change(record)
-    path.write_text(json.dumps(record))
 
 
 @pytest.mark.parametrize(

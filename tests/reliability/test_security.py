@@ -13,25 +13,12 @@ import torch
 
 from monai_slicenav import export as export_module
 from monai_slicenav.cli import main
-from monai_slicenav.encoders import ContextEncoder, SliceEncoder
+from monai_slicenav.encoders import ContextEncoder
 from monai_slicenav.export import export_encoder, load_encoder, load_state_dict
 from monai_slicenav.networks import TokenizerConfig
 
 from .harness import handled
-from .inputs import trained_copy
-
-
-@pytest.fixture
-def exported(tmp_path):
-    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16))), tmp_path / "enc")
-    return tmp_path / "enc"
-
-
-def rewrite(folder, change) -> None:
-    path = folder / "encoder.json"
-    record = json.loads(path.read_text())
-    change(record)
-    path.write_text(json.dumps(record))
+from .inputs import rewrite, trained_copy
 
 
 @pytest.mark.parametrize(
