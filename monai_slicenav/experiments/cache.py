@@ -25,13 +25,14 @@ def digest(payload: object) -> str:
 def reusable(
     record_path: str | os.PathLike, key: str, valid: Callable[[dict], bool] = lambda record: True
 ) -> dict | None:
-    """The record at ``record_path`` when it exists, carries ``hash == key`` and passes ``valid``; else None."""
+    """The record at ``record_path`` when it exists, reads as JSON, carries ``hash == key`` and passes ``valid``;
+    else None (a truncated or damaged record is then computed again, never trusted)."""
     path = Path(record_path)
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):  # a truncated or damaged record: computed again
         return None
     return record if isinstance(record, dict) and record.get("hash") == key and valid(record) else None
 

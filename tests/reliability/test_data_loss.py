@@ -1,6 +1,7 @@
 """Data loss: a failure never leaves a corrupt or half-written checkpoint, export or archive in place of a good
 one, and a damaged cached stage is trained again rather than copied over a good export."""
 
+import json
 import os
 
 import pytest
@@ -71,3 +72,17 @@ def test_a_failed_pack_over_an_existing_archive_keeps_it(tokenizer_bundle, tmp_p
     main(["pack", str(bundle), "--out", str(tmp_path / "zoo")])
     run = lambda: main(["pack", str(bundle), "--out", str(tmp_path / "zoo"), "--version", "one"])  # noqa: E731
     handled(KLASS, "slicenav pack", "over an existing archive", tmp_path, run, "--version must be MAJOR", capsys)
+
+
+@pytest.mark.parametrize("damage", [b'{"hash": "ab', b"\xff\xfe not text"], ids=["truncated", "not_utf8"])
+def test_a_damaged_evaluation_cell_is_computed_again(tmp_path, damage):
+    from monai_slicenav.experiments.cache import cached
+
+    path = tmp_path / "cell.json"
+    path.write_bytes(damage)
+    calls = []
+    first = cached(path, {"variant": "random", "seed": 0}, lambda: calls.append(1) or {"dice": 0.5})
+    assert calls == [1] and first["dice"] == 0.5 and json.loads(path.read_text())["dice"] == 0.5
+    again = cached(path, {"variant": "random", "seed": 0}, lambda: calls.append(1) or {"dice": 0.7})
+    assert calls == [1] and again["dice"] == 0.5  # reused once it is whole
+    record(KLASS, "slicenav evaluate (cells)", f"{damage!r:.12}")

@@ -181,3 +181,10 @@ def test_the_dynamics_bundle_refuses_a_tokenizer_dir_of_another_architecture(tok
     handled(KLASS, "slicenav_dynamics train", "tokenizer_dir of another architecture", tmp_path,
             lambda: run_workflow(flow), r"encoder\.json: architecture 'slicenav_volume_encoder' is not a slice",
             may_write=("stage2/eval/*", "stage2/models/training.json", "stage2/data/*"))  # fmt: skip
+
+
+def test_data_check_refuses_a_manifest_that_is_not_text(tmp_path, capsys):
+    (tmp_path / "mine.json").write_bytes(b"\xff\xfe{}")
+    (tmp_path / "root").mkdir()
+    run = lambda: main(["data", "check", str(tmp_path / "mine.json"), "--root", str(tmp_path / "root")])  # noqa: E731
+    handled(KLASS, "slicenav data check", "not UTF-8", tmp_path, run, r"mine\.json: not valid JSON", capsys)
