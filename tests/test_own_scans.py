@@ -127,7 +127,7 @@ def test_every_variant_pretrains_on_a_folder_and_says_so(scans, tmp_path, capsys
     from monai_slicenav.export import load_encoder
 
     cache = tmp_path / "cache"
-    for variant in VARIANTS:
+    for variant in (v for v in VARIANTS if v != "voxel_contrastive"):  # that one needs label maps (refused)
         main(["pretrain", variant, "2", str(tmp_path / variant), "--preset", "micro", "--cache_dir", str(cache),
               "--data", str(scans)])  # fmt: skip
         record = json.loads((tmp_path / variant / "encoder" / "encoder.json").read_text())
