@@ -119,14 +119,9 @@ def test_pack_refuses_malformed_metadata(tokenizer_bundle, tmp_path, capsys, con
     ids=["regex", "absolute_glob", "files_string"],
 )
 def test_data_check_refuses_malformed_manifest_fields(tmp_path, capsys, spoil, says):
-    manifest = {
-        "name": "mine",
-        "homepage": "https://example.org",
-        "licence": "CC0",
-        "cases": {"glob": "sub-*/t1.nii.gz", "id_regex": r"^(sub-\d+)/t1\.nii\.gz$", "expected": 1},
-        "entries": {"t1": "{id}/t1.nii.gz"},
-        "split": {"seed": 0, "fractions": {"train": 1.0}, "method": "sha256-bucket"},
-    }
+    from ..helpers import REPO
+
+    manifest = json.loads((REPO / "data_manifests" / "ixi.json").read_text())  # a shipped one, then spoilt
     spoil(manifest)
     (tmp_path / "mine.json").write_text(json.dumps(manifest))
     (tmp_path / "root").mkdir()
