@@ -30,6 +30,7 @@ COLUMNS = (
     ("zero/copy", "ctrl_ratio_zero_copy"),
     ("warp/copy", "ctrl_ratio_warp_copy"),
     ("true/shuffled", "ctrl_ratio_true_shuffled"),
+    ("true/warp", "ctrl_ratio_true_warp"),
     ("PSNR true", "ctrl_psnr_true"),
     ("PSNR shuffled", "ctrl_psnr_shuffled"),
     ("gap dB", "ctrl_psnr_gap_db"),

@@ -67,6 +67,7 @@ def test_meter_reports_no_gap_for_a_model_blind_to_actions():
     copy = float(((tokens[:, 1:] - tokens[:, :-1]) ** 2).mean())
     assert math.isclose(figures["ctrl_mse_copy"], copy, rel_tol=1e-5)
     assert math.isclose(figures["ctrl_ratio_true_copy"], figures["ctrl_mse_true"] / copy, rel_tol=1e-5)
+    assert math.isclose(figures["ctrl_ratio_true_warp"], figures["ctrl_mse_true"] / figures["ctrl_mse_warp"])
     aligned = SliceNavigator(tokenizer, dynamics)
     meter.reset()
     meter.update(aligned, slices, actions, poses)

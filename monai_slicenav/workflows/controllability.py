@@ -49,6 +49,7 @@ METRIC_NAMES = (
     "ctrl_ratio_shuffled_copy",
     "ctrl_ratio_zero_copy",
     "ctrl_ratio_warp_copy",
+    "ctrl_ratio_true_warp",
     *(f"ctrl_psnr_{name}" for name in _FEEDS + _REFERENCES),
     "ctrl_psnr_gap_db",
 )
@@ -156,6 +157,7 @@ class ControllabilityMeter:
         out["ctrl_ratio_shuffled_copy"] = mse["shuffled"] / copy
         out["ctrl_ratio_zero_copy"] = mse["zero"] / copy
         out["ctrl_ratio_warp_copy"] = mse["warp"] / copy
+        out["ctrl_ratio_true_warp"] = mse["true"] / mse["warp"] if mse["warp"] > 0 else math.nan
         out.update({f"ctrl_psnr_{n}": v for n, v in psnr.items()})
         out["ctrl_psnr_gap_db"] = psnr["true"] - psnr["shuffled"]
         return {name: out[name] for name in METRIC_NAMES}
@@ -222,7 +224,7 @@ def describe(figures: Mapping[str, float]) -> str:
         f"next-step latent error with true actions {figures['ctrl_ratio_true_copy']:.3f}x the copy baseline "
         f"(shuffled {figures['ctrl_ratio_shuffled_copy']:.3f}x, zero {figures['ctrl_ratio_zero_copy']:.3f}x, "
         f"in-plane warp {figures['ctrl_ratio_warp_copy']:.3f}x); "
-        f"true/shuffled {figures['ctrl_ratio_true_shuffled']:.3f}; "
+        f"true/shuffled {figures['ctrl_ratio_true_shuffled']:.3f}, true/warp {figures['ctrl_ratio_true_warp']:.3f}; "
         f"decoded PSNR {figures['ctrl_psnr_true']:.2f} dB true vs {figures['ctrl_psnr_shuffled']:.2f} dB shuffled "
         f"(gap {figures['ctrl_psnr_gap_db']:+.2f} dB)"
     )
