@@ -161,3 +161,19 @@ def test_file_pair_errors(tmp_path):
     pair = file_pair(files["fixed_image"], files["moving_image"], empty, empty, name="blank")
     with pytest.raises(ValueError, match="blank: the label maps hold no label other than 0"):
         run_registration(pair, tmp_path / "out", "intensity", config=RegistrationConfig(iterations=(1, 1, 1)))
+
+
+def test_mutual_information_registers_across_a_non_monotonic_contrast():
+    """A blob against a t2_like re-painting of its shifted copy: intensities are no monotonic function of each other
+    (t2_like maps 0.25 and 0.75 to the same value), yet mutual information recovers most of the shift."""
+    from monai_slicenav.downstream.registration_run import t2_like
+
+    values = torch.tensor([0.0, 0.25, 0.5, 0.75])
+    assert torch.allclose(t2_like(values), torch.tensor([0.0, 0.75, 1.0, 0.75]))
+    grid = torch.stack(torch.meshgrid(*(torch.arange(32.0),) * 3, indexing="ij"))
+    blob = lambda c: torch.exp(-((grid - torch.tensor(c)[:, None, None, None]) ** 2).sum(0) / 60.0)[None, None]  # noqa: E731
+    fixed, moving = blob([16.0, 16.0, 16.0]), t2_like(blob([19.0, 16.0, 16.0]))
+    ddf = register(intensity_levels(fixed), intensity_levels(moving), (32, 32, 32), "mutual_information",
+                   RegistrationConfig(iterations=(80, 60, 40)))  # fmt: skip
+    shift = float(ddf[0, 0, 14:19, 14:19, 14:19].mean())
+    assert 1.5 < shift < 4.5, shift

@@ -25,7 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.losses import BendingEnergyLoss, LocalNormalizedCrossCorrelationLoss
+from monai.losses import BendingEnergyLoss, GlobalMutualInformationLoss, LocalNormalizedCrossCorrelationLoss
 from monai.metrics import DiceMetric
 from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.utils import one_hot
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-SIMILARITIES = ("features", "intensity", "combined")
+SIMILARITIES = ("features", "intensity", "mutual_information", "combined")
 
 
 @dataclass
@@ -124,7 +124,9 @@ def register(
         fixed_levels / moving_levels: matching pyramids (1, C, ...) of the two volumes, coarsest first
             (:func:`feature_levels` or :func:`intensity_levels`), on grids of the same extent as ``shape``.
         shape: the full-resolution fixed grid (X, Y, Z) of the returned field.
-        similarity: ``"features"`` (1 - cosine of normalised features), ``"intensity"`` (LNCC), or ``"combined"``
+        similarity: ``"features"`` (1 - cosine of normalised features), ``"intensity"`` (LNCC),
+            ``"mutual_information"`` (MONAI's global mutual information, for pairs of different contrasts), or
+            ``"combined"``
             (the feature term plus ``config.intensity_weight`` times LNCC of ``fixed_intensity`` /
             ``moving_intensity``, the :func:`intensity_levels` of the two volumes).
         config: optimisation settings.
@@ -154,10 +156,13 @@ def register(
         ):
             raise ValueError("fixed and moving pyramids must have the same levels and shapes.")
     lncc = LocalNormalizedCrossCorrelationLoss(kernel_size=5)
+    mutual_information = GlobalMutualInformationLoss(num_bins=32)
 
     def loss_fn(warp_by, level: int) -> torch.Tensor:
         if similarity == "intensity":
             return lncc(warp_by(moving_levels[level]), fixed_levels[level])
+        if similarity == "mutual_information":
+            return mutual_information(warp_by(moving_levels[level]), fixed_levels[level])
         value = _cosine_distance(warp_by(moving_levels[level]), fixed_levels[level])
         if similarity == "combined":
             value = value + config.intensity_weight * lncc(warp_by(moving_intensity[level]), fixed_intensity[level])

@@ -30,7 +30,15 @@ from .registration import (
     write_registration,
 )
 
-__all__ = ["default_pairs", "file_pair", "load_pair", "run_registration", "compare_similarities"]
+__all__ = [
+    "default_pairs",
+    "benchmark_pairs",
+    "t2_like",
+    "file_pair",
+    "load_pair",
+    "run_registration",
+    "compare_similarities",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,26 @@ def default_pairs() -> list[dict]:
         {"name": "colin27_deformed", "fixed": colin, "moving": {**colin, "copy_seed": 7, "copy_magnitude": [150, 250]}},
         {"name": "mni152_to_colin27", "fixed": colin, "moving": labelled_case("mni152_harvard_oxford")},
     ]
+
+
+def t2_like(image: torch.Tensor, foreground: float = 0.02) -> torch.Tensor:
+    """A T1-weighted image in [0, 1] re-painted with another, non-monotonic contrast: ``4 t (1 - t)`` inside the
+    head (``t > foreground``), 0 outside, so grey matter (mid T1) turns bright while CSF (dark) and white matter
+    (bright) turn dark: the intensities of the two images are no longer a monotonic (or inverted) function of each
+    other, which local correlation assumes and mutual information and contrast-agnostic features do not."""
+    return torch.where(image > foreground, 4.0 * image * (1.0 - image), torch.zeros_like(image))
+
+
+def benchmark_pairs() -> list[dict]:
+    """The registration benchmark: the :func:`default_pairs` (same contrast) and the same two with the moving image
+    re-painted :func:`t2_like` (cross-contrast): ``colin27_deformed_t2`` (known ground truth) and
+    ``mni152_t2_to_colin27`` (another template)."""
+    same = default_pairs()
+    names = {"colin27_deformed": "colin27_deformed_t2", "mni152_to_colin27": "mni152_t2_to_colin27"}
+    crossed = [
+        {"name": names[p["name"]], "fixed": p["fixed"], "moving": {**p["moving"], "contrast": "t2_like"}} for p in same
+    ]
+    return same + crossed
 
 
 def file_pair(
@@ -87,7 +115,8 @@ def file_pair(
 def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[str, torch.Tensor | None]:
     """Fixed and moving image (and labels, when the pair has them) on the fixed grid, resampled to ``spacing_mm``
     and padded to a multiple of ``multiple``. Packaged pairs get their coarse labels; a moving copy (``copy_seed``)
-    is deformed after resampling. ``fixed_label``/``moving_label`` are None for a pair without labels."""
+    is deformed after resampling; a moving item with ``"contrast": "t2_like"`` is re-painted by :func:`t2_like`.
+    ``fixed_label``/``moving_label`` are None for a pair without labels."""
     labelled = "label" in pair["fixed"]
     keys = ("image", "label") if labelled else ("image",)
     modes = ("bilinear", "nearest")[: len(keys)]
@@ -104,6 +133,8 @@ def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[st
     moving = ResampleToMatchd(keys, "image_fixed", mode=modes)({**moving, "image_fixed": fixed["image"]})
     if labelled:
         moving = DeformedCopyd(magnitude_range=pair["moving"].get("copy_magnitude", (60.0, 120.0)))(moving)
+    if pair["moving"].get("contrast") == "t2_like":
+        moving["image"] = t2_like(moving["image"])
     shape = fixed["image"].shape[1:]
     padded = [-(-s // multiple) * multiple for s in shape]
     pad = SpatialPadd(keys, padded, method="end")
