@@ -40,16 +40,17 @@ def main() -> None:
                 rows.setdefault(pair["name"], {"none": (record["mean_dice_before"], 0.0)})
                 rows[pair["name"]][label] = (record["mean_dice_after"], 100 * record["negative_jacobian_fraction"])
     names = ["none"] + [m[0] for m in methods]
+    width = max(len(n) for n in names) + 2
     print(f"mean Dice over the coarse lobes (folding %), {args.spacing} mm grid, iterations {args.iterations}")
-    print(f"{'pair':<24}" + "".join(f"{n:>24}" for n in names))
+    print(f"{'pair':<24}" + "".join(f"{n:>{width}}" for n in names))
     for pair, scores in rows.items():
-        print(f"{pair:<24}" + "".join(f"{scores[n][0]:>16.3f} ({scores[n][1]:4.1f}%)" for n in names))
-    for kind, chosen in (
-        ("same contrast", [p for p in rows if "t2" not in p]),
-        ("cross contrast", [p for p in rows if "t2" in p]),
-    ):
+        print(f"{pair:<24}" + "".join(f"{f'{scores[n][0]:.3f} ({scores[n][1]:.1f}%)':>{width}}" for n in names))
+    kinds = (("same contrast", [p for p in rows if "t2" not in p]), ("cross contrast", [p for p in rows if "t2" in p]))
+    for kind, chosen in kinds:
         means = {n: statistics.mean(rows[p][n][0] for p in chosen) for n in names}
-        print(f"{'mean, ' + kind:<24}" + "".join(f"{means[n]:>16.3f} ({means[n] / means['none']:.2f}x)" for n in names))
+        base = means["none"]
+        cells = "".join(f"{f'{means[n]:.3f} ({means[n] / base:.2f}x)':>{width}}" for n in names)
+        print(f"{'mean, ' + kind:<24}" + cells)
 
 
 if __name__ == "__main__":
