@@ -110,12 +110,7 @@ class SliceNavCLI:
         columns = _bounded_int(columns, "--columns", 1, 4096)
         spacing = None if spacing is None else _positive_float(spacing, "--spacing")
         threshold = _finite_float(threshold, "--threshold")
-        volume = load_volume(image) if image else shepp_logan_volume(160)
-        if volume.shape[0] != 1:  # a 4D series loads as channels: say so rather than show frame 0 silently
-            raise ValueError(
-                f"{image}: {volume.shape[0]} frames or channels (a 4D image); render takes one 3D volume "
-                "(extract the frame you want first)."
-            )
+        volume = load_volume(image, channels=1) if image else shepp_logan_volume(160)
         scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
         if trajectory is not None:
             run, size = replay(scaled, read_json_object(trajectory), str(trajectory))

@@ -28,13 +28,14 @@ __all__ = [
 ]
 
 
-def load_volume(path: str | os.PathLike) -> MetaTensor:
+def load_volume(path: str | os.PathLike, channels: int | None = None) -> MetaTensor:
     """Load a NIfTI (or any MONAI-readable) 3D volume as a channel-first (C, X, Y, Z) MetaTensor with its affine.
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file cannot be read, or is not a usable 3D volume (see :func:`~.volume.check_scan`:
-            NaN, constant, degenerate voxels, a side under 2 voxels); the message names the file.
+        ValueError: when the file cannot be read, is not a usable 3D volume (see :func:`~.volume.check_scan`:
+            NaN, constant, degenerate voxels, a side under 2 voxels), or has other than ``channels`` channels (when
+            given); the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -44,22 +45,22 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
     except Exception as err:  # readers raise many types (nibabel, gzip, EOF, ...): report them all as bad input
         raise ValueError(f"{path}: cannot read the image ({type(err).__name__}: {err}).") from err
     check_scan(img, str(path))  # refuses, naming the file, what would render or navigate garbage
+    if channels is not None and img.shape[0] != channels:  # a 4D series loads as channels: never frame 0 silently
+        raise ValueError(
+            f"{path}: {img.shape[0]} frames or channels (a 4D image); expected {channels} (extract one first)."
+        )
     return img
 
 
 def checked_scan(path: str | os.PathLike, channels: int | None = 1) -> str:
-    """``path``, after loading and checking it as :func:`load_volume` does and, with ``channels``, refusing another
-    number of channels (a 4D series); for configs that then load the file themselves with MONAI's ``LoadImaged``
-    (whose reader errors, inside a ``Compose``, do not name the file).
+    """``path``, after loading and checking it with :func:`load_volume` (``channels`` as there); for configs that then
+    load the file themselves with MONAI's ``LoadImaged`` (whose reader errors, inside a ``Compose``, do not name the
+    file).
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`load_volume`, or for the wrong number of channels; naming the file.
+        FileNotFoundError, ValueError: as :func:`load_volume`, naming the file.
     """
-    volume = load_volume(path)
-    if channels is not None and volume.shape[0] != channels:
-        raise ValueError(
-            f"{path}: {volume.shape[0]} frames or channels (a 4D image); expected {channels} (extract one first)."
-        )
+    load_volume(path, channels)
     return str(path)
 
 

@@ -2,7 +2,7 @@
 (``slicenav navigate``)."""
 
 from .server import MAX_REQUEST_BYTES, NavigatorServer, make_server
-from .session import COMMANDS, MOVES, NavigationSession, open_session, psnr
+from .session import COMMANDS, MOVES, NavigationSession, open_session
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -12,5 +12,4 @@ __all__ = [
     "MOVES",
     "NavigationSession",
     "open_session",
-    "psnr",
 ]

@@ -5,7 +5,6 @@ the action just taken."""
 from __future__ import annotations
 
 import base64
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -20,8 +19,9 @@ from ..geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, as_slice_size
 from ..io import load_volume, png_bytes
 from ..networks import SliceNavigator, predict_next
 from ..transforms import ACTION_FIELDS, RandSliceTrajectory, render_slices, trajectory_to_dict
+from ..workflows.controllability import slice_psnr
 
-__all__ = ["MOVES", "COMMANDS", "NavigationSession", "open_session", "psnr"]
+__all__ = ["MOVES", "COMMANDS", "NavigationSession", "open_session"]
 
 # move name -> (action component, sign, what it does); the step is a fraction of the trained regime's largest step
 MOVES: dict[str, tuple[int, float, str]] = {
@@ -45,12 +45,6 @@ STEP_FRACTION = 0.5  # one key press moves half the trained regime's largest ste
 MAX_RECORDED_STEPS = 4096  # the trajectory kept for saving stops growing here (bounded memory per session)
 PSNR_HISTORY = 256  # points of the live PSNR plot
 ORTHO_SIZE = 96  # pixels of the three orthogonal overview images
-
-
-def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1] (capped at 100 dB for identical images)."""
-    mse = float(torch.mean((prediction.float() - truth.float()) ** 2))
-    return 100.0 if mse <= 1e-10 else 10.0 * math.log10(1.0 / mse)
 
 
 def _data_url(pixels: np.ndarray | torch.Tensor) -> str:
@@ -162,7 +156,7 @@ class NavigationSession:
             self.actions.append(action)
         else:
             self.poses[-1] = pose  # the recording is full: the view goes on, the saved trajectory does not grow
-        score = psnr(self.prediction, self.truth)
+        score = float(slice_psnr(self.prediction, self.truth))
         self.history = [*self.history[-(PSNR_HISTORY - 1) :], {"psnr": score, "imagined": self.imagine}]
         self.last = {
             "action": name,
@@ -268,9 +262,7 @@ def open_session(
         FileNotFoundError: for a missing image or a folder that is not a trained dynamics stage.
         ValueError: for an image that is not one 3D volume, or a stage without its recorded regime.
     """
-    volume = load_volume(image) if image else shepp_logan_volume(160)
-    if volume.shape[0] != 1:
-        raise ValueError(f"{image}: {volume.shape[0]} frames or channels (a 4D image); navigate one 3D volume.")
+    volume = load_volume(image, channels=1) if image else shepp_logan_volume(160)
     scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
     name = str(image) if image else "builtin:shepp_logan"
     return NavigationSession(scaled, trained_navigator(model), recorded_navigation(model), name, threshold, seed)

@@ -40,12 +40,13 @@ class VoxelFeatureWriter(ItemWriter):
         image, features = engine.state.batch["image"][0], engine.state.output["pred"][0].detach().cpu()
         if isinstance(features, MetaTensor):  # a plain tensor: the file must load with weights_only=True
             features = features.as_tensor()
-        colours = feature_colours(features)
-        up = torch.nn.functional.interpolate(colours[None], size=image.shape[1:], mode="nearest")[0]
         middle = image.shape[-1] // 2
+        stride = image.shape[-1] // features.shape[-1]
+        colours = feature_colours(features)[..., middle // stride]  # (3, X', Y'): the slice holding the middle one
+        up = torch.nn.functional.interpolate(colours[None], size=image.shape[1:3], mode="nearest")[0]
         grey = image[0, :, :, middle].float().clamp(0.0, 1.0)
-        picture = torch.cat([grey[..., None].expand(-1, -1, 3), up[:, :, :, middle].permute(1, 2, 0)], dim=1)
+        picture = torch.cat([grey[..., None].expand(-1, -1, 3), up.permute(1, 2, 0)], dim=1)
         buffer = io.BytesIO()
-        torch.save({"features": features.half(), "stride": image.shape[1] // features.shape[1]}, buffer)
+        torch.save({"features": features.half(), "stride": stride}, buffer)
         item = self.item_dir(engine)
         atomic_write_files({item / "features.png": png_bytes(picture.numpy()), item / "features.pt": buffer.getvalue()})

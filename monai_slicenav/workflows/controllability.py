@@ -31,6 +31,7 @@ from ..transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd
 
 __all__ = [
     "METRIC_NAMES",
+    "slice_psnr",
     "inplane_warp",
     "ControllabilityMeter",
     "controllability",
@@ -84,7 +85,7 @@ def inplane_warp(slices: torch.Tensor, actions: torch.Tensor, spacing: torch.Ten
     return flat.reshape(slices.shape)
 
 
-def _psnr(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def slice_psnr(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Per-slice PSNR (dB) of (..., C, h, w) images in [0, 1] (data range 1), capped at 100 dB for exact copies."""
     mse = ((images.clamp(0, 1) - truth) ** 2).flatten(-3).mean(-1)
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp_max(100.0)
@@ -140,7 +141,7 @@ class ControllabilityMeter:
         latents["warp"], images["warp"] = navigator.tokens(warped), warped
         for name, predicted in latents.items():
             self.sums[f"mse_{name}"] += float(((predicted - target) ** 2).sum())
-            self.sums[f"psnr_{name}"] += float(_psnr(images[name], truth).sum())
+            self.sums[f"psnr_{name}"] += float(slice_psnr(images[name], truth).sum())
         self.elements += target.numel()
         self.slices += truth.shape[0] * truth.shape[1]
 
