@@ -35,6 +35,7 @@ __all__ = [
     "compose_actions",
     "invert_action",
     "slice_points",
+    "inplane_warp",
     "as_slice_size",
     "POSE_VECTOR_DIM",
     "pose_vector",
@@ -316,3 +317,32 @@ def quaternion_to_matrix(quaternion: Sequence[float]) -> torch.Tensor:
         ],
         dtype=torch.float64,
     )
+
+
+def inplane_warp(slices: torch.Tensor, actions: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
+    """Each slice warped by the in-plane part of the action that leaves it: the next slice's pixel centres,
+    expressed in the current slice's frame, are projected onto the current plane and sampled there (bilinear,
+    zeros outside). A zero action gives the slice back exactly.
+
+    Args:
+        slices: (..., C, h, w) current slices.
+        actions: (..., 7) the actions leading from each slice to the next.
+        spacing: (...) in-plane pixel size of each current slice in mm (the pose's spacing).
+    """
+    h, w = slices.shape[-2:]
+    batch = slices.shape[:-3]
+    dtype, device = slices.dtype, slices.device
+    here = Pose(
+        torch.zeros(*batch, 3, dtype=dtype, device=device),
+        torch.eye(3, dtype=dtype, device=device).expand(*batch, 3, 3),
+        spacing.to(dtype),
+    )
+    points = slice_points(apply_action(here, actions.to(dtype)), (h, w))  # (..., h, w, 3) in the current frame
+    scale = spacing.to(dtype)[..., None, None]
+    cols = points[..., 0] / scale + (w - 1) / 2
+    rows = points[..., 1] / scale + (h - 1) / 2
+    grid = torch.stack([2 * cols / max(w - 1, 1) - 1, 2 * rows / max(h - 1, 1) - 1], dim=-1)  # (..., h, w, 2)
+    flat = torch.nn.functional.grid_sample(
+        slices.reshape(-1, *slices.shape[-3:]), grid.reshape(-1, h, w, 2), align_corners=True, padding_mode="zeros"
+    )
+    return flat.reshape(slices.shape)

@@ -10,7 +10,7 @@ from monai.transforms import Compose
 from monai_slicenav.data import embedded_datalist
 from monai_slicenav.encoders import encoders_of, export_encoder
 from monai_slicenav.experiments.pretrain import train_configs
-from monai_slicenav.geometry import as_slice_size
+from monai_slicenav.geometry import Pose, as_slice_size
 from monai_slicenav.networks import SliceNavigator, SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd
 
@@ -22,7 +22,7 @@ def bundle_regime(slice_size: int = 32, num_steps: int = 3) -> tuple[dict, dict,
     parser = ConfigParser()
     parser.read_config(train_configs("slicenav_dynamics"))
     parser.update({"slice_size": slice_size, "num_steps": num_steps, "channels": [8, 16]})
-    fields = ("conditioning", "residual", "action_scale", "grid_size", "max_steps")
+    fields = ("conditioning", "residual", "residual_base", "action_scale", "grid_size", "max_steps")
     dynamics = {k: parser.get_parsed_content(f"dynamics_config#{k}") for k in fields}
     return parser.get_parsed_content("navigation_regime"), dynamics, parser.get_parsed_content("learning_rate")
 
@@ -43,15 +43,19 @@ def rendered_trajectories(regime: dict, volumes: int, seed: int, per_volume: int
 
 
 def train_dynamics(navigator: SliceNavigator, trajectories: dict, steps: int, learning_rate: float) -> None:
-    """Next-step latent regression on the trajectories' cached tokens, batches of 32 (seeded)."""
-    tokens = navigator.tokens(trajectories["image"])
+    """Next-step latent regression on the trajectories' cached tokens (and residual bases: the warped current slices
+    for a warp-base model), batches of 32 (seeded), with the true actions."""
+    tokens, actions = navigator.tokens(trajectories["image"]), trajectories["actions"]
+    spacing = Pose.from_tensor(trajectories["poses"][:, :-1]).spacing
+    with torch.no_grad():
+        base = navigator.base(tokens[:, :-1], actions, trajectories["image"][:, :-1], spacing)
     optimizer = torch.optim.AdamW(navigator.trainable_parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(0)
+    dynamics = navigator.dynamics
     for _ in range(steps):
         batch = torch.randint(len(tokens), (32,), generator=generator)
-        loss = torch.nn.functional.mse_loss(
-            navigator.dynamics(tokens[batch], trajectories["actions"][batch]), tokens[batch, 1:]
-        )
+        features = dynamics.conditioned_features(tokens[batch], actions[batch], actions.shape[1])
+        loss = torch.nn.functional.mse_loss(dynamics.predict(features, base[batch]), tokens[batch, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -132,7 +132,13 @@ def test_the_page_shows_the_rendered_slice_and_the_models_prediction(served, bro
     navigator, context = server.session.navigator, server.session.context
     slices = render_slices(scaled.as_tensor()[None].float(), scaled.affine, poses[None], state["slice_size"])[0]
     tokens = navigator.tokens(slices[None])  # (1, T + 1, d, h', w')
-    expected_tokens = predict_next(navigator, tokens[:, -1 - context : -1], actions[None, -context:])
+    expected_tokens = predict_next(
+        navigator,
+        tokens[:, -1 - context : -1],
+        actions[None, -context:],
+        slices[-2][None],
+        poses.spacing[-2:-1].float(),
+    )
     expected = navigator.tokenizer.decode(expected_tokens[0]).clamp(0, 1)[0, 0]
     assert np.abs(canvas(browser, "predicted") - expected.detach().numpy()).max() <= PIXEL + 1e-4
     assert state["psnr"] == pytest.approx(float(10 * torch.log10(1 / ((expected - truth) ** 2).mean())), abs=1e-3)

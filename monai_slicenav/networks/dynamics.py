@@ -14,8 +14,13 @@ Design choices:
   (no extra sequence length); ``conditioning="token"`` appends it as one extra token per step (as the action
   tokens of V-JEPA 2-AC and DINO-WM), which attention can read selectively. The extra token is dropped from the
   outputs.
-* ``residual=True`` predicts the change from the current step's latents (z_t+1 = z_t + head), so the trunk spends
-  its capacity on what the action changes rather than on copying.
+* ``residual=True`` predicts the change from a base (z_t+1 = base + head), so the trunk spends its capacity on what
+  the action changes rather than on copying. ``residual_base="current"``: the current step's latents;
+  ``residual_base="warp"``: the latents of the current slice warped by the in-plane part of the action the model is
+  given (shift, in-plane rotation, zoom: known geometry, applied exactly), so the network learns what a warp cannot
+  (scrolling and tilting through the volume). The warp needs the slice and its pixel spacing, so a ``"warp"`` base
+  is computed by :class:`~monai_slicenav.networks.SliceNavigator` and passed to :meth:`LatentDynamics.predict`;
+  a model without actions (``action_mode="none"``) has nothing to warp with and keeps the current latents.
 * ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action input entirely, and
   ``"shuffled"`` gives every trajectory another one's actions while training (a random derangement of the batch,
   drawn from torch's global generator, which the bundles reseed at every epoch: a resumed run deranges as an
@@ -41,6 +46,7 @@ __all__ = [
     "ACTION_MODES",
     "OBJECTIVES",
     "CONDITIONINGS",
+    "RESIDUAL_BASES",
     "block_causal_mask",
     "derange",
     "next_step_loss",
@@ -49,6 +55,7 @@ __all__ = [
 ACTION_MODES = ("aligned", "none", "shuffled")
 OBJECTIVES = ("regression", "fsq_ce")
 CONDITIONINGS = ("add", "token")
+RESIDUAL_BASES = ("current", "warp")
 
 
 @dataclass
@@ -68,7 +75,8 @@ class DynamicsConfig:
     objective: str = "regression"  # "regression" | "fsq_ce"
     codebook_size: int = 0  # FSQ codebook size, for objective "fsq_ce"
     conditioning: str = "add"  # "add" (embedding added to the step's tokens) | "token" (one action token per step)
-    residual: bool = False  # predict z_t+1 - z_t (regression only)
+    residual: bool = False  # predict the change from a base (regression only)
+    residual_base: str = "current"  # "current" (z_t) | "warp" (the current slice warped by the in-plane action)
     action_scale: tuple[float, ...] = (1.0,) * ACTION_DIM  # actions are divided by these before the embedding
 
     def __post_init__(self) -> None:
@@ -78,6 +86,12 @@ class DynamicsConfig:
             raise ValueError(f"action_scale must be {ACTION_DIM} positive numbers, got {self.action_scale}.")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}.")
+        if self.residual_base not in RESIDUAL_BASES:
+            raise ValueError(f"residual_base must be one of {RESIDUAL_BASES}, got {self.residual_base!r}.")
+        if self.residual_base != "current" and not self.residual:
+            raise ValueError(
+                f"residual_base {self.residual_base!r} is the base of a residual model: set residual=True."
+            )
         if self.residual and self.objective != "regression":
             raise ValueError("residual=True predicts a change of latents: it needs objective 'regression'.")
         if self.action_mode not in ACTION_MODES:
@@ -199,11 +213,15 @@ class LatentDynamics(nn.Module):
 
         Token grids of another size than ``grid_size`` (sides multiples of ``patch``) get the learned spatial
         embedding resized bilinearly, as ViTs do for new image sizes, so encoders apply to any slice size."""
+        return self.conditioned_features(tokens, self.condition(actions), actions.shape[1])
+
+    def conditioned_features(self, tokens: torch.Tensor, seen: torch.Tensor | None, steps: int) -> torch.Tensor:
+        """:meth:`features` from the actions the model sees (``condition(actions)``, drawn once by a caller that
+        also warps with them; None for ``action_mode="none"``) for the first ``steps`` steps."""
         cfg = self.config
-        b, s = actions.shape[:2]
+        b, s = tokens.shape[0], int(steps)
         x = self.embed(self._patchify(tokens[:, :s])) + self._space(tokens.shape[-2:]) + self.time[:, :s]
         spatial = x.shape[2]
-        seen = self.condition(actions)
         if seen is not None:
             moves = self.action(seen / self.action_scale)  # (B, S, width)
             if cfg.conditioning == "add":  # the action of step s reaches every token of step s
@@ -229,8 +247,14 @@ class LatentDynamics(nn.Module):
         (B, T - 1, codebook_size, h, w) logits (``fsq_ce``).
 
         Raises:
-            ValueError: for shapes that do not match the config or each other.
+            ValueError: for shapes that do not match the config or each other, or a ``residual_base="warp"``
+                model, whose base needs the slices (use :class:`~monai_slicenav.networks.SliceNavigator`).
         """
+        if self.config.residual_base == "warp" and self.config.action_mode != "none":
+            raise ValueError(
+                "A dynamics model with residual_base='warp' adds its change to the warped current slices: call it "
+                "through SliceNavigator, which has the slices, their spacing and the tokenizer."
+            )
         self._check(tokens, actions, min_steps=2)
         return self.predict(self.features(tokens, actions), tokens[:, : actions.shape[1]])
 
@@ -239,8 +263,9 @@ class LatentDynamics(nn.Module):
 
         Args:
             features: from :meth:`features`.
-            current: the token grids (B, S, d, h, w) the features were computed from; a ``residual`` model adds
-                its prediction to them (required then).
+            current: the base (B, S, d, h, w) a ``residual`` model adds its prediction to (required then): the
+                token grids the features were computed from, or, for ``residual_base="warp"``, those of the warped
+                current slices (:meth:`SliceNavigator.base <monai_slicenav.networks.SliceNavigator.base>`).
         """
         b, s = features.shape[:2]
         out = self._unpatchify(self.head(features).reshape(b, s, self.config.tokens_per_step, -1), self.out_channels)

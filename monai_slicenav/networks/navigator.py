@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..geometry import Pose, gap_matrix
+from ..geometry import Pose, gap_matrix, inplane_warp
 from .dynamics import DynamicsConfig, LatentDynamics
 from .pretext import GapHead, PoseHead
 from .tokenizer import SliceTokenizer
@@ -19,8 +19,9 @@ __all__ = ["SliceNavigator", "NavigationLoss", "rollout", "predict_next"]
 class SliceNavigator(nn.Module):
     """Frozen tokenizer + :class:`LatentDynamics` (+ pose heads), trained on rendered trajectories.
 
-    ``forward(slices, actions)`` takes slice stacks (B, T, C, h, w) and the actions between them (B, T - 1, 7) and
-    returns a dict: ``prediction`` (the dynamics output for steps 1 .. T - 1), ``target`` (true latents, or FSQ
+    ``forward(slices, actions, spacing=None)`` takes slice stacks (B, T, C, h, w), the actions between them
+    (B, T - 1, 7) and the slices' in-plane pixel spacing in mm (B, T) (needed by a ``residual_base="warp"`` model;
+    :class:`~monai_slicenav.workflows.PrepareTrajectories` passes the poses' spacing) and returns a dict: ``prediction`` (the dynamics output for steps 1 .. T - 1), ``target`` (true latents, or FSQ
     indices for ``fsq_ce``), ``predicted_latents`` / ``true_latents`` (codes, comparable under either objective),
     and, when the heads exist, ``pose`` (B, T - 1, 10) and ``gap`` (B, T - 1, T - 1, 7) from the trunk features of
     steps 0 .. T - 2.
@@ -92,11 +93,62 @@ class SliceNavigator(nn.Module):
             return self.tokenizer.quantizer.snap(prediction.flatten(0, 1)).reshape(prediction.shape)
         return prediction
 
-    def forward(self, slices: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def base(
+        self,
+        tokens: torch.Tensor,
+        seen: torch.Tensor | None,
+        slices: torch.Tensor | None = None,
+        spacing: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The residual base of S steps: the current token grids (B, S, d, h', w'), or, for ``residual_base="warp"``
+        with actions, the tokens of the current slices warped by the in-plane part of the actions the model sees.
+
+        Args:
+            tokens: token grids (B, S, d, h', w') of the current slices.
+            seen: the actions the model sees from each of them (B, S, 7), or None (no action input).
+            slices: the current slices (B, S, C, h, w); None: decoded from ``tokens`` (imagined steps).
+            spacing: their in-plane pixel spacing in mm (B, S).
+
+        Raises:
+            ValueError: when a warp is needed and ``spacing`` is missing.
+        """
+        if self.dynamics.config.residual_base != "warp" or seen is None:
+            return tokens
+        if spacing is None:
+            raise ValueError(
+                "residual_base='warp' warps each slice by its action and needs the slices' pixel spacing in mm "
+                "(B, S): pass spacing (the poses' spacing; PrepareTrajectories does)."
+            )
+        if slices is None:
+            with torch.no_grad():
+                decoded = self.tokenizer.decode(tokens.flatten(0, 1)).clamp(0.0, 1.0)
+            slices = decoded.reshape(*tokens.shape[:2], *decoded.shape[1:])
+        warped = inplane_warp(slices, seen.to(slices.dtype), torch.as_tensor(spacing, device=slices.device))
+        return self.tokens(warped)
+
+    def predicted_latents(
+        self, tokens: torch.Tensor, actions: torch.Tensor, slices: torch.Tensor | None = None, spacing=None
+    ) -> torch.Tensor:
+        """Codes (B, S, d, h', w') of the slices after each of S steps from token grids (B, >= S, ...) and the
+        actions (B, S, 7) as the model is given them (its ``action_mode`` applied); ``slices`` (B, >= S, C, h, w)
+        and ``spacing`` (B, >= S) for a warp base (see :meth:`base`)."""
+        steps = actions.shape[1]
+        seen = self.dynamics.condition(actions)
+        features = self.dynamics.conditioned_features(tokens, seen, steps)
+        current = None if slices is None else slices[:, :steps]
+        base = self.base(tokens[:, :steps], seen, current, None if spacing is None else spacing[:, :steps])
+        return self.latents_of(self.dynamics.predict(features, base))
+
+    def forward(
+        self, slices: torch.Tensor, actions: torch.Tensor, spacing: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         tokens = self.tokens(slices)
         self.dynamics._check(tokens, actions, min_steps=2)
-        features = self.dynamics.features(tokens, actions)  # (B, T - 1, N, width)
-        prediction = self.dynamics.predict(features, tokens[:, :-1])
+        seen = self.dynamics.condition(actions)  # drawn once: a shuffled model warps with the actions it sees
+        features = self.dynamics.conditioned_features(tokens, seen, actions.shape[1])  # (B, T - 1, N, width)
+        steps = actions.shape[1]
+        current_spacing = None if spacing is None else torch.as_tensor(spacing)[:, :steps]
+        prediction = self.dynamics.predict(features, self.base(tokens[:, :-1], seen, slices[:, :-1], current_spacing))
         true_latents = tokens[:, 1:]
         if self.dynamics.config.objective == "fsq_ce":
             target = self.tokenizer.quantizer.codes_to_indices(true_latents.movedim(2, 1))  # (B, T - 1, h, w)
@@ -161,9 +213,18 @@ class NavigationLoss(nn.Module):
 
 
 @torch.no_grad()
-def rollout(navigator: SliceNavigator, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+def rollout(
+    navigator: SliceNavigator, context: torch.Tensor, actions: torch.Tensor, spacing: torch.Tensor | None = None
+) -> torch.Tensor:
     """Open-loop navigation in latent space: from the true tokens of ``k`` context slices (B, k, C, h, w), apply
     ``actions`` (B, k - 1 + K, 7) one step at a time, feeding each prediction back as the next input.
+
+    Args:
+        navigator: the trained model.
+        context: the true slices the rollout starts from.
+        actions: the actions between them and the K after them.
+        spacing: the context slices' in-plane pixel spacing in mm (B, k), needed by a ``residual_base="warp"``
+            model (the imagined slices' spacing follows the zoom component of each action).
 
     Returns:
         the imagined token grids of the K future steps (B, K, d, h / f, w / f); decode with
@@ -179,15 +240,36 @@ def rollout(navigator: SliceNavigator, context: torch.Tensor, actions: torch.Ten
             f"Need actions (B, k - 1 + K, 7) with K >= 1 and k + K <= max_steps "
             f"({navigator.dynamics.config.max_steps}); got {k} context slices and actions {tuple(actions.shape)}."
         )
+    current = None if spacing is None else torch.as_tensor(spacing, device=actions.device)[:, -1]
     for step in range(k, total):
-        tokens = torch.cat([tokens, predict_next(navigator, tokens, actions[:, :step])], dim=1)
+        image = context[:, -1] if step == k else None  # imagined slices are decoded from their tokens
+        tokens = torch.cat([tokens, predict_next(navigator, tokens, actions[:, :step], image, current)], dim=1)
+        if current is not None:
+            current = current * torch.exp(actions[:, step - 1, 6])
     return tokens[:, k:]
 
 
 @torch.no_grad()
-def predict_next(navigator: SliceNavigator, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+def predict_next(
+    navigator: SliceNavigator,
+    tokens: torch.Tensor,
+    actions: torch.Tensor,
+    current_slice: torch.Tensor | None = None,
+    spacing: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The next slice's token grid (B, 1, d, h', w') from the token grids of the slices so far (B, k, d, h', w')
     and the actions after each of them (B, k, 7): the ``k - 1`` between them and the one just taken, as codes
-    on the tokenizer's grid (decode with ``navigator.tokenizer.decode``)."""
-    features = navigator.dynamics.features(tokens, actions)
-    return navigator.latents_of(navigator.dynamics.predict(features[:, -1:], tokens[:, -1:]))
+    on the tokenizer's grid (decode with ``navigator.tokenizer.decode``).
+
+    A ``residual_base="warp"`` model also takes the last slice ``current_slice`` (B, C, h, w; None: decoded from its
+    tokens) and its in-plane pixel spacing in mm ``spacing`` (B,)."""
+    dynamics = navigator.dynamics
+    seen = dynamics.condition(actions)
+    features = dynamics.conditioned_features(tokens, seen, actions.shape[1])[:, -1:]
+    base = navigator.base(
+        tokens[:, actions.shape[1] - 1 : actions.shape[1]],
+        None if seen is None else seen[:, -1:],
+        None if current_slice is None else current_slice[:, None],
+        None if spacing is None else torch.as_tensor(spacing).reshape(-1, 1),
+    )
+    return navigator.latents_of(dynamics.predict(features, base))

@@ -138,12 +138,14 @@ class NavigationSession:
             others = [m for m in MOVES if m != name]
             fed_name = others[int(torch.randint(len(others), (1,), generator=self.generator))]
         fed = self.action_of(fed_name).float()
-        pose = apply_action(self.poses[-1], action)
+        here = self.poses[-1]
+        left = None if self.imagine else self.truth[None]  # the slice the move leaves (imagined: decoded)
+        pose = apply_action(here, action)
         self.truth = self.render(pose)
         rendered = time.perf_counter()
         context = torch.stack(self.tokens[-self.context :])[None]
         given = torch.stack([*self.fed[len(self.fed) - context.shape[1] + 1 :], fed])[None]
-        predicted_tokens = predict_next(self.navigator, context, given)
+        predicted_tokens = predict_next(self.navigator, context, given, left, here.spacing.float()[None])
         with torch.no_grad():
             self.prediction = self.navigator.tokenizer.decode(predicted_tokens[0]).clamp(0.0, 1.0)[0]
         predicted = time.perf_counter()

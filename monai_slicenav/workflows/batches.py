@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from monai.engines.utils import PrepareBatch
 
+from ..geometry import Pose
 from ..networks.volume_mae import mask_volumes
 
 __all__ = ["PrepareSlices", "PrepareTrajectories", "PrepareMaskedVolumes", "PrepareAppearances"]
@@ -65,8 +66,9 @@ class PrepareSlices(_PrepareFromKeys):
 
 class PrepareTrajectories(_PrepareFromKeys):
     """``prepare_batch`` of the dynamics trainer and evaluator: returns the slice stacks (B, T, C, h, w) as inputs,
-    the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, and the actions (B, T - 1, 7) as the
-    network's second argument, so MONAI's ``SupervisedTrainer`` calls ``network(slices, actions)``. With
+    the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, the actions (B, T - 1, 7) as the
+    network's second argument and the slices' pixel spacing (B, T, from the poses) as ``spacing``, so MONAI's
+    ``SupervisedTrainer`` calls ``network(slices, actions, spacing=spacing)``. With
     ``max_steps``, longer trajectories are cut to their first ``max_steps`` slices (inference on long trajectories).
 
     Raises:
@@ -93,7 +95,8 @@ class PrepareTrajectories(_PrepareFromKeys):
         cut = self.max_steps
         targets = {key: first(key, cut) for key in self.target_keys if key in batchdata}
         actions = first(self.action_key, None if cut is None else cut - 1)
-        return first(self.image_key, cut), targets, (actions,), {}
+        spacing = Pose.from_tensor(targets[self.target_keys[0]]).spacing
+        return first(self.image_key, cut), targets, (actions,), {"spacing": spacing}
 
 
 class PrepareMaskedVolumes(_PrepareFromKeys):

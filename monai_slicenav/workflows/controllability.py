@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import torch
 from monai.transforms import Compose
 
-from ..geometry import Pose, apply_action, slice_points
+from ..geometry import Pose, inplane_warp
 from ..networks.dynamics import derange
 from ..networks.navigator import SliceNavigator
 from ..transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd
@@ -54,35 +54,6 @@ METRIC_NAMES = (
     *(f"ctrl_psnr_{name}" for name in _FEEDS + _REFERENCES),
     "ctrl_psnr_gap_db",
 )
-
-
-def inplane_warp(slices: torch.Tensor, actions: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
-    """Each slice warped by the in-plane part of the action that leaves it: the next slice's pixel centres,
-    expressed in the current slice's frame, are projected onto the current plane and sampled there (bilinear,
-    zeros outside). A zero action gives the slice back exactly.
-
-    Args:
-        slices: (..., C, h, w) current slices.
-        actions: (..., 7) the actions leading from each slice to the next.
-        spacing: (...) in-plane pixel size of each current slice in mm (the pose's spacing).
-    """
-    h, w = slices.shape[-2:]
-    batch = slices.shape[:-3]
-    dtype, device = slices.dtype, slices.device
-    here = Pose(
-        torch.zeros(*batch, 3, dtype=dtype, device=device),
-        torch.eye(3, dtype=dtype, device=device).expand(*batch, 3, 3),
-        spacing.to(dtype),
-    )
-    points = slice_points(apply_action(here, actions.to(dtype)), (h, w))  # (..., h, w, 3) in the current frame
-    scale = spacing.to(dtype)[..., None, None]
-    cols = points[..., 0] / scale + (w - 1) / 2
-    rows = points[..., 1] / scale + (h - 1) / 2
-    grid = torch.stack([2 * cols / max(w - 1, 1) - 1, 2 * rows / max(h - 1, 1) - 1], dim=-1)  # (..., h, w, 2)
-    flat = torch.nn.functional.grid_sample(
-        slices.reshape(-1, *slices.shape[-3:]), grid.reshape(-1, h, w, 2), align_corners=True, padding_mode="zeros"
-    )
-    return flat.reshape(slices.shape)
 
 
 def slice_psnr(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -125,18 +96,16 @@ class ControllabilityMeter:
     def _update(
         self, navigator: SliceNavigator, slices: torch.Tensor, actions: torch.Tensor, poses: torch.Tensor
     ) -> None:
-        dynamics, tokenizer = navigator.dynamics, navigator.tokenizer
+        tokenizer = navigator.tokenizer
         tokens = navigator.tokens(slices)
         steps = actions.shape[1]
         current, target = tokens[:, :steps], tokens[:, 1 : steps + 1]
         truth = slices[:, 1 : steps + 1]
         feeds = {"true": actions, "shuffled": derange(actions, self.generator), "zero": torch.zeros_like(actions)}
-        latents = {
-            name: navigator.latents_of(dynamics.predict(dynamics.features(tokens[:, : steps + 1], moves), current))
-            for name, moves in feeds.items()
-        }
+        spacing = Pose.from_tensor(poses[:, :steps]).spacing
+        latents = {name: navigator.predicted_latents(tokens, moves, slices, spacing) for name, moves in feeds.items()}
         images = {name: tokenizer.decode(z.flatten(0, 1)).reshape(truth.shape) for name, z in latents.items()}
-        warped = inplane_warp(slices[:, :steps], actions, Pose.from_tensor(poses[:, :steps]).spacing)
+        warped = inplane_warp(slices[:, :steps], actions, spacing)
         latents["copy"], images["copy"] = current, slices[:, :steps]
         latents["warp"], images["warp"] = navigator.tokens(warped), warped
         for name, predicted in latents.items():

@@ -21,7 +21,11 @@ STRIP_ROWS = ("true slice", "tokenizer reconstruction", "next-step prediction", 
 
 @torch.no_grad()
 def navigation_strip(
-    navigator: SliceNavigator, slices: torch.Tensor, actions: torch.Tensor, max_slices: int = 8
+    navigator: SliceNavigator,
+    slices: torch.Tensor,
+    actions: torch.Tensor,
+    max_slices: int = 8,
+    spacing: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A (4 h, n w) image of one trajectory's steps 1 .. n (rows: :data:`STRIP_ROWS`): the true slices, the
     tokenizer's reconstructions of them, the dynamics' next-step predictions (from the true past) and an open-loop
@@ -32,13 +36,16 @@ def navigation_strip(
         slices: one trajectory (T, C, h, w).
         actions: its actions (T - 1, 7).
         max_slices: at most this many steps are shown.
+        spacing: the slices' in-plane pixel spacing in mm (T,) (needed by a ``residual_base="warp"`` model).
     """
     n = min(max_slices, len(slices) - 1)
     stack, moves = slices[None, : n + 1], actions[None, :n]
+    along = None if spacing is None else torch.as_tensor(spacing, device=slices.device)[None, : n + 1]
     decode = navigator.tokenizer.decode
-    tokens = navigator.tokens(stack)[0, 1:]
-    predicted = navigator.latents_of(navigator.dynamics(navigator.tokens(stack), moves))[0]
-    imagined = rollout(navigator, stack[:, :1], moves)[0]
+    all_tokens = navigator.tokens(stack)
+    tokens = all_tokens[0, 1:]
+    predicted = navigator.predicted_latents(all_tokens, moves, stack, along)[0]
+    imagined = rollout(navigator, stack[:, :1], moves, None if along is None else along[:, :1])[0]
     rows = [stack[0, 1:], decode(tokens), decode(predicted), decode(imagined)]
     images = [torch.cat(list(row[:, 0].float().cpu()), dim=1) for row in rows]
     return torch.cat(images, dim=0).clamp(0.0, 1.0)
@@ -53,7 +60,8 @@ class NavigationStripHandler(StripHandler):
     def strip(self, engine: Engine) -> torch.Tensor:
         navigator = unwrap_network(engine.network)
         slices, actions = engine.state.output["image"][0], engine.state.batch["actions"][0].to(engine.state.device)
-        return navigation_strip(navigator, slices, actions, self.max_slices)
+        spacing = Pose.from_tensor(engine.state.batch["poses"][0]).spacing
+        return navigation_strip(navigator, slices, actions, self.max_slices, spacing)
 
 
 class RolloutWriter(ItemWriter):
@@ -71,7 +79,8 @@ class RolloutWriter(ItemWriter):
         with torch.no_grad():
             truth = navigator.tokens(slices[None, : n + 1])[0, 1:]
             predicted = navigator.latents_of(engine.state.output["pred"]["prediction"][:1, :n])[0]
-            imagined = rollout(navigator, slices[None, :1], actions[None, :n])[0]
+            spacing = Pose.from_tensor(batch["poses"][0]).spacing.to(engine.state.device)
+            imagined = rollout(navigator, slices[None, :1], actions[None, :n], spacing[None, :1])[0]
         scores = {
             "steps": n,
             "next_step_latent_mse": ((predicted - truth) ** 2).mean(dim=(1, 2, 3)).tolist(),
@@ -82,7 +91,9 @@ class RolloutWriter(ItemWriter):
         target = self.item_dir(engine)
         atomic_write_files(
             {
-                target / "rollout.png": png_bytes(navigation_strip(navigator, slices, actions, self.max_slices)),
+                target / "rollout.png": png_bytes(
+                    navigation_strip(navigator, slices, actions, self.max_slices, spacing)
+                ),
                 target / "rollout.json": json_bytes(scores),
                 target / "trajectory.json": json_bytes(record),
             }
