@@ -21,9 +21,10 @@ class SliceNavigator(nn.Module):
 
     ``forward(slices, actions, spacing=None)`` takes slice stacks (B, T, C, h, w), the actions between them
     (B, T - 1, 7) and the slices' in-plane pixel spacing in mm (B, T) (needed by a ``residual_base="warp"`` model;
-    :class:`~monai_slicenav.workflows.PrepareTrajectories` passes the poses' spacing) and returns a dict: ``prediction`` (the dynamics output for steps 1 .. T - 1), ``target`` (true latents, or FSQ
-    indices for ``fsq_ce``), ``predicted_latents`` / ``true_latents`` (codes, comparable under either objective),
-    and, when the heads exist, ``pose`` (B, T - 1, 10) and ``gap`` (B, T - 1, T - 1, 7) from the trunk features of
+    :class:`~monai_slicenav.workflows.PrepareTrajectories` passes the poses' spacing) and returns a dict:
+    ``prediction`` (the dynamics output for steps 1 .. T - 1), ``target`` (true latents, or FSQ indices for
+    ``fsq_ce``), ``predicted_latents`` / ``true_latents`` (codes, comparable under either objective), and, when the
+    heads exist, ``pose`` (B, T - 1, 10) and ``gap`` (B, T - 1, T - 1, 7) from the trunk features of
     steps 0 .. T - 2.
 
     The tokenizer stays frozen and in eval mode whatever ``train()`` is called with; only the dynamics and the heads
