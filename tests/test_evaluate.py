@@ -9,7 +9,7 @@ import torch
 
 from monai_slicenav.cli import main
 from monai_slicenav.experiments.evaluate import BUDGETS, CONTROLS, EVALUATED_VARIANTS, evaluate
-from monai_slicenav.experiments.pretrain import VARIANTS
+from monai_slicenav.experiments.pretrain import DYNAMICS_VARIANTS, VARIANTS
 
 from .packaged_data import needs_packaged_data
 
@@ -25,6 +25,10 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         table = list(csv.DictReader(f))
     columns = ["pose_r2", "gap_r2", "pose_r2_w16", "gap_r2_w16", "seg_dice_n1", "reg_dice"]
     assert all(math.isfinite(float(row[c])) for row in table for c in columns)
+    stage2 = ("val_latent_mse", "ctrl_true_warp_syn", "ctrl_true_warp_real")  # the dynamics variants' own columns
+    for row in table:
+        trained = row["variant"] in DYNAMICS_VARIANTS
+        assert all(math.isfinite(float(row[c])) == trained for c in stage2), row["variant"]
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]

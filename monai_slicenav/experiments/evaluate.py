@@ -14,8 +14,11 @@ are never seen before evaluation; the record says which volumes each task used. 
 * ``controllability`` (the dynamics variants): does the trained stage 2 use its actions? On trajectories of the
   regime it was trained with, rendered on held-out synthetic volumes (``_syn``) and on the four real templates
   (``_real``): next-step latent error with the true actions over the copy baseline (``ctrl_true_copy``), true over
-  shuffled actions (``ctrl_true_shuffled``) and the decoded PSNR gap true - shuffled in dB (``ctrl_gap_db``); see
-  :mod:`monai_slicenav.workflows.controllability`. Lower ratios and a larger gap are better; other variants show "—".
+  shuffled actions (``ctrl_true_shuffled``), true over the in-plane warp of the current slice (``ctrl_true_warp``:
+  below 1, the model beats the simplest use of its action) and the decoded PSNR gap true - shuffled in dB
+  (``ctrl_gap_db``); see :mod:`monai_slicenav.workflows.controllability`. Lower ratios and a larger gap are better;
+  ``val_latent_mse`` is the stage's own validation loss (next-step latent MSE on its held-out synthetic
+  trajectories, the same for every dynamics variant of a seed); other variants show "—".
 
 Every (variant, seed, task) cell is a JSON file under ``<out>/cells`` holding a hash of its settings; finished cells
 with the same hash are not recomputed, so an interrupted run resumes. ``random`` is the randomly initialised encoder
@@ -112,7 +115,7 @@ PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
 REGISTRATION_PAIR = "colin27_deformed"  # the pair with a known answer: labels moved with the image
 CONTROLLABILITY_COLUMNS = {"ctrl_true_copy": "ctrl_ratio_true_copy", "ctrl_true_shuffled": "ctrl_ratio_true_shuffled",
-                           "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
+                           "ctrl_true_warp": "ctrl_ratio_true_warp", "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
 
 
 def _random_encoder(out: Path, preset: str, seed: int) -> Path:
@@ -257,11 +260,12 @@ def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mappi
         return figures
 
     cell = cached(cell_dir / "controllability.json", {"w": weights, **cfg}, compute)
-    return {
+    figures = {
         f"{column}_{data}": cell[f"{key}_{data}"]
         for data in ("syn", "real")
         for column, key in CONTROLLABILITY_COLUMNS.items()
     }
+    return {"val_latent_mse": record["stages"][-1]["val_metrics"]["val_latent_mse"], **figures}
 
 
 def evaluate(
@@ -335,4 +339,7 @@ def evaluate(
     return rows
 
 
-_NOT_APPLICABLE = {f"{c}_{d}": math.nan for d in ("syn", "real") for c in CONTROLLABILITY_COLUMNS}
+_NOT_APPLICABLE = {
+    "val_latent_mse": math.nan,
+    **{f"{c}_{d}": math.nan for d in ("syn", "real") for c in CONTROLLABILITY_COLUMNS},
+}

@@ -85,8 +85,10 @@ def write_results(
         "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
         "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
         "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
-        "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_gap_db` "
-        "decoded PSNR with true minus shuffled actions (higher is better; 0 for `dynamics_none` by construction). "
+        "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_true_warp` "
+        "over the in-plane warp of the current slice (below 1: better than the simplest use of the action), "
+        "`ctrl_gap_db` decoded PSNR with true minus shuffled actions (higher is better; 0 for `dynamics_none` by "
+        "construction); `val_latent_mse` the dynamics stage's validation loss (lower is better). "
         f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
         "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
     ]
