@@ -163,6 +163,7 @@ class SliceNavCLI:
         data: str | None = None,
         data_root: str | None = None,
         val_data: str | None = None,
+        contrastive_weight: float = 0.0,
     ) -> str:
         """Pretrain one variant with a matched step budget and export its encoder to OUT/encoder.
 
@@ -178,13 +179,15 @@ class SliceNavCLI:
                 data_manifests/*.json manifest with --data_root); default: the embedded synthetic volumes.
             data_root: the dataset folder of a manifest given as --data.
             val_data: validation scans of your own; default: a seeded held-out split of --data.
+            contrastive_weight: > 0 adds the appearance-contrastive term to the slice tokenizer's loss
+                (tokenizer_only and the dynamics variants; synthetic data only).
         """
         check_output_dir(out)
         if cache_dir is not None:
             check_output_dir(cache_dir, "--cache_dir")
         record = pretrain(
             variant, steps, out, seed=seed, preset=preset, cache_dir=cache_dir, data=data, data_root=data_root,
-            val_data=val_data,
+            val_data=val_data, contrastive_weight=contrastive_weight,
         )  # fmt: skip
         for stage in record["stages"]:
             state = "reused" if stage["reused"] else f"{stage['wall_s']} s"

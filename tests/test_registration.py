@@ -177,3 +177,36 @@ def test_mutual_information_registers_across_a_non_monotonic_contrast():
                    RegistrationConfig(iterations=(80, 60, 40)))  # fmt: skip
     shift = float(ddf[0, 0, 14:19, 14:19, 14:19].mean())
     assert 1.5 < shift < 4.5, shift
+
+
+def test_synthetic_contrast_paints_intensity_classes_with_random_non_monotonic_values():
+    """The benchmark's synthetic re-painting (seed 3) of a ramp: four equal intensity classes, about one painted
+    value each (the model's spread is small), zero outside the head, not a monotonic function of the original;
+    reproducible by seed, another seed paints otherwise."""
+    from monai_slicenav.downstream.registration_run import synthetic_contrast
+
+    ramp = torch.linspace(0, 1, 1000).reshape(1, 1, 10, 10, 10)
+    painted = synthetic_contrast(ramp, seed=3)
+    assert torch.equal(painted, synthetic_contrast(ramp, seed=3))
+    assert not torch.equal(painted, synthetic_contrast(ramp, seed=4))
+    assert float(painted[ramp <= 0.02].abs().max()) == 0.0
+    inside = ramp[ramp > 0.02]
+    edges = torch.quantile(inside, torch.tensor([0.25, 0.5, 0.75]))
+    classes = torch.bucketize(ramp, edges)[ramp > 0.02]
+    values = painted[ramp > 0.02]
+    means = torch.stack([values[classes == k].mean() for k in range(4)])
+    spread = max(float(values[classes == k].std()) for k in range(4))
+    steps = means.diff()
+    assert spread < 0.1 < float(steps.abs().max())  # about one value per class, not one value for all
+    assert bool((steps > 0).any()) and bool((steps < 0).any())  # neither increasing nor decreasing
+
+
+def test_benchmark_pairs_cross_contrasts_and_refuse_an_unknown_one():
+    from monai_slicenav.downstream.registration_run import benchmark_pairs, load_pair
+
+    pairs = {p["name"]: p for p in benchmark_pairs()}
+    assert {p["moving"].get("contrast") for p in pairs.values()} == {None, "t2_like", "synthetic"}
+    assert pairs["mni152_synth_to_colin27"]["fixed"] == pairs["mni152_to_colin27"]["fixed"]
+    unknown = {**pairs["colin27_deformed"], "moving": {**pairs["colin27_deformed"]["moving"], "contrast": "flair"}}
+    with pytest.raises(ValueError, match="unknown contrast 'flair'"):
+        load_pair(unknown, spacing_mm=6.0)

@@ -17,7 +17,7 @@ from monai.transforms import Compose, ResampleToMatchd, Spacingd, SpatialPadd
 from ..data.labelled import coarse_label_names, labelled_case
 from ..encoders import load_encoder
 from ..io import atomic_write_files, atomic_write_json
-from ..transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed
+from ..transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed, RandSynthAppearance
 from .lift3d import Lift3D
 from .registration import (
     RegistrationConfig,
@@ -38,6 +38,8 @@ __all__ = [
     "load_pair",
     "run_registration",
     "compare_similarities",
+    "synthetic_contrast",
+    "CROSS_CONTRASTS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,15 +69,40 @@ def t2_like(image: torch.Tensor, foreground: float = 0.02) -> torch.Tensor:
     return torch.where(image > foreground, 4.0 * image * (1.0 - image), torch.zeros_like(image))
 
 
+def synthetic_contrast(image: torch.Tensor, seed: int = 0, classes: int = 4, foreground: float = 0.02) -> torch.Tensor:
+    """A T1-weighted image in [0, 1] re-painted by the synthetic engine's appearance model: the head
+    (``t > foreground``) is cut into ``classes`` intensity classes of equal size (quantiles: roughly CSF, grey and
+    white matter and their mixtures), and :class:`~monai_slicenav.transforms.RandSynthAppearance` (seeded, no
+    corruptions) paints each class a random intensity, generally not a monotonic function of the original; 0 outside.
+
+    Raises:
+        ValueError: for fewer than 2 classes or an image without foreground.
+    """
+    inside = image > foreground
+    if classes < 2 or not bool(inside.any()):
+        raise ValueError(f"need classes >= 2 and a foreground above {foreground}; got {classes} classes.")
+    edges = torch.quantile(image[inside].float(), torch.linspace(0, 1, classes + 1)[1:-1])
+    label = torch.where(inside, 1 + torch.bucketize(image, edges), torch.zeros_like(image, dtype=torch.int64))
+    paint = RandSynthAppearance(components=1, max_std=0.02, corruption_prob=0.0).set_random_state(seed)
+    painted = paint(label.reshape(1, *image.shape[-3:])).as_tensor().reshape(image.shape)
+    return torch.where(inside, painted, torch.zeros_like(painted))
+
+
+CROSS_CONTRASTS = {"t2": "t2_like", "synth": "synthetic"}  # pair-name suffix -> the moving image's contrast
+
+
 def benchmark_pairs() -> list[dict]:
     """The registration benchmark: the :func:`default_pairs` (same contrast) and the same two with the moving image
-    re-painted :func:`t2_like` (cross-contrast): ``colin27_deformed_t2`` (known ground truth) and
-    ``mni152_t2_to_colin27`` (another template)."""
+    re-painted across contrasts, by :func:`t2_like` (``colin27_deformed_t2``, ``mni152_t2_to_colin27``) and by the
+    synthetic appearance model (:func:`synthetic_contrast`, seeded: ``colin27_deformed_synth``,
+    ``mni152_synth_to_colin27``). ``colin27_deformed*`` have a known ground truth, ``mni152*`` are another template."""
     same = default_pairs()
-    names = {"colin27_deformed": "colin27_deformed_t2", "mni152_to_colin27": "mni152_t2_to_colin27"}
-    crossed = [
-        {"name": names[p["name"]], "fixed": p["fixed"], "moving": {**p["moving"], "contrast": "t2_like"}} for p in same
-    ]
+    crossed = []
+    for suffix, contrast in CROSS_CONTRASTS.items():
+        for pair in same:
+            base, _, fixed_name = pair["name"].partition("_to_")
+            name = f"{base}_{suffix}_to_{fixed_name}" if fixed_name else f"{base}_{suffix}"
+            crossed.append({"name": name, "fixed": pair["fixed"], "moving": {**pair["moving"], "contrast": contrast}})
     return same + crossed
 
 
@@ -115,7 +142,8 @@ def file_pair(
 def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[str, torch.Tensor | None]:
     """Fixed and moving image (and labels, when the pair has them) on the fixed grid, resampled to ``spacing_mm``
     and padded to a multiple of ``multiple``. Packaged pairs get their coarse labels; a moving copy (``copy_seed``)
-    is deformed after resampling; a moving item with ``"contrast": "t2_like"`` is re-painted by :func:`t2_like`.
+    is deformed after resampling; a moving item with ``"contrast": "t2_like"`` is re-painted by :func:`t2_like`,
+    one with ``"contrast": "synthetic"`` by :func:`synthetic_contrast` (seed ``"contrast_seed"``, default 3).
     ``fixed_label``/``moving_label`` are None for a pair without labels."""
     labelled = "label" in pair["fixed"]
     keys = ("image", "label") if labelled else ("image",)
@@ -133,8 +161,13 @@ def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[st
     moving = ResampleToMatchd(keys, "image_fixed", mode=modes)({**moving, "image_fixed": fixed["image"]})
     if labelled:
         moving = DeformedCopyd(magnitude_range=pair["moving"].get("copy_magnitude", (60.0, 120.0)))(moving)
-    if pair["moving"].get("contrast") == "t2_like":
+    contrast = pair["moving"].get("contrast")
+    if contrast == "t2_like":
         moving["image"] = t2_like(moving["image"])
+    elif contrast == "synthetic":
+        moving["image"] = synthetic_contrast(moving["image"], int(pair["moving"].get("contrast_seed", 3)))
+    elif contrast is not None:
+        raise ValueError(f"unknown contrast {contrast!r} of pair {pair['name']}: expected one of t2_like, synthetic.")
     shape = fixed["image"].shape[1:]
     padded = [-(-s // multiple) * multiple for s in shape]
     pad = SpatialPadd(keys, padded, method="end")

@@ -31,6 +31,7 @@ from pathlib import Path
 from ..data import volume_files
 from ..encoders import copy_export, load_encoder, load_state_dict
 from ..io import atomic_write_json
+from ..workflows import appearance_contrast
 from .cache import digest, reusable
 
 __all__ = ["VARIANTS", "DYNAMICS_VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
@@ -212,6 +213,7 @@ def pretrain(
     data: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
     val_data: str | os.PathLike | None = None,
+    contrastive_weight: float = 0.0,
 ) -> dict:
     """Pretrain one variant with a budget of ``steps`` optimizer steps and export its encoder to ``<out>/encoder``.
 
@@ -229,6 +231,8 @@ def pretrain(
             any training (:func:`~monai_slicenav.data.volume_files`).
         data_root: the dataset folder of a manifest given as ``data``.
         val_data: validation scans of your own (same forms); default: a seeded held-out split of ``data``.
+        contrastive_weight: > 0 adds the appearance-contrastive term to the slice tokenizer's training
+            (``tokenizer_only`` and the dynamics variants, whose tokenizer stage it changes; synthetic data only).
 
     Returns:
         the record written to ``pretrain.json``.
@@ -246,6 +250,11 @@ def pretrain(
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out / "stages"
     settings, extra = PRESETS[preset], dict(extra_overrides or {})
+    tokenizer_extra = {}
+    if appearance_contrast(contrastive_weight, None if data is None else str(data)):
+        if variant in _ONE_STAGE and _ONE_STAGE[variant] != "slicenav_tokenizer":
+            raise ValueError(f"contrastive_weight is a term of the slice tokenizer's loss; {variant} has no tokenizer.")
+        tokenizer_extra = {"contrastive_weight": float(contrastive_weight)}
     if data is not None and variant == "voxel_contrastive":
         raise ValueError(
             "voxel_contrastive learns from label maps (the synthetic engine); it cannot train on unlabelled --data."
@@ -261,11 +270,14 @@ def pretrain(
     stages = []
     if variant in _ONE_STAGE:
         bundle = _ONE_STAGE[variant]
-        stages.append(run_stage(bundle, stage_overrides(bundle, settings, steps, seed, extra), cache))
+        own = {**extra, **tokenizer_extra} if bundle == "slicenav_tokenizer" else extra
+        stages.append(run_stage(bundle, stage_overrides(bundle, settings, steps, seed, own), cache))
     else:
         first = int(steps) // 2
         tokenizer = run_stage(
-            "slicenav_tokenizer", stage_overrides("slicenav_tokenizer", settings, first, seed, extra), cache
+            "slicenav_tokenizer",
+            stage_overrides("slicenav_tokenizer", settings, first, seed, {**extra, **tokenizer_extra}),
+            cache,
         )
         stage2 = {**extra, "action_mode": variant.removeprefix("dynamics_"), "tokenizer_dir": tokenizer["root"]}
         overrides = stage_overrides("slicenav_dynamics", settings, int(steps) - first, seed, stage2)

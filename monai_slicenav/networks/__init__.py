@@ -3,6 +3,7 @@
 
 from .contrastive import (
     PyramidContrastiveLoss,
+    TokenizerContrastiveLoss,
     VoxelContrastiveLoss,
     VoxelContrastiveNet,
     sample_voxels_per_label,
@@ -19,6 +20,7 @@ from .volume_mae import MaskedReconstructionLoss, VolumeMAE, VolumeMAEConfig, ma
 __all__ = [
     "VoxelContrastiveLoss",
     "PyramidContrastiveLoss",
+    "TokenizerContrastiveLoss",
     "VoxelContrastiveNet",
     "sample_voxels_per_label",
     "supervised_contrastive",

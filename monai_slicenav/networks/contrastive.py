@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .conv import ConvEncoderNet
+from .tokenizer import TokenizerLoss
 from .volume_mae import VolumeMAEConfig
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "supervised_contrastive",
     "VoxelContrastiveLoss",
     "PyramidContrastiveLoss",
+    "TokenizerContrastiveLoss",
     "VoxelContrastiveNet",
 ]
 
@@ -73,7 +75,8 @@ class VoxelContrastiveLoss(nn.Module):
     """Multi-positive voxel contrastive loss over appearances of the same label maps.
 
     ``forward(views, labels)``: ``views`` a sequence of V feature maps (B, C, X, Y, Z) of the same B label maps
-    painted V times (same geometry, different appearance), ``labels`` (B, 1, X, Y, Z) or (B, X, Y, Z). For every
+    painted V times (same geometry, different appearance), ``labels`` (B, 1, X, Y, Z) or (B, X, Y, Z); or 2D maps
+    (B, C, h, w) of slices with labels (B, 1, h, w) or (B, h, w). For every
     volume, ``per_label`` voxels of each label are sampled (the same voxels in every view), and the
     supervised-contrastive loss (:func:`supervised_contrastive`) is taken over the V x sampled features: the same
     label in any view is a positive, another label a negative. Averaged over the batch. Invariant to renaming the
@@ -105,9 +108,11 @@ class VoxelContrastiveLoss(nn.Module):
         if len(views) < 2:
             raise ValueError(f"need at least two appearances of the same label maps, got {len(views)}.")
         shape = views[0].shape
-        if any(v.shape != shape for v in views) or len(shape) != 5:
-            raise ValueError(f"views must be (B, C, X, Y, Z) of one shape, got {[tuple(v.shape) for v in views]}.")
-        labels = labels[:, 0] if labels.ndim == 5 else labels
+        if any(v.shape != shape for v in views) or len(shape) not in (4, 5):
+            raise ValueError(
+                f"views must be (B, C, X, Y, Z) or (B, C, h, w) of one shape, got {[tuple(v.shape) for v in views]}."
+            )
+        labels = labels[:, 0] if labels.ndim == len(shape) else labels
         if labels.shape != (shape[0], *shape[2:]):
             raise ValueError(f"labels {tuple(labels.shape)} do not match the views' grid {tuple(shape)}.")
         if self.fixed_sampling:
@@ -125,8 +130,8 @@ class PyramidContrastiveLoss(nn.Module):
     appearances of the same label maps (view-major: all volumes of view 0, then of view 1, ...).
 
     ``forward(pyramid, labels)``: ``pyramid`` the encoder's multi-scale features of the stacked batch (V * B, C_l,
-    *S_l), finest first; ``labels`` (B, 1, X, Y, Z). Each level's loss uses the label map taken at the level's
-    voxel centres (nearest); the levels' losses are averaged.
+    *S_l), finest first; ``labels`` (B, 1, X, Y, Z) (or, for a 2D encoder's pyramid, (B, 1, h, w)). Each level's
+    loss uses the label map taken at the level's voxel centres (nearest); the levels' losses are averaged.
 
     Args:
         views: appearances per label map in the batch. Defaults to 2.
@@ -150,9 +155,10 @@ class PyramidContrastiveLoss(nn.Module):
         self.loss = VoxelContrastiveLoss(temperature, per_label, seed, fixed_sampling)
 
     def forward(self, pyramid: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        labels = labels if labels.ndim == 5 else labels[:, None]
+        levels = list(pyramid)[: self.levels]
+        labels = labels if labels.ndim == levels[0].ndim else labels[:, None]
         losses = []
-        for level in list(pyramid)[: self.levels]:
+        for level in levels:
             if level.shape[0] != self.views * labels.shape[0]:
                 raise ValueError(
                     f"expected {self.views} views of {labels.shape[0]} volumes stacked, got {level.shape[0]} volumes."
@@ -160,6 +166,56 @@ class PyramidContrastiveLoss(nn.Module):
             coarse = F.interpolate(labels.float(), size=level.shape[2:], mode="nearest").long()
             losses.append(self.loss(level.chunk(self.views), coarse))
         return torch.stack(losses).mean()
+
+
+class TokenizerContrastiveLoss(nn.Module):
+    """The tokenizer's reconstruction loss plus ``weight`` times :class:`PyramidContrastiveLoss` on its encoder's
+    finest feature maps: two appearances of the same slices (one trajectory rendered from two random paintings of
+    one synthetic label map) must give the same features where they share a label and different ones elsewhere.
+
+    ``forward(recon, target)``: ``recon`` the tokenizer's reconstruction of the stacked appearances (V * N, C, h,
+    w), view-major; ``target`` (V * N, C + 1, h, w): the slices with their label slice as the last channel, as
+    :class:`~monai_slicenav.workflows.PrepareSliceAppearances` makes them. The encoder's pyramid is taken from
+    ``encoder`` (the tokenizer's own, shared by reference) on the target slices.
+
+    Args:
+        encoder: the tokenizer's encoder (``tokenizer.encoder``), whose ``pyramid`` the contrastive term trains.
+        weight: weight of the contrastive term (0: reconstruction only).
+        views: appearances stacked per slice. Defaults to 2.
+        levels, temperature, per_label, seed: as in :class:`PyramidContrastiveLoss`.
+        pixel_loss, ssim_weight: as in :class:`~monai_slicenav.networks.TokenizerLoss`.
+
+    Raises:
+        ValueError: for a negative weight.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        weight: float = 0.1,
+        views: int = 2,
+        levels: int = 2,
+        temperature: float = 0.1,
+        per_label: int = 16,
+        seed: int | None = 0,
+        pixel_loss: str = "l1",
+        ssim_weight: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}.")
+        self.encoder = encoder  # the tokenizer's own module: the network's checkpoint saves its weights
+        self.weight = float(weight)
+        self.reconstruction = TokenizerLoss(pixel_loss, ssim_weight)
+        self.contrastive = PyramidContrastiveLoss(views, levels, temperature, per_label, seed)
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        slices, labels = target[:, :-1], target[:, -1:]
+        loss = self.reconstruction(recon, slices)
+        if self.weight > 0:
+            first_view = labels[: len(labels) // self.contrastive.views].round().long()
+            loss = loss + self.weight * self.contrastive(self.encoder.pyramid(slices), first_view)
+        return loss
 
 
 class VoxelContrastiveNet(nn.Module):

@@ -7,7 +7,13 @@ networks are rebuilt by :mod:`monai_slicenav.encoders.trained` and re-exported h
 """
 
 from ..encoders.trained import recorded_navigation, stage_models, trained_navigator, trained_network
-from .batches import PrepareAppearances, PrepareMaskedVolumes, PrepareSlices, PrepareTrajectories
+from .batches import (
+    PrepareAppearances,
+    PrepareMaskedVolumes,
+    PrepareSliceAppearances,
+    PrepareSlices,
+    PrepareTrajectories,
+)
 from .contrastive import VoxelFeatureWriter, feature_colours
 from .controllability import ControllabilityMeter, controllability, held_out_controllability
 from .distributed import is_main_process, silence_other_ranks
@@ -25,7 +31,7 @@ from .handlers import (
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from .stages import load_tokenizer_weights, training_record
 from .static import VolumeReconstructionWriter, masked_strip
-from .tokenizer import ReconstructionStripHandler, TokenWriter, reconstruction_strip
+from .tokenizer import ReconstructionStripHandler, TokenWriter, appearance_contrast, reconstruction_strip
 
 __all__ = [
     "VoxelFeatureWriter",
@@ -34,6 +40,7 @@ __all__ = [
     "PrepareAppearances",
     "PrepareSlices",
     "PrepareTrajectories",
+    "PrepareSliceAppearances",
     "ControllabilityMeter",
     "controllability",
     "held_out_controllability",
@@ -55,6 +62,7 @@ __all__ = [
     "NonFiniteLossError",
     "StopOnNonFiniteLoss",
     "load_tokenizer_weights",
+    "appearance_contrast",
     "recorded_navigation",
     "stage_models",
     "trained_navigator",

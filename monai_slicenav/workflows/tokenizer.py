@@ -12,7 +12,26 @@ from ..io import atomic_write_files, json_bytes, png_bytes
 from ..transforms.navigation import trajectory_to_dict
 from .handlers import ItemWriter, StripHandler, unwrap_network
 
-__all__ = ["ReconstructionStripHandler", "reconstruction_strip", "TokenWriter"]
+__all__ = ["ReconstructionStripHandler", "reconstruction_strip", "TokenWriter", "appearance_contrast"]
+
+
+def appearance_contrast(weight: float, data: str | None) -> bool:
+    """Whether the tokenizer bundle trains with its appearance-contrastive term (``contrastive_weight`` > 0): two
+    random paintings of each synthetic label map, the same trajectories rendered from both.
+
+    Raises:
+        ValueError: for a negative or non-finite weight, or a positive one with your own scans (``data``), which
+            carry no label maps to paint.
+    """
+    weight = float(weight)
+    if not weight >= 0 or weight == float("inf"):
+        raise ValueError(f"contrastive_weight must be a finite number >= 0, got {weight}.")
+    if weight > 0 and data:
+        raise ValueError(
+            f"contrastive_weight {weight} paints two appearances of each synthetic label map, and your own scans "
+            f"({data}) have none: set contrastive_weight 0 to pretrain on them, or drop data for the synthetic engine."
+        )
+    return weight > 0
 
 
 class ReconstructionStripHandler(StripHandler):
