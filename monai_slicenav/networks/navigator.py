@@ -128,7 +128,11 @@ class SliceNavigator(nn.Module):
         return self.tokens(warped)
 
     def predicted_latents(
-        self, tokens: torch.Tensor, actions: torch.Tensor, slices: torch.Tensor | None = None, spacing=None
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        slices: torch.Tensor | None = None,
+        spacing: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Codes (B, S, d, h', w') of the slices after each of S steps from token grids (B, >= S, ...) and the
         actions (B, S, 7) as the model is given them (its ``action_mode`` applied); ``slices`` (B, >= S, C, h, w)
@@ -145,9 +149,9 @@ class SliceNavigator(nn.Module):
     ) -> dict[str, torch.Tensor]:
         tokens = self.tokens(slices)
         self.dynamics._check(tokens, actions, min_steps=2)
-        seen = self.dynamics.condition(actions)  # drawn once: a shuffled model warps with the actions it sees
-        features = self.dynamics.conditioned_features(tokens, seen, actions.shape[1])  # (B, T - 1, N, width)
         steps = actions.shape[1]
+        seen = self.dynamics.condition(actions)  # drawn once: a shuffled model warps with the actions it sees
+        features = self.dynamics.conditioned_features(tokens, seen, steps)  # (B, T - 1, N, width)
         current_spacing = None if spacing is None else torch.as_tensor(spacing)[:, :steps]
         prediction = self.dynamics.predict(features, self.base(tokens[:, :-1], seen, slices[:, :-1], current_spacing))
         true_latents = tokens[:, 1:]
