@@ -272,7 +272,7 @@ def predict_next(
     seen = dynamics.condition(actions)
     features = dynamics.conditioned_features(tokens, seen, actions.shape[1])[:, -1:]
     base = navigator.base(
-        tokens[:, actions.shape[1] - 1 : actions.shape[1]],
+        tokens[:, -1:],
         None if seen is None else seen[:, -1:],
         None if current_slice is None else current_slice[:, None],
         None if spacing is None else torch.as_tensor(spacing).reshape(-1, 1),

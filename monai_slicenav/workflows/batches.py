@@ -64,36 +64,6 @@ class PrepareSlices(_PrepareFromKeys):
         return slices, slices
 
 
-class PrepareSliceAppearances(_PrepareFromKeys):
-    """``prepare_batch`` of the tokenizer trained with an appearance-contrastive term: the slice stacks (B, T, C, h,
-    w) of the same trajectories rendered from V appearances (``image_keys``) become one batch of slices, view-major
-    (V * B * T, C, h, w), the input; the target is that batch with the rendered label slices (``label_key``, the
-    same for every view) as one more channel (:class:`~monai_slicenav.networks.TokenizerContrastiveLoss`).
-
-    Raises:
-        KeyError: when the batch lacks an appearance or the labels.
-        ValueError: when the stacks are not 5-D or do not match.
-    """
-
-    def __init__(self, image_keys: Sequence[str] = ("image", "image_view2"), label_key: str = "label") -> None:
-        self.image_keys, self.label_key = tuple(image_keys), label_key
-        self.image_key = self.image_keys[0]
-
-    def required_keys(self) -> tuple[str, ...]:
-        return (*self.image_keys, self.label_key)
-
-    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
-        stacks = [torch.as_tensor(batchdata[key]) for key in (*self.image_keys, self.label_key)]
-        if any(s.ndim != 5 or s.shape[:2] + s.shape[3:] != stacks[0].shape[:2] + stacks[0].shape[3:] for s in stacks):
-            raise ValueError(
-                f"Expected slice stacks (B, T, C, h, w) of one trajectory size under {self.required_keys()}, got "
-                f"{[tuple(s.shape) for s in stacks]}."
-            )
-        slices = move(torch.cat([s.flatten(0, 1) for s in stacks[:-1]]).float())
-        labels = move(stacks[-1].flatten(0, 1).float()).repeat(len(self.image_keys), 1, 1, 1)
-        return slices, torch.cat([slices, labels], dim=1)
-
-
 class PrepareTrajectories(_PrepareFromKeys):
     """``prepare_batch`` of the dynamics trainer and evaluator: returns the slice stacks (B, T, C, h, w) as inputs,
     the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, the actions (B, T - 1, 7) as the
@@ -170,3 +140,26 @@ class PrepareAppearances(_PrepareFromKeys):
 
     def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
         return torch.cat([move(batchdata[k]) for k in self.image_keys]), move(batchdata[self.label_key])
+
+
+class PrepareSliceAppearances(PrepareAppearances):
+    """``prepare_batch`` of the tokenizer trained with an appearance-contrastive term: the slice stacks (B, T, C, h,
+    w) of the same trajectories rendered from V appearances (``image_keys``) become one batch of slices, view-major
+    (V * B * T, C, h, w), the input; the target is that batch with the rendered label slices (``label_key``, the
+    same for every view) as one more channel (:class:`~monai_slicenav.networks.TokenizerContrastiveLoss`).
+
+    Raises:
+        KeyError: when the batch lacks an appearance or the labels.
+        ValueError: when the stacks are not 5-D or do not match.
+    """
+
+    def prepare(self, batchdata: Mapping[str, Any], move: Callable[[Any], torch.Tensor]) -> tuple:
+        stacks = [torch.as_tensor(batchdata[key]) for key in (*self.image_keys, self.label_key)]
+        if any(s.ndim != 5 or s.shape[:2] + s.shape[3:] != stacks[0].shape[:2] + stacks[0].shape[3:] for s in stacks):
+            raise ValueError(
+                f"Expected slice stacks (B, T, C, h, w) of one trajectory size under {self.required_keys()}, got "
+                f"{[tuple(s.shape) for s in stacks]}."
+            )
+        slices = move(torch.cat([s.flatten(0, 1) for s in stacks[:-1]]).float())
+        labels = move(stacks[-1].flatten(0, 1).float()).repeat(len(self.image_keys), 1, 1, 1)
+        return slices, torch.cat([slices, labels], dim=1)
