@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import fire
-from monai.transforms import ScaleIntensityRangePercentiles
 
 from .data import (
     COARSE_LABELS,
@@ -26,6 +25,7 @@ from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_vo
 from .pack import pack_bundle
 from .transforms import navigate, replay, trajectory_to_dict
 from .visualize import action_caption, slice_grid
+from .volume import scale_intensity
 from .workflows.controllability import describe
 
 __all__ = ["DataCLI", "SliceNavCLI", "main"]
@@ -111,7 +111,7 @@ class SliceNavCLI:
         spacing = None if spacing is None else _positive_float(spacing, "--spacing")
         threshold = _finite_float(threshold, "--threshold")
         volume = load_volume(image, channels=1) if image else shepp_logan_volume(160)
-        scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
+        scaled = scale_intensity(volume)
         if trajectory is not None:
             run, size = replay(scaled, read_json_object(trajectory), str(trajectory))
             mode, seed, start = "replayed", None, None

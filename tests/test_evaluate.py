@@ -32,6 +32,8 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
+    held_out = record["evaluation_volumes"]["controllability"]  # the same test data for every seed
+    assert held_out["seeds"] == {"volumes": 1000, "trajectories": 0} and len(held_out["real"]) == 4
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
     assert f"no encoder) | — | — | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()

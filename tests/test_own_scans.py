@@ -121,6 +121,19 @@ def test_held_out_split_is_seeded_stable_and_never_synthetic(scans, tmp_path):
     assert [i["source"] for i in default] == ["synthetic", "synthetic"]
 
 
+def test_a_fixed_val_seed_validates_every_training_seed_on_the_same_data(scans):
+    def names(part, **kwargs):
+        return [i["name"] for i in pretraining_datalist(part, num_synthetic=3, num_val_synthetic=2, **kwargs)]
+
+    assert names("validate", seed=0, val_seed=999) == names("validate", seed=1, val_seed=999)
+    assert names("validate", seed=0) != names("validate", seed=1)  # without it: drawn from the training seed
+    assert not set(names("validate", seed=0, val_seed=999)) & set(names("train", seed=0, val_seed=999))
+    mine = {"data": str(scans), "val_fraction": 0.5}
+    assert names("validate", **mine, seed=0, val_seed=5) == names("validate", **mine, seed=7, val_seed=5)
+    with pytest.raises(ValueError, match="val_seed 4 equals the training seed"):
+        pretraining_datalist("validate", seed=4, val_seed=4)
+
+
 def test_every_variant_pretrains_on_a_folder_and_says_so(scans, tmp_path, capsys):
     from monai_slicenav.cli import main
     from monai_slicenav.experiments.pretrain import VARIANTS

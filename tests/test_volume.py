@@ -1,8 +1,16 @@
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import ScaleIntensityRangePercentiles
 
-from monai_slicenav.volume import as_volume, check_affine, foreground_box, voxel_sizes, voxel_slice_pose
+from monai_slicenav.volume import (
+    as_volume,
+    check_affine,
+    foreground_box,
+    scale_intensity,
+    voxel_sizes,
+    voxel_slice_pose,
+)
 
 
 def test_foreground_box_matches_mask_reference():
@@ -63,3 +71,20 @@ def test_voxel_slice_pose_rejects_anisotropic_plane():
         voxel_slice_pose(torch.diag(torch.tensor([1.0, 2.0, 3.0, 1.0])), (4, 4, 4), axis=2, index=0)
     with pytest.raises(ValueError, match="axis must be"):
         voxel_slice_pose(torch.eye(4), (4, 4, 4), axis=3, index=0)
+
+
+def test_scale_intensity_is_monai_percentile_rule_and_keeps_the_affine():
+    image = MetaTensor(torch.randn(1, 40, 50, 30).exp(), affine=torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0])))
+    scaled = scale_intensity(image)
+    reference = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(image)
+    torch.testing.assert_close(scaled.as_tensor(), reference.as_tensor().float(), atol=1e-3, rtol=0)
+    assert isinstance(scaled, MetaTensor) and torch.equal(scaled.affine, image.affine)
+    assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0
+    assert 0.004 <= float((scaled == 1.0).float().mean()) <= 0.006  # the top 0.5 % saturates
+    assert torch.equal(scale_intensity(torch.full((1, 4, 4, 4), 3.0)), torch.zeros(1, 4, 4, 4))
+
+
+@pytest.mark.parametrize("percentiles, match", [((99.5, 0.5), "lower < upper"), ((0.0, 101.0), "<= 100")])
+def test_scale_intensity_rejects_bad_percentiles(percentiles, match):
+    with pytest.raises(ValueError, match=match):
+        scale_intensity(torch.rand(1, 4, 4, 4), percentiles)

@@ -218,28 +218,39 @@ def pretraining_datalist(
     seed: int = 0,
     include_packaged: bool = False,
     strict: bool = False,
+    val_seed: int | None = None,
 ) -> list[dict]:
     """The training (``part="train"``) or validation (``"validate"``) datalist of a pretraining bundle.
 
     Without ``data``: the embedded default (:func:`embedded_datalist`; validation on synthetic volumes drawn with
-    ``seed + 1``). With ``data`` (anything :func:`volume_files` accepts, ``data_root`` for a manifest): your own
-    scans, validated on ``val_data`` when given, else on a seeded held-out split of them (:func:`split_items`);
-    never silently on synthetic volumes. Unusable files are skipped with a warning (``strict``: an error).
+    ``val_seed``). With ``data`` (anything :func:`volume_files` accepts, ``data_root`` for a manifest): your own
+    scans, validated on ``val_data`` when given, else on a held-out split of them seeded by ``val_seed``
+    (:func:`split_items`); never silently on synthetic volumes. Unusable files are skipped with a warning
+    (``strict``: an error). A fixed ``val_seed`` keeps the validation data the same whatever the training ``seed``,
+    so runs with several seeds compare on the same volumes; ``None`` draws it from the training seed (synthetic
+    volumes with ``seed + 1``, the split with ``seed``).
 
     Raises:
-        ValueError: for an unknown part.
+        ValueError: for an unknown part, or a ``val_seed`` equal to ``seed`` with the embedded data (the validation
+            volumes would be the training volumes).
         FileNotFoundError: when ``data`` or ``val_data`` holds no volume (named).
     """
     if part not in ("train", "validate"):
         raise ValueError(f"part must be 'train' or 'validate', got {part!r}.")
     if not str(data):
+        if val_seed is not None and int(val_seed) == int(seed):
+            raise ValueError(
+                f"val_seed {val_seed} equals the training seed: the synthetic validation volumes would be the "
+                "training volumes; choose another seed or val_seed."
+            )
         if part == "train":
             return embedded_datalist(num_synthetic, seed, include_packaged=include_packaged)
-        return embedded_datalist(num_val_synthetic, seed + 1, include_packaged=False)
+        return embedded_datalist(num_val_synthetic, seed + 1 if val_seed is None else val_seed, include_packaged=False)
     root = str(data_root) or None
     if str(val_data):
         return user_datalist(data if part == "train" else val_data, root, strict)
-    train, held_out = split_items(user_datalist(data, root, strict), val_fraction, seed)
+    split_seed = seed if val_seed is None else val_seed
+    train, held_out = split_items(user_datalist(data, root, strict), val_fraction, split_seed)
     return train if part == "train" else held_out
 
 

@@ -13,12 +13,13 @@ are never seen before evaluation; the record says which volumes each task used. 
   same registration with intensities (LNCC, no encoder) is computed once as a reference line;
 * ``controllability`` (the dynamics variants): does the trained stage 2 use its actions? On trajectories of the
   regime it was trained with, rendered on held-out synthetic volumes (``_syn``) and on the four real templates
-  (``_real``): next-step latent error with the true actions over the copy baseline (``ctrl_true_copy``), true over
-  shuffled actions (``ctrl_true_shuffled``), true over the in-plane warp of the current slice (``ctrl_true_warp``:
-  below 1, the model beats the simplest use of its action) and the decoded PSNR gap true - shuffled in dB
-  (``ctrl_gap_db``); see :mod:`monai_slicenav.workflows.controllability`. Lower ratios and a larger gap are better;
-  ``val_latent_mse`` is the stage's own validation loss (next-step latent MSE on its held-out synthetic
-  trajectories, the same for every dynamics variant of a seed); other variants show "—".
+  (``_real``), the same volumes and trajectories for every seed (so the spread over seeds is training's): next-step
+  latent error with the true actions over the copy baseline (``ctrl_true_copy``), true over shuffled actions
+  (``ctrl_true_shuffled``), true over the in-plane warp of the current slice (``ctrl_true_warp``: below 1, the
+  model beats the simplest use of its action) and the decoded PSNR gap true - shuffled in dB (``ctrl_gap_db``); see
+  :mod:`monai_slicenav.workflows.controllability`. Lower ratios and a larger gap are better; ``val_latent_mse`` is
+  the stage's own validation loss (next-step latent MSE on its held-out synthetic trajectories, drawn with the
+  bundles' fixed ``val_seed``: the same for every dynamics variant and seed); other variants show "—".
 
 Every (variant, seed, task) cell is a JSON file under ``<out>/cells`` holding a hash of its settings; finished cells
 with the same hash are not recomputed, so an interrupted run resumes. ``random`` is the randomly initialised encoder
@@ -114,6 +115,7 @@ BUDGETS: dict[str, dict] = {
 PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
 REGISTRATION_PAIR = "colin27_deformed"  # the pair with a known answer: labels moved with the image
+CONTROLLABILITY_SEEDS = {"volumes": 1000, "trajectories": 0}  # held-out test data: the same for every seed
 CONTROLLABILITY_COLUMNS = {"ctrl_true_copy": "ctrl_ratio_true_copy", "ctrl_true_shuffled": "ctrl_ratio_true_shuffled",
                            "ctrl_true_warp": "ctrl_ratio_true_warp", "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
 
@@ -241,7 +243,7 @@ def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None
     return cached(cell_dir / "registration.json", {"w": weights, **settings}, compute)
 
 
-def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mapping) -> dict:
+def _controllability(record: Mapping, cell_dir: Path, settings: Mapping) -> dict:
     """The controllability cell of a dynamics variant's trained stage (see the module docstring)."""
     stage = Path(record["stages"][-1]["root"])
     cfg = settings["controllability"]
@@ -252,14 +254,15 @@ def _controllability(record: Mapping, cell_dir: Path, seed: int, settings: Mappi
         synth_size = PRESETS[settings["preset"]].get("synth_size")
         installed = _installed(PROBE_TRAIN + PROBE_TEST)
         real = [installed[name] for name in PROBE_TRAIN + PROBE_TEST]
-        data = {"syn": embedded_datalist(cfg["synthetic"], 1000 + seed, include_packaged=False), "real": real}
+        synthetic = embedded_datalist(cfg["synthetic"], CONTROLLABILITY_SEEDS["volumes"], include_packaged=False)
         figures = {}
-        for name, items in data.items():
-            scores = held_out_controllability(navigator, regime, items, cfg["trajectories"], seed, synth_size)
+        for name, items in {"syn": synthetic, "real": real}.items():
+            trajectories = CONTROLLABILITY_SEEDS["trajectories"]
+            scores = held_out_controllability(navigator, regime, items, cfg["trajectories"], trajectories, synth_size)
             figures.update({f"{key}_{name}": value for key, value in scores.items()})
         return figures
 
-    cell = cached(cell_dir / "controllability.json", {"w": weights, **cfg}, compute)
+    cell = cached(cell_dir / "controllability.json", {"w": weights, **cfg, **CONTROLLABILITY_SEEDS}, compute)
     figures = {
         f"{column}_{data}": cell[f"{key}_{data}"]
         for data in ("syn", "real")
@@ -326,7 +329,7 @@ def evaluate(
         cell_dir = out / "cells" / f"{variant}-seed{seed}"
         row.update(_score(encoder, cell_dir, seed, settings, probe_sets))
         controlled = variant.startswith("dynamics_") and variant != "dynamics_untrained"
-        row.update(_controllability(record, cell_dir, seed, settings) if controlled else _NOT_APPLICABLE)
+        row.update(_controllability(record, cell_dir, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
     volumes = {
@@ -334,6 +337,11 @@ def evaluate(
         "probe_test": PROBE_TEST,
         "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
         "registration": REGISTRATION_PAIR,
+        "controllability": {  # held-out synthetic volumes and trajectories drawn with these seeds, and real ones
+            "synthetic": settings["controllability"]["synthetic"],
+            "seeds": CONTROLLABILITY_SEEDS,
+            "real": PROBE_TRAIN + PROBE_TEST,
+        },
     }
     write_results(out, rows, reference, budget, settings, time.perf_counter() - start, pretraining_data, volumes)
     return rows

@@ -16,13 +16,12 @@ from monai.transforms import (
     Orientation,
     Randomizable,
     ResampleToMatch,
-    ScaleIntensityRangePercentiles,
     Spacing,
     Transform,
 )
 from monai.utils import TransformBackends
 
-from ..volume import as_volume, check_scan
+from ..volume import as_volume, check_scan, scale_intensity
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
 __all__ = [
@@ -138,7 +137,6 @@ class LoadVolumed(MapTransform):
         }
         self.load = LoadImage(image_only=True, ensure_channel_first=True)
         self.orient = Orientation(axcodes="RAS", labels=None)
-        self.scale = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -146,7 +144,7 @@ class LoadVolumed(MapTransform):
         if source == "packaged" or (source == "file" and "label" in d):
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
-            d[self.image_key] = image = self.scale(self._read(d["image"])).float()
+            d[self.image_key] = image = scale_intensity(self._read(d["image"])).float()
             if self.foreground_label:
                 mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.uint8)
                 d[self.label_key] = MetaTensor(mask, affine=image.affine, meta={"filename_or_obj": d["image"]})
@@ -182,7 +180,7 @@ class LoadVolumed(MapTransform):
         if item.get("resample"):
             label = ResampleToMatch(mode=item["resample"], padding_mode="zeros")(label, img_dst=image)
         label = label.round().to(torch.int64)
-        return self.scale(image).float(), label
+        return scale_intensity(image).float(), label
 
 
 class EmbeddedVolumed(Randomizable, LoadVolumed):

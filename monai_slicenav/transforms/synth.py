@@ -34,14 +34,13 @@ from monai.transforms import (
     RandKSpaceSpikeNoise,
     Randomizable,
     RandSimulateLowResolution,
-    ScaleIntensity,
     Transform,
 )
 from monai.utils import TransformBackends, ensure_tuple_rep
 
 from ..data.packaged import packaged_pairs
 from ..io import atomic_write_bytes
-from ..volume import centred_affine
+from ..volume import centred_affine, scale_intensity
 from .synth_functional import ShapeSource, gmm_intensities, synth_label_ensemble
 
 __all__ = [
@@ -213,7 +212,9 @@ def _corruptions(prob: float) -> list[Randomizable]:
 
 
 class RandSynthAppearance(Randomizable, Transform):
-    """Paint a random appearance on a (1, X, Y, Z) label map: a float32 image in [0, 1] with the label's affine.
+    """Paint a random appearance on a (1, X, Y, Z) label map: a float32 image in [0, 1] with the label's affine,
+    scaled by the rule real scans go through (:func:`~monai_slicenav.volume.scale_intensity`: the 0.5th and 99.5th
+    percentiles to 0 and 1, clipped), so both share one intensity range.
 
     Args:
         components: Gaussians per label. Defaults to 2.
@@ -234,7 +235,6 @@ class RandSynthAppearance(Randomizable, Transform):
         self.max_std = max_std
         self.corrupt = Compose(_corruptions(corruption_prob))
         self.corrupt.set_random_state(state=self.R)
-        self.scale = ScaleIntensity(minv=0.0, maxv=1.0)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
@@ -253,7 +253,7 @@ class RandSynthAppearance(Randomizable, Transform):
         image = gmm_intensities(self.R, indices, self.components, self.max_std)[None]
         affine = label.affine if isinstance(label, MetaTensor) else torch.eye(4, dtype=torch.float64)
         image = self.corrupt(MetaTensor(image, affine=affine))
-        return self.scale(image).float()
+        return scale_intensity(image).float()
 
 
 class RandSynthAppearanced(Randomizable, MapTransform):

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from monai.transforms import ScaleIntensityRangePercentiles
 
 from ..data import shepp_logan_volume
 from ..encoders.trained import recorded_navigation, trained_navigator
@@ -19,6 +18,7 @@ from ..geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, as_slice_size
 from ..io import load_volume, png_bytes
 from ..networks import SliceNavigator, predict_next
 from ..transforms import ACTION_FIELDS, RandSliceTrajectory, render_slices, trajectory_to_dict
+from ..volume import scale_intensity
 from ..workflows.controllability import slice_psnr
 
 __all__ = ["MOVES", "COMMANDS", "NavigationSession", "open_session"]
@@ -265,6 +265,6 @@ def open_session(
         ValueError: for an image that is not one 3D volume, or a stage without its recorded regime.
     """
     volume = load_volume(image, channels=1) if image else shepp_logan_volume(160)
-    scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
+    scaled = scale_intensity(volume)
     name = str(image) if image else "builtin:shepp_logan"
     return NavigationSession(scaled, trained_navigator(model), recorded_navigation(model), name, threshold, seed)
