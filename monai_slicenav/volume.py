@@ -39,8 +39,8 @@ INTENSITY_PERCENTILES = (0.5, 99.5)
 
 def scale_intensity(image: torch.Tensor, percentiles: Sequence[float] = INTENSITY_PERCENTILES) -> torch.Tensor:
     """Map the ``percentiles`` (lower, upper) of ``image`` to 0 and 1, clipped: what every volume goes through, real
-    or synthetic, so a tokenizer trained on the synthetic engine sees real scans' intensity range. The type and the
-    affine of a :class:`~monai.data.MetaTensor` are kept; a constant image becomes zeros.
+    or synthetic, so a tokenizer trained on the synthetic engine sees real scans' intensity range. Returns float32;
+    the type and the affine of a :class:`~monai.data.MetaTensor` are kept; a constant image becomes zeros.
 
     Written here rather than with MONAI's ``ScaleIntensityRangePercentiles`` (the same rule, interpolating): that
     sorts the whole volume (``torch.quantile``), while two order statistics (``torch.kthvalue``) are about 5 times

@@ -255,10 +255,9 @@ def _controllability(record: Mapping, cell_dir: Path, settings: Mapping) -> dict
         installed = _installed(PROBE_TRAIN + PROBE_TEST)
         real = [installed[name] for name in PROBE_TRAIN + PROBE_TEST]
         synthetic = embedded_datalist(cfg["synthetic"], CONTROLLABILITY_SEEDS["volumes"], include_packaged=False)
-        figures = {}
+        figures, seed = {}, CONTROLLABILITY_SEEDS["trajectories"]
         for name, items in {"syn": synthetic, "real": real}.items():
-            trajectories = CONTROLLABILITY_SEEDS["trajectories"]
-            scores = held_out_controllability(navigator, regime, items, cfg["trajectories"], trajectories, synth_size)
+            scores = held_out_controllability(navigator, regime, items, cfg["trajectories"], seed, synth_size)
             figures.update({f"{key}_{name}": value for key, value in scores.items()})
         return figures
 

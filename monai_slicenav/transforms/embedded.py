@@ -144,7 +144,7 @@ class LoadVolumed(MapTransform):
         if source == "packaged" or (source == "file" and "label" in d):
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
-            d[self.image_key] = image = scale_intensity(self._read(d["image"])).float()
+            d[self.image_key] = image = scale_intensity(self._read(d["image"]))
             if self.foreground_label:
                 mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.uint8)
                 d[self.label_key] = MetaTensor(mask, affine=image.affine, meta={"filename_or_obj": d["image"]})
@@ -180,7 +180,7 @@ class LoadVolumed(MapTransform):
         if item.get("resample"):
             label = ResampleToMatch(mode=item["resample"], padding_mode="zeros")(label, img_dst=image)
         label = label.round().to(torch.int64)
-        return scale_intensity(image).float(), label
+        return scale_intensity(image), label
 
 
 class EmbeddedVolumed(Randomizable, LoadVolumed):

@@ -253,7 +253,7 @@ class RandSynthAppearance(Randomizable, Transform):
         image = gmm_intensities(self.R, indices, self.components, self.max_std)[None]
         affine = label.affine if isinstance(label, MetaTensor) else torch.eye(4, dtype=torch.float64)
         image = self.corrupt(MetaTensor(image, affine=affine))
-        return scale_intensity(image).float()
+        return scale_intensity(image)
 
 
 class RandSynthAppearanced(Randomizable, MapTransform):
