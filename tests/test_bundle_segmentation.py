@@ -33,6 +33,31 @@ def test_merge_tables_cover_every_atlas_value():
     assert aal["merge"][next(k for k, n in aal["names"].items() if n == "Thalamus_L")] == 0  # not cortical
 
 
+def test_hcpex_merge_covers_every_area_and_keeps_cortex():
+    hcpex = load_coarse_labels()["pairs"]["icbm2009c_hcpex"]
+    assert sorted(map(int, hcpex["merge"])) == list(range(1, 427))
+    cortical = [hcpex["merge"][str(k)] for k in range(1, 361)]  # the 360 HCP-MMP1 areas, left then right
+    assert 0 not in cortical and cortical[:180] == cortical[180:]  # every area a lobe, the same in both hemispheres
+    named = {n: hcpex["merge"][k] for k, n in hcpex["names"].items()}
+    assert named["Primary_Visual_Cortex_L"] == 4 and named["Primary_Motor_Cortex_R"] == 1
+    assert named["Primary_Auditory_Cortex_L"] == 3 and named["Area_PGi_R"] == 2 and named["Amygdala_L"] == 5
+    assert named["Putamen_L"] == 0 and named["Thal_Pulvinar_medial_R"] == 0
+
+
+@needs_packaged_data
+def test_hcpex_lobes_lie_where_the_lobes_are():
+    case = labelled_case("icbm2009c_hcpex")
+    item = CoarseLabelsd()(EmbeddedVolumed()(case))
+    label = item["label"][0]
+    voxels = {c: torch.nonzero(label == c).double() for c in range(1, 6)}
+    affine = item["label"].affine.double()
+    centre = {c: (affine[:3, :3] @ v.mean(0) + affine[:3, 3]).tolist() for c, v in voxels.items()}  # RAS mm
+    frontal, parietal, temporal, occipital, limbic = (centre[c] for c in range(1, 6))
+    assert frontal[1] > limbic[1] > parietal[1] > occipital[1]  # anterior to posterior
+    assert temporal[2] < min(frontal[2], parietal[2], occipital[2])  # the temporal lobe lowest
+    assert parietal[2] > limbic[2]  # parietal above the insula and cingulate
+
+
 @needs_packaged_data
 def test_coarse_labels_and_deformed_copies():
     chain = Compose(

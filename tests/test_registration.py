@@ -207,6 +207,8 @@ def test_benchmark_pairs_cross_contrasts_and_refuse_an_unknown_one():
     pairs = {p["name"]: p for p in benchmark_pairs()}
     assert {p["moving"].get("contrast") for p in pairs.values()} == {None, "t2_like", "synthetic"}
     assert pairs["mni152_synth_to_colin27"]["fixed"] == pairs["mni152_to_colin27"]["fixed"]
+    assert pairs["icbm2009c_t2_to_colin27"]["moving"]["pair"] == "icbm2009c_hcpex"
+    assert len(pairs) == 9  # three same-contrast pairs, each also re-painted two ways
     unknown = {**pairs["colin27_deformed"], "moving": {**pairs["colin27_deformed"]["moving"], "contrast": "flair"}}
     with pytest.raises(ValueError, match="unknown contrast 'flair'"):
         load_pair(unknown, spacing_mm=6.0)

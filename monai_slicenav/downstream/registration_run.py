@@ -92,11 +92,15 @@ CROSS_CONTRASTS = {"t2": "t2_like", "synth": "synthetic"}  # pair-name suffix ->
 
 
 def benchmark_pairs() -> list[dict]:
-    """The registration benchmark: the :func:`default_pairs` (same contrast) and the same two with the moving image
-    re-painted across contrasts, by :func:`t2_like` (``colin27_deformed_t2``, ``mni152_t2_to_colin27``) and by the
-    synthetic appearance model (:func:`synthetic_contrast`, seeded: ``colin27_deformed_synth``,
-    ``mni152_synth_to_colin27``). ``colin27_deformed*`` have a known ground truth, ``mni152*`` are another template."""
+    """The registration benchmark: three same-contrast pairs, the :func:`default_pairs` and ``icbm2009c_to_colin27``
+    (the ICBM 2009c asymmetric template, HCPEx areas merged to the same lobes, onto Colin27), and the same three with
+    the moving image re-painted across contrasts, by :func:`t2_like` (``colin27_deformed_t2``,
+    ``mni152_t2_to_colin27``, ``icbm2009c_t2_to_colin27``) and by the synthetic appearance model
+    (:func:`synthetic_contrast`, seeded: ``colin27_deformed_synth``, ``mni152_synth_to_colin27``,
+    ``icbm2009c_synth_to_colin27``). ``colin27_deformed*`` have a known ground truth; the others are other
+    templates labelled by other atlases."""
     same = default_pairs()
+    same.append({"name": "icbm2009c_to_colin27", "fixed": same[0]["fixed"], "moving": labelled_case("icbm2009c_hcpex")})
     crossed = []
     for suffix, contrast in CROSS_CONTRASTS.items():
         for pair in same:
