@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 from collections import defaultdict
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--combined", action=argparse.BooleanOptionalAction, default=True, help="features + LNCC")
     parser.add_argument("--json", default="", help="write every registration record to this file")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # one line per registration
     encoders: dict[str, list[str]] = defaultdict(list)
     for spec in args.encoder:
         name, sep, path = spec.partition("=")
