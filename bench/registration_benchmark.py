@@ -77,8 +77,8 @@ def main() -> None:
                     dice[pair["name"]][label].append(record["mean_dice_after"])
                     fold = 100 * record["negative_jacobian_fraction"]
                     folding[pair["name"]][label] = max(fold, folding[pair["name"]].get(label, 0.0))
-                dice[pair["name"]]["none"] = [record["mean_dice_before"]]
-                folding[pair["name"]]["none"] = 0.0
+            dice[pair["name"]]["none"] = [record["mean_dice_before"]]  # the same for every method of the pair
+            folding[pair["name"]]["none"] = 0.0
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(records, stream, indent=1)
