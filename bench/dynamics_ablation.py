@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from monai_slicenav.experiments.pretrain import DYNAMICS_VARIANTS, pretrain
+from monai_slicenav.experiments.pretrain import pretrain
+from monai_slicenav.experiments.variants import dynamics_variants
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     for seed in args.seeds:
-        for variant in DYNAMICS_VARIANTS:
+        for variant in dynamics_variants():
             record = pretrain(
                 variant,
                 args.steps,
@@ -58,7 +59,7 @@ def main() -> None:
     print(f"\n{args.steps} steps per variant (half tokenizer, half dynamics), preset {args.preset}")
     print(f"{'variant':<20}{'val_latent_mse mean +- sd':>28}{'ratio to aligned':>18}{'dyn steps/s':>13}")
     aligned = {r["seed"]: r["val_latent_mse"] for r in rows if r["variant"] == "dynamics_aligned"}
-    for variant in DYNAMICS_VARIANTS:
+    for variant in dynamics_variants():
         mine = [r for r in rows if r["variant"] == variant]
         errors = [r["val_latent_mse"] for r in mine]
         ratios = [r["val_latent_mse"] / aligned[r["seed"]] for r in mine]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 import fire
@@ -21,6 +22,7 @@ from .data import (
 from .encoders import export_from_bundle
 from .experiments.evaluate import evaluate as run_evaluation
 from .experiments.pretrain import pretrain
+from .experiments.variants import variant_help
 from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume, png_bytes, read_json_object
 from .pack import pack_bundle
 from .transforms import navigate, replay, trajectory_to_dict
@@ -143,8 +145,7 @@ class SliceNavCLI:
         """Export a trained bundle's encoder as encoder.pt + encoder.json (the format every variant shares).
 
         Args:
-            bundle_dir: the bundle folder (with configs/ and models/model.pt): slicenav_tokenizer, slicenav_dynamics
-                or static_volume_baseline.
+            bundle_dir: a trained pretraining bundle's folder (with configs/ and models/model.pt).
             out: output folder.
             which: encoder (every bundle) or context_encoder (slicenav_dynamics).
         """
@@ -168,8 +169,7 @@ class SliceNavCLI:
         """Pretrain one variant with a matched step budget and export its encoder to OUT/encoder.
 
         Args:
-            variant: tokenizer_only | dynamics_aligned | dynamics_none | dynamics_shuffled | static_volume |
-                voxel_contrastive.
+            variant: one of {variants}
             steps: optimizer steps in total (dynamics variants: half for the tokenizer, half for the dynamics).
             out: output folder (encoder/, pretrain.json; slice_encoder/ for the dynamics variants).
             seed: seeds data, initialisation and sampling.
@@ -212,9 +212,8 @@ class SliceNavCLI:
         cells are reused when run again.
 
         Args:
-            variants: all, or a comma-separated subset of random, static_volume, voxel_contrastive, tokenizer_only,
-                dynamics_untrained (control: stage-1 tokenizer, untrained trunk), dynamics_none, dynamics_shuffled,
-                dynamics_aligned.
+            variants: all (with --data: all but those that need label maps), or a comma-separated subset of
+                {rows}
             seeds: seeds per variant.
             budget: micro (smoke test, about a minute) | small (3 seeds in about 1.5 hours on 2 CPU cores) | paper
                 (GPU-scale, documented).
@@ -275,6 +274,23 @@ class SliceNavCLI:
         return str(pack_bundle(bundle_dir, out, version=version, description=description))
 
 
+def _listed(lines: str) -> str:
+    """``name: summary`` lines as one help paragraph (fire reads an argument's text up to the next ``name:``)."""
+    entries = [line.replace(": ", " (", 1) + ")" for line in lines.splitlines()]
+    return textwrap.fill("; ".join(entries) + ".", width=104, subsequent_indent=" " * 16)
+
+
+_HELP_TEMPLATES = {"pretrain": SliceNavCLI.pretrain.__doc__, "evaluate": SliceNavCLI.evaluate.__doc__}
+
+
+def _fill_variant_help() -> None:
+    """The variants in the help of ``pretrain`` and ``evaluate``, from the one table as it is now (a variant
+    registered at run time included)."""
+    SliceNavCLI.pretrain.__doc__ = _HELP_TEMPLATES["pretrain"].replace("{variants}", _listed(variant_help()))
+    rows = _listed(variant_help(controls=True))
+    SliceNavCLI.evaluate.__doc__ = _HELP_TEMPLATES["evaluate"].replace("{rows}", rows)
+
+
 def _bounded_int(value: object, option: str, low: int, high: int) -> int:
     """``value`` as an int in [low, high], else a ValueError naming the option."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -318,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if args in (["--help"], ["-h"]):  # fire's own help for the bare class lists no commands; the bare call does
         args = []
+    _fill_variant_help()
     try:
         _check_options(args)
         fire.Fire(SliceNavCLI, command=args, name="slicenav")

@@ -11,7 +11,8 @@ from PIL import Image
 
 from monai_slicenav.cli import main
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
-from monai_slicenav.experiments.pretrain import DYNAMICS_VARIANTS, VARIANTS, pretrain, train_configs
+from monai_slicenav.experiments.pretrain import pretrain, train_configs
+from monai_slicenav.experiments.variants import VARIANT_TABLE, dynamics_variants
 from monai_slicenav.export import export_encoder, load_encoder
 from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import RandSliceTrajectoryd
@@ -149,8 +150,8 @@ def test_metadata_verifies_offline(bundle):
 
 def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
     cache = tmp_path / "cache"
-    records = {v: pretrain(v, 4, tmp_path / v, preset="micro", cache_dir=cache) for v in VARIANTS}
-    kinds = {v: type(load_encoder(tmp_path / v / "encoder")).__name__ for v in VARIANTS}
+    records = {v: pretrain(v, 4, tmp_path / v, preset="micro", cache_dir=cache) for v in VARIANT_TABLE}
+    kinds = {v: type(load_encoder(tmp_path / v / "encoder")).__name__ for v in VARIANT_TABLE}
     assert kinds == {
         "tokenizer_only": "SliceEncoder",
         "dynamics_aligned": "ContextEncoder",
@@ -161,15 +162,15 @@ def test_pretrain_every_variant_and_reuse_stages(tmp_path, capsys):
     }
     assert isinstance(load_encoder(tmp_path / "dynamics_none" / "slice_encoder"), SliceEncoder)
     # the three dynamics variants share one stage-1 tokenizer (2 of the 4 steps), trained once
-    stage1 = [records[v]["stages"][0] for v in DYNAMICS_VARIANTS]
+    stage1 = [records[v]["stages"][0] for v in dynamics_variants()]
     assert len({s["root"] for s in stage1}) == 1 and [s["reused"] for s in stage1] == [False, True, True]
     assert stage1[0]["overrides"]["epoch_length"] == 2
     assert records["static_volume"]["stages"][0]["overrides"]["epoch_length"] == 4
-    modes = {records[v]["stages"][1]["overrides"]["action_mode"] for v in DYNAMICS_VARIANTS}
+    modes = {records[v]["stages"][1]["overrides"]["action_mode"] for v in dynamics_variants()}
     assert modes == {"aligned", "none", "shuffled"}
     # what each variant's trained network did with its actions, read back from its weights (same seed and data):
     # a bundle that trained every variant as "aligned" would give three identical models
-    trained = {v: trained_navigator(tmp_path / v) for v in DYNAMICS_VARIANTS}
+    trained = {v: trained_navigator(tmp_path / v) for v in dynamics_variants()}
     action_weights = {v: n.dynamics.action[0].weight for v, n in trained.items()}
     for a, b in (("dynamics_aligned", "dynamics_shuffled"), ("dynamics_aligned", "dynamics_none")):
         assert not torch.equal(action_weights[a], action_weights[b]), (a, b)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from monai_slicenav.cli import main
-from monai_slicenav.experiments.evaluate import BUDGETS, CONTROLS, EVALUATED_VARIANTS, evaluate
-from monai_slicenav.experiments.pretrain import DYNAMICS_VARIANTS, VARIANTS
+from monai_slicenav.experiments.evaluate import BUDGETS, evaluate
+from monai_slicenav.experiments.variants import CONTROLS, VARIANT_TABLE, dynamics_variants, evaluated_variants
 
 from .packaged_data import needs_packaged_data
 
@@ -17,8 +17,8 @@ from .packaged_data import needs_packaged_data
 @needs_packaged_data
 def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     rows = evaluate("all", seeds=1, budget="micro", out=tmp_path)
-    assert [r["variant"] for r in rows] == list(EVALUATED_VARIANTS)
-    assert set(EVALUATED_VARIANTS) == set(VARIANTS) | set(CONTROLS)
+    assert [r["variant"] for r in rows] == list(evaluated_variants())
+    assert set(evaluated_variants()) == set(VARIANT_TABLE) | set(CONTROLS)
     for name in ("results.md", "results.csv", "results.png", "run.json"):
         assert (tmp_path / name).stat().st_size > 0
     with open(tmp_path / "results.csv") as f:
@@ -27,7 +27,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     assert all(math.isfinite(float(row[c])) for row in table for c in columns)
     stage2 = ("val_latent_mse", "ctrl_true_warp_syn", "ctrl_true_warp_real")  # the dynamics variants' own columns
     for row in table:
-        trained = row["variant"] in DYNAMICS_VARIANTS
+        trained = row["variant"] in dynamics_variants()
         assert all(math.isfinite(float(row[c])) == trained for c in stage2), row["variant"]
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"

@@ -3,6 +3,7 @@ labels, and a short CPU run after which two appearances of an unseen label map g
 labels than for different ones."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -100,7 +101,10 @@ def test_a_short_run_makes_shared_labels_closer_across_appearances():
 def test_the_bundle_trains_exports_the_common_format_and_infers(tmp_path):
     """The voxel_contrastive bundle's loss falls on a few label maps, its export loads as every other variant's
     (and reproduces the trained network's features), and inference writes features of a volume."""
-    from .helpers import bundle_workflow, record_losses, run_workflow
+    from monai_slicenav.cli import main
+    from monai_slicenav.encoders import trained_network
+
+    from .helpers import bundle_workflow, configs_dir, record_losses, run_workflow
 
     flow = bundle_workflow("voxel_contrastive", tmp_path, **TINY_VOXEL)
     losses = record_losses(flow)
@@ -110,6 +114,13 @@ def test_the_bundle_trains_exports_the_common_format_and_infers(tmp_path):
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(encoder.pyramid(x), trained(x), strict=True))
+    # `slicenav export` rebuilds the training network from the record: a VoxelContrastiveNet, not a VolumeMAE
+    assert type(trained_network(tmp_path, load_weights=True)).__name__ == "VoxelContrastiveNet"
+    shutil.copytree(configs_dir("voxel_contrastive"), tmp_path / "configs")  # a bundle folder, as users have it
+    main(["export", str(tmp_path), str(tmp_path / "exported")])
+    exported = load_encoder(tmp_path / "exported")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), encoder(x), rtol=0, atol=0)
     infer = bundle_workflow("voxel_contrastive", tmp_path, "inference.yaml", size=40,
                             **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40}})  # fmt: skip
     run_workflow(infer)

@@ -7,7 +7,9 @@
 
 Each has ``architecture``, ``spatial_dims``, ``out_channels``, ``pyramid(x)`` (multi-scale features at strides 2, 4,
 8, with ``pyramid_channels``), ``arguments()`` (its constructor arguments, written to ``encoder.json``) and
-``from_pretrained(path)``.
+``from_pretrained(path)``; and the one mapping between training networks and exports: ``cut_from`` (the training
+network classes it is cut from), ``cut(network)`` and ``export_name`` (the folder a training run exports it to),
+which :func:`encoders_of` and :func:`~monai_slicenav.encoders.trained.trained_network` read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..networks.navigator import SliceNavigator
 from ..networks.quantizer import FSQ
 from ..networks.tokenizer import SliceEncoderNet, SliceTokenizer, TokenizerConfig
 from ..networks.volume_mae import VolumeMAE, VolumeMAEConfig
-from .record import load_encoder, register_architecture
+from .record import ENCODER_ARCHITECTURES, load_encoder, register_architecture
 
 __all__ = ["SliceEncoder", "ContextEncoder", "VolumeEncoder", "encoders_of"]
 
@@ -33,6 +35,13 @@ __all__ = ["SliceEncoder", "ContextEncoder", "VolumeEncoder", "encoders_of"]
 class _Exported(nn.Module):
     architecture = ""
     spatial_dims = 2
+    export_name = "encoder"  # models/<export_name>/ of a training run
+    cut_from: tuple[type[nn.Module], ...] = ()  # the training networks this encoder is cut from
+
+    @classmethod
+    def cut(cls, network: nn.Module) -> nn.Module:
+        """This encoder of a trained network of one of the ``cut_from`` classes (weights copied)."""
+        raise NotImplementedError
 
     @property
     def pyramid_channels(self) -> tuple[int, ...]:
@@ -67,6 +76,7 @@ class SliceEncoder(_Exported):
     """
 
     architecture = "slice_tokenizer_encoder"
+    cut_from = (SliceTokenizer, SliceNavigator)
 
     def __init__(self, config: TokenizerConfig | Mapping, quantize: bool = False) -> None:
         super().__init__()
@@ -97,6 +107,10 @@ class SliceEncoder(_Exported):
         encoder.encoder.load_state_dict(tokenizer.encoder.state_dict())
         return encoder
 
+    @classmethod
+    def cut(cls, network: SliceTokenizer | SliceNavigator) -> SliceEncoder:
+        return cls.from_tokenizer(network.tokenizer if isinstance(network, SliceNavigator) else network)
+
 
 @register_architecture
 class ContextEncoder(_Exported):
@@ -117,6 +131,8 @@ class ContextEncoder(_Exported):
     """
 
     architecture = "slicenav_context_encoder"
+    export_name = "context_encoder"
+    cut_from = (SliceNavigator,)
 
     def __init__(self, tokenizer: TokenizerConfig | Mapping, dynamics: DynamicsConfig | Mapping) -> None:
         super().__init__()
@@ -187,6 +203,10 @@ class ContextEncoder(_Exported):
         encoder.dynamics.load_state_dict(navigator.dynamics.state_dict())
         return encoder
 
+    @classmethod
+    def cut(cls, network: SliceNavigator) -> ContextEncoder:
+        return cls.from_navigator(network)
+
 
 @register_architecture
 class VolumeEncoder(_Exported):
@@ -201,6 +221,7 @@ class VolumeEncoder(_Exported):
 
     architecture = "slicenav_volume_encoder"
     spatial_dims = 3
+    cut_from = (VolumeMAE, VoxelContrastiveNet)
 
     def __init__(self, config: VolumeMAEConfig | Mapping) -> None:
         super().__init__()
@@ -228,21 +249,24 @@ class VolumeEncoder(_Exported):
         encoder.encoder.load_state_dict(mae.encoder.state_dict())
         return encoder
 
+    @classmethod
+    def cut(cls, network: VolumeMAE | VoxelContrastiveNet) -> VolumeEncoder:
+        return cls.from_mae(network)
+
 
 def encoders_of(network: nn.Module) -> dict[str, nn.Module]:
-    """The exportable encoders of a trained pretraining network, by export name: ``encoder`` for every variant, and
-    ``context_encoder`` for the dynamics stage.
+    """The exportable encoders of a trained pretraining network, by export name (``encoder`` for every variant,
+    ``context_encoder`` for the dynamics stage): every registered architecture whose ``cut_from`` names the
+    network's class.
 
     Raises:
         TypeError: for a network that is not one of the pretraining networks.
     """
-    if isinstance(network, SliceTokenizer):
-        return {"encoder": SliceEncoder.from_tokenizer(network)}
-    if isinstance(network, SliceNavigator):
-        return {
-            "encoder": SliceEncoder.from_tokenizer(network.tokenizer),
-            "context_encoder": ContextEncoder.from_navigator(network),
-        }
-    if isinstance(network, (VolumeMAE, VoxelContrastiveNet)):
-        return {"encoder": VolumeEncoder.from_mae(network)}
-    raise TypeError(f"No exportable encoder known for {type(network).__name__}.")
+    found = {
+        cls.export_name: cls.cut(network)
+        for cls in ENCODER_ARCHITECTURES.values()
+        if isinstance(network, getattr(cls, "cut_from", ()))
+    }
+    if not found:
+        raise TypeError(f"No exportable encoder known for {type(network).__name__}.")
+    return found

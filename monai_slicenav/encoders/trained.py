@@ -12,8 +12,7 @@ from torch import nn
 from ..io import read_json_object
 from ..networks.navigator import SliceNavigator
 from ..networks.tokenizer import SliceTokenizer
-from ..networks.volume_mae import VolumeMAE
-from .record import read_record
+from .record import ENCODER_ARCHITECTURES, read_record
 from .weights import load_into, load_state_dict
 
 __all__ = ["stage_models", "recorded_navigation", "trained_navigator", "trained_network"]
@@ -82,9 +81,10 @@ def trained_navigator(source: str | os.PathLike, load_weights: bool = True) -> S
 
 def trained_network(source: str | os.PathLike, load_weights: bool = False) -> nn.Module:
     """The training network of a trained pretraining bundle (its root or ``models`` folder), rebuilt from the
-    encoder record its run exported: a :class:`SliceTokenizer` (tokenizer bundle, ``models/encoder``), a
-    :class:`VolumeMAE` (static-volume baseline) or a :class:`SliceNavigator` (dynamics bundle,
-    ``models/context_encoder``; see :func:`trained_navigator`). What inference configs use as ``network_def``, so a
+    encoder record its run exported: a :class:`SliceNavigator` (dynamics bundle, ``models/context_encoder``; see
+    :func:`trained_navigator`), else the network class of the exported architecture's ``cut_from`` that builds
+    from the record and matches the keys of ``models/model.pt`` (``SliceTokenizer``, ``VolumeMAE``,
+    ``VoxelContrastiveNet``). What inference configs use as ``network_def``, so a
     model trained with any preset or override loads with no network override. ``load_weights`` also loads
     ``models/model.pt`` (else a ``CheckpointLoader`` does).
 
@@ -102,17 +102,33 @@ def trained_network(source: str | os.PathLike, load_weights: bool = False) -> nn
             f"{source}: no trained model to rebuild ({record_path} is missing); train the bundle first, or pass the "
             "bundle root of a trained one as --bundle_root."
         )
-    record = read_record(record_path)
-    builders = {"slice_tokenizer_encoder": SliceTokenizer, "slicenav_volume_encoder": VolumeMAE}
-    if record["architecture"] not in builders:
-        raise ValueError(f"{record_path}: architecture {record['architecture']!r} has no training network here.")
-    config = record.get("arguments", {}).get("config")
-    if not isinstance(config, dict):
-        raise ValueError(f"{record_path}: field 'arguments.config' must be an object.")
-    try:
-        network = builders[record["architecture"]](**config)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{record_path}: 'arguments.config' does not build the network ({err}).") from err
+    network = _training_network(read_record(record_path), record_path, models / "model.pt")
     if load_weights:
         load_into(network, load_state_dict(models / "model.pt"), True, str(models / "model.pt"))
     return network
+
+
+def _training_network(record: dict, record_path: Path, weights: Path) -> nn.Module:
+    """The training network an exported record was cut from: built from ``arguments.config`` with each class the
+    architecture names in ``cut_from``; where several build, the one whose keys are those of ``weights``."""
+    architecture = ENCODER_ARCHITECTURES.get(record["architecture"])
+    config = record.get("arguments", {}).get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{record_path}: field 'arguments.config' must be an object.")
+    built, errors = [], []
+    for network_class in getattr(architecture, "cut_from", ()):
+        try:
+            built.append(network_class(**config))
+        except (TypeError, ValueError) as err:
+            errors.append(f"{network_class.__name__}: {err}")
+    if not built:
+        reason = "; ".join(errors) or "no training network here"
+        raise ValueError(f"{record_path}: architecture {record['architecture']!r} does not build ({reason}).")
+    if len(built) == 1:
+        return built[0]
+    keys = set(load_state_dict(weights))
+    matching = [network for network in built if set(network.state_dict()) == keys]
+    if not matching:
+        names = [type(network).__name__ for network in built]
+        raise ValueError(f"{weights}: the weights' keys match none of the training networks {names}.")
+    return matching[0]

@@ -52,15 +52,11 @@ from .cache import cached
 from .pretrain import PRESETS, pretrain
 from .probes import encode, encoder_features, narrow_features, probe_scores, sample_probe_set
 from .report import write_results
+from .variants import VARIANT_TABLE, evaluated_variants
 
-__all__ = ["CONTROLS", "EVALUATED_VARIANTS", "BUDGETS", "evaluate", "segmentation_dice"]
+__all__ = ["BUDGETS", "chosen_variants", "evaluate", "segmentation_dice"]
 
 logger = logging.getLogger(__name__)
-
-CONTROLS = ("random", "dynamics_untrained")  # rows with no pretraining of their own (see the module docstring)
-EVALUATED_VARIANTS = ("random", "static_volume", "voxel_contrastive", "tokenizer_only", "dynamics_untrained",
-                      "dynamics_none", "dynamics_shuffled", "dynamics_aligned")  # fmt: skip
-"""The table's rows, in order: the pretraining variants of :mod:`.pretrain` and the two controls."""
 
 BUDGETS: dict[str, dict] = {
     "micro": {  # a smoke run of a few minutes (the test suite)
@@ -270,6 +266,33 @@ def _controllability(record: Mapping, cell_dir: Path, settings: Mapping) -> dict
     return {"val_latent_mse": record["stages"][-1]["val_metrics"]["val_latent_mse"], **figures}
 
 
+def chosen_variants(variants: str | Sequence[str], seeds: int, labelled: bool = True) -> list[str]:
+    """The rows to evaluate: ``"all"`` or the named subset of
+    :func:`~.variants.evaluated_variants`, checked before anything trains. Without label maps (``labelled`` false:
+    pretraining on your own scans), ``"all"`` leaves out the variants that need them, and naming one is refused.
+
+    Raises:
+        ValueError: for an empty or unknown choice, a variant that needs labels when there are none, or seeds < 1.
+    """
+    rows = evaluated_variants()
+    chosen = list(rows) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
+    if not chosen:
+        raise ValueError(f"variants is empty: give 'all' or a comma-separated subset of {rows}.")
+    unknown = [v for v in chosen if v not in rows]
+    if unknown or int(seeds) < 1:
+        raise ValueError(f"variants must be 'all' or among {rows} (unknown: {unknown}); seeds >= 1, got {seeds}.")
+    labelled_only = [v for v in chosen if v in VARIANT_TABLE and VARIANT_TABLE[v].needs_labels]
+    if labelled_only and not labelled:
+        if variants != "all":
+            raise ValueError(
+                f"{labelled_only} learn from label maps (the synthetic engine) and cannot pretrain on unlabelled "
+                "--data; leave them out of --variants."
+            )
+        logger.warning("%s need label maps and are left out of the comparison on your own scans.", labelled_only)
+        chosen = [v for v in chosen if v not in labelled_only]
+    return chosen
+
+
 def evaluate(
     variants: str | Sequence[str] = "all",
     seeds: int = 3,
@@ -284,21 +307,12 @@ def evaluate(
     evaluation volumes stay the packaged templates.
 
     Raises:
-        ValueError: for an unknown budget or variant, or seeds < 1.
+        ValueError: for an unknown budget or variant, or seeds < 1 (see :func:`chosen_variants`).
         FileNotFoundError: when the packaged evaluation volumes are missing (checked before any pretraining).
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
-    chosen = (
-        list(EVALUATED_VARIANTS) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
-    )
-    unknown = [v for v in chosen if v not in EVALUATED_VARIANTS]
-    if not chosen:
-        raise ValueError(f"variants is empty: give 'all' or a comma-separated subset of {EVALUATED_VARIANTS}.")
-    if unknown or int(seeds) < 1:
-        raise ValueError(
-            f"variants must be 'all' or among {EVALUATED_VARIANTS} (unknown: {unknown}); seeds >= 1, got {seeds}."
-        )
+    chosen = chosen_variants(variants, seeds, labelled=data is None)
     _installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
     pretraining_data = "embedded synthetic volumes only (include_packaged false)"
     if data is not None:
@@ -327,7 +341,7 @@ def evaluate(
         row = {"variant": variant, "seed": seed}
         cell_dir = out / "cells" / f"{variant}-seed{seed}"
         row.update(_score(encoder, cell_dir, seed, settings, probe_sets))
-        controlled = variant.startswith("dynamics_") and variant != "dynamics_untrained"
+        controlled = variant in VARIANT_TABLE and VARIANT_TABLE[variant].controllability
         row.update(_controllability(record, cell_dir, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])

@@ -1,16 +1,9 @@
 """One entry point for every pretraining variant (``slicenav pretrain``), with a matched step budget.
 
-Variants and what their ``steps`` optimizer steps buy:
-
-* ``tokenizer_only``: the slice tokenizer bundle, all steps (its encoder is exported);
-* ``dynamics_aligned`` / ``dynamics_none`` / ``dynamics_shuffled``: the same two-stage method, half the steps for
-  the tokenizer (stage 1, shared by the three, trained once) and half for the dynamics bundle (stage 2) with
-  ``action_mode`` aligned, none or shuffled; the context encoder is the variant's encoder, the tokenizer's encoder
-  is exported beside it;
-* ``static_volume``: the 3D masked-autoencoder baseline, all steps;
-* ``voxel_contrastive``: the same 3D encoder trained with the multi-positive voxel contrastive loss across two
-  random appearances of synthetic label maps (the ``voxel_contrastive`` bundle), all steps; it needs label maps,
-  so it trains on the synthetic engine only.
+The variants, the bundles that train them and what they export are the table of :mod:`.variants`. A variant
+trained by one bundle gets all ``steps`` optimizer steps; a variant trained on top of a stage-1 tokenizer (the
+dynamics variants) gives half to the tokenizer bundle (shared by every such variant, trained once per cache) and
+half to its own bundle.
 
 Every stage runs its bundle through MONAI's ``ConfigWorkflow`` in ``<cache_dir>/<bundle>-<hash>``, where the hash
 covers the bundle config, the overrides, the steps and the package version: a finished stage with the same hash is
@@ -33,22 +26,11 @@ from ..encoders import copy_export, load_encoder, load_state_dict
 from ..io import atomic_write_json
 from ..workflows import appearance_contrast
 from .cache import digest, reusable
+from .variants import TOKENIZER_BUNDLE, VARIANT_TABLE, get_variant
 
-__all__ = ["VARIANTS", "DYNAMICS_VARIANTS", "PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
+__all__ = ["PRESETS", "bundles_dir", "pretrain", "run_stage", "stage_overrides"]
 
 logger = logging.getLogger(__name__)
-
-VARIANTS = (
-    "tokenizer_only",
-    "dynamics_aligned",
-    "dynamics_none",
-    "dynamics_shuffled",
-    "static_volume",
-    "voxel_contrastive",
-)
-DYNAMICS_VARIANTS = tuple(
-    v for v in VARIANTS if v.startswith("dynamics_")
-)  # stage 2 with aligned, no, shuffled actions
 
 # Sizes of data and networks, as the bundles' own hyper-parameter names: each stage takes the ones its train config
 # defines ("default" keeps each bundle's own values).
@@ -81,13 +63,6 @@ PRESETS: dict[str, dict] = {
         "dynamics_depth": 1,
         "dynamics_heads": 2,
     },
-}
-
-_STAGE_ENCODERS = {"slicenav_tokenizer": "encoder", "slicenav_dynamics": "context_encoder"}
-_ONE_STAGE = {  # variants trained by one bundle with all the steps
-    "tokenizer_only": "slicenav_tokenizer",
-    "static_volume": "static_volume_baseline",
-    "voxel_contrastive": "voxel_contrastive",
 }
 
 
@@ -191,10 +166,10 @@ def _intact(bundle: str, root: Path) -> bool:
     """Whether a finished stage's weights and exports still load (a truncated or edited cache entry does not, and
     is then retrained rather than copied over a good export)."""
     models = root / "models"
-    exports = dict.fromkeys(["encoder", _STAGE_ENCODERS.get(bundle, "encoder")])
+    exports = {folder for v in VARIANT_TABLE.values() if v.bundle == bundle for folder in v.exports} or {"encoder"}
     try:
         load_state_dict(models / "model.pt")
-        for name in exports:
+        for name in sorted(exports):
             load_encoder(models / name)
     except (ValueError, FileNotFoundError) as err:
         logger.warning("%s: the cached run in %s is damaged (%s); training it again.", bundle, root, err)
@@ -218,7 +193,7 @@ def pretrain(
     """Pretrain one variant with a budget of ``steps`` optimizer steps and export its encoder to ``<out>/encoder``.
 
     Args:
-        variant: one of :data:`VARIANTS`.
+        variant: a name of :data:`~.variants.VARIANT_TABLE`.
         steps: optimizer steps in total (the dynamics variants split them between their two stages).
         out: output folder: ``encoder/`` (+ ``slice_encoder/`` for the dynamics variants) and ``pretrain.json``.
         seed: seeds data, initialisation and sampling of every stage.
@@ -240,24 +215,22 @@ def pretrain(
     Raises:
         ValueError: for an unknown variant or preset, or fewer steps than stages.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+    entry = get_variant(variant)
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
-    dynamics = variant.startswith("dynamics_")
-    if int(steps) < (2 if dynamics else 1):
-        raise ValueError(f"{variant} needs at least {2 if dynamics else 1} steps, got {steps}.")
+    if int(steps) < entry.min_steps:
+        raise ValueError(f"{variant} needs at least {entry.min_steps} steps, got {steps}.")
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out / "stages"
     settings, extra = PRESETS[preset], dict(extra_overrides or {})
     tokenizer_extra = {}
     if appearance_contrast(contrastive_weight, None if data is None else str(data)):
-        if variant in _ONE_STAGE and _ONE_STAGE[variant] != "slicenav_tokenizer":
+        if not entry.trains_tokenizer:
             raise ValueError(f"contrastive_weight is a term of the slice tokenizer's loss; {variant} has no tokenizer.")
         tokenizer_extra = {"contrastive_weight": float(contrastive_weight)}
-    if data is not None and variant == "voxel_contrastive":
+    if data is not None and entry.needs_labels:
         raise ValueError(
-            "voxel_contrastive learns from label maps (the synthetic engine); it cannot train on unlabelled --data."
+            f"{variant} learns from label maps (the synthetic engine); it cannot train on unlabelled --data."
         )
     if data is not None:  # fail on a wrong path now, not after the first stage trained on the wrong data
         files = volume_files(data, data_root)
@@ -267,25 +240,24 @@ def pretrain(
         extra.setdefault("volume_cache_dir", str(cache / "volume_cache"))  # every stage reads the scans loaded once
         logger.info("pretraining on %d volumes of your own from %s", len(files), data)
     start = time.perf_counter()
-    stages = []
-    if variant in _ONE_STAGE:
-        bundle = _ONE_STAGE[variant]
-        own = {**extra, **tokenizer_extra} if bundle == "slicenav_tokenizer" else extra
-        stages.append(run_stage(bundle, stage_overrides(bundle, settings, steps, seed, own), cache))
-    else:
+    stages, own = [], {**extra, **entry.overrides}
+    if entry.on_tokenizer:
         first = int(steps) // 2
         tokenizer = run_stage(
-            "slicenav_tokenizer",
-            stage_overrides("slicenav_tokenizer", settings, first, seed, {**extra, **tokenizer_extra}),
+            TOKENIZER_BUNDLE,
+            stage_overrides(TOKENIZER_BUNDLE, settings, first, seed, {**extra, **tokenizer_extra}),
             cache,
         )
-        stage2 = {**extra, "action_mode": variant.removeprefix("dynamics_"), "tokenizer_dir": tokenizer["root"]}
-        overrides = stage_overrides("slicenav_dynamics", settings, int(steps) - first, seed, stage2)
-        stages += [tokenizer, run_stage("slicenav_dynamics", overrides, cache)]
+        stages.append(tokenizer)
+        own["tokenizer_dir"] = tokenizer["root"]
+        steps_left = int(steps) - first
+    else:
+        own.update(tokenizer_extra if entry.bundle == TOKENIZER_BUNDLE else {})
+        steps_left = int(steps)
+    stages.append(run_stage(entry.bundle, stage_overrides(entry.bundle, settings, steps_left, seed, own), cache))
     final = Path(stages[-1]["root"]) / "models"
-    copy_export(final / _STAGE_ENCODERS.get(stages[-1]["bundle"], "encoder"), out / "encoder")
-    if dynamics:
-        copy_export(final / "encoder", out / "slice_encoder")
+    for folder, name in entry.exports.items():
+        copy_export(final / folder, out / name)
     record = {
         "variant": variant,
         "steps": int(steps),
