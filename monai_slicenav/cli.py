@@ -20,6 +20,7 @@ from .data import (
     shepp_logan_volume,
 )
 from .encoders import export_from_bundle
+from .experiments.evaluate import DEFAULT_OUT
 from .experiments.evaluate import evaluate as run_evaluation
 from .experiments.pretrain import pretrain
 from .experiments.variants import variant_help
@@ -203,7 +204,7 @@ class SliceNavCLI:
         variants: str | tuple = "all",
         seeds: int = 3,
         budget: str = "small",
-        out: str = "slicenav_evaluation",
+        out: str = DEFAULT_OUT,
         data: str | None = None,
         data_root: str | None = None,
     ) -> str:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "monai_slicenav"
 
 # lower layers first; a module may import its own layer's modules and lower layers only
@@ -113,3 +115,16 @@ def test_public_paths_keep_working():
         assert hasattr(transforms, public)
     importlib.import_module("monai_slicenav")
     assert "slicenav-lift3d" in FLEXUNET_BACKBONE.register_dict
+
+
+def test_evaluation_outputs_are_not_committed():
+    """`slicenav evaluate`'s default output folder is ignored and nothing under it is tracked."""
+    from monai_slicenav.experiments.evaluate import DEFAULT_OUT
+
+    repo = PACKAGE.parent
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{DEFAULT_OUT}/results.md"], cwd=repo)
+    assert ignored.returncode == 0, f"{DEFAULT_OUT}/ is not in .gitignore"
+    tracked = subprocess.run(["git", "ls-files", DEFAULT_OUT], cwd=repo, capture_output=True, text=True).stdout
+    assert tracked == ""

@@ -54,10 +54,11 @@ from .probes import encode, encoder_features, narrow_features, probe_scores, sam
 from .report import write_results
 from .variants import VARIANT_TABLE, evaluated_variants
 
-__all__ = ["BUDGETS", "chosen_variants", "evaluate", "segmentation_dice"]
+__all__ = ["BUDGETS", "DEFAULT_OUT", "chosen_variants", "evaluate", "segmentation_dice"]
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_OUT = "slicenav_evaluation"  # where results go without --out (git-ignored in the repository)
 BUDGETS: dict[str, dict] = {
     "micro": {  # a smoke run of a few minutes (the test suite)
         "preset": "micro",
@@ -297,7 +298,7 @@ def evaluate(
     variants: str | Sequence[str] = "all",
     seeds: int = 3,
     budget: str = "small",
-    out: str | os.PathLike = "slicenav_evaluation",
+    out: str | os.PathLike = DEFAULT_OUT,
     data: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
 ) -> list[dict]:
