@@ -1,6 +1,6 @@
 """Slice poses, relative actions and sampling points (pure torch, batched over any leading dims).
 
-Conventions (see DESIGN.md section 3):
+Conventions (the geometry section of the project design; the tests in tests/test_geometry.py hold them):
 
 * World space is the millimetre space of the image affine (RAS for NIfTI/MONAI defaults).
 * A :class:`Pose` is a slice plane: ``center`` (..., 3) in mm, ``rotation`` (..., 3, 3) whose columns are the

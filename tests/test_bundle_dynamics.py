@@ -36,6 +36,8 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         learning_rate=0.003,
         gap_weight=0.5,
         residual_base="current",  # 12 steps improve on copying; on the warp base (the default) they may not yet
+        max_translation=6.0,  # a regime of its own: inference must draw in it, not in the sampler's defaults
+        max_rotation=0.2,
     )
     losses = record_losses(flow)
     # the residual model starts as the copy baseline (z_t+1 = z_t), so the loss falls from there
@@ -90,6 +92,8 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
         **{"preprocessing#transforms#0#synth_options": {"spatial_size": 40, "cache_dir": str(tmp_path / "data")}},
     )
     run_workflow(infer)
+    sampler = infer.parser.get_parsed_content("sampler").sampler  # the recorded regime, not the class defaults
+    assert (sampler.max_translation, sampler.max_rotation, sampler.momentum) == (6.0, 0.2, navigation["momentum"])
     out = next((tmp_path / "eval" / "inference").iterdir())
     scores = json.loads((out / "rollout.json").read_text())
     assert scores["steps"] == 3 and scores["rollout_latent_mse"][0] == pytest.approx(scores["next_step_latent_mse"][0])
@@ -200,7 +204,9 @@ def test_dynamics_bundle_resumes_from_its_checkpoint(tokenizer_bundle, tmp_path)
     assert all(int(state["step"]) == 3 for state in optimizer.state.values())  # Adam state restored
 
 
-@pytest.mark.parametrize("bundle", ["slicenav_tokenizer", "slicenav_dynamics"])
+@pytest.mark.parametrize(
+    "bundle", ["slicenav_tokenizer", "slicenav_dynamics", "static_volume_baseline", "voxel_contrastive"]
+)
 def test_rank_zero_writers_are_gated_by_name_and_nothing_else_is(bundle):
     """Every handler that logs or writes (rank 0's job) is disabled off rank 0 by ``is_main_rank``, by name, and
     none that computes what the run needs (reseeding, schedule, validation, metrics, the NaN stop) is; the multi-GPU
@@ -210,11 +216,18 @@ def test_rank_zero_writers_are_gated_by_name_and_nothing_else_is(bundle):
     configs = train_configs(bundle)
     multi_gpu = ConfigParser.load_config_file(str(BUNDLES / bundle / "configs" / "multi_gpu_train.yaml"))
     assert not [key for key in multi_gpu if "#handlers#" in key]
+    # the multi-GPU file adds its process group in `setup`, so rank 0 of a resumed distributed run also prunes
+    # stale checkpoints (the base's initialize is not restated, and loses nothing)
+    parser = ConfigParser()
+    parser.read_config([*configs, str(BUNDLES / bundle / "configs" / "multi_gpu_train.yaml")])
+    assert "initialize" not in multi_gpu and parser["initialize"][0] == "@setup"
+    assert any("PruneCheckpointsHandler" in item for item in parser["initialize"])
     parser = ConfigParser()
     parser.read_config(configs)
     writers = ("StatsHandler", "TensorBoardStatsHandler", "ExportEncoderHandler", "StripHandler", "RecordHandler")
-    for section in ("train", "validate"):
-        for handler in parser[f"{section}#handlers"]:
+    lists = ("train#handlers", "validate#metric_handlers", "validate#log_handlers", "validate#image_handlers")
+    for section in lists:
+        for handler in [*parser[section], *([parser["validate#reseed"]] if section == lists[1] else [])]:
             gated = handler.get("_disabled_") == "$not @is_main_rank"
             assert gated == handler["_target_"].endswith(writers), (section, handler["_target_"])
     parser["rank"] = 1

@@ -149,7 +149,8 @@ def test_inference_writes_tokens_that_match_the_model(tmp_path):
     torch.manual_seed(0)
     tokenizer = SliceTokenizer(channels=(8, 16, 16), fsq_levels=(8, 5, 5, 5)).eval()
     torch.save(tokenizer.state_dict(), tmp_path / "models" / "model.pt")
-    export_encoder(SliceEncoder.from_tokenizer(tokenizer), tmp_path / "models" / "encoder")  # what training exports
+    regime = {"num_steps": 7, "spatial_size": 32, "mode": "mixed", "max_translation": 4.0, "momentum": 0.5}
+    export_encoder(SliceEncoder.from_tokenizer(tokenizer), tmp_path / "models" / "encoder", navigation=regime)
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.yaml"),
         meta_file=CONFIGS["meta_file"],
@@ -197,7 +198,10 @@ def test_two_process_torchrun_on_cpu(tmp_path):
 def test_a_small_preset_model_runs_through_the_stock_inference_config(tmp_path):
     """``slicenav pretrain tokenizer_only 4 out --preset small`` trains narrower networks than the bundle's defaults;
     the stock inference.yaml rebuilds that network from the run's own record, with no network override."""
-    record = pretrain("tokenizer_only", 4, tmp_path / "out", preset="small", cache_dir=tmp_path / "cache")
+    regime = {"max_translation": 5.0, "max_log_zoom": 0.05}  # a regime of its own: inference must draw in it
+    record = pretrain(
+        "tokenizer_only", 4, tmp_path / "out", preset="small", cache_dir=tmp_path / "cache", extra_overrides=regime
+    )
     stage_root = Path(record["stages"][-1]["root"])
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.yaml"),
@@ -210,6 +214,8 @@ def test_a_small_preset_model_runs_through_the_stock_inference_config(tmp_path):
     run_workflow(workflow)
     network = workflow.parser.get_parsed_content("network")
     assert network.config.channels == tuple(PRESETS["small"]["channels"])
+    sampler = workflow.parser.get_parsed_content("preprocessing").transforms[1].sampler
+    assert (sampler.max_translation, sampler.max_log_zoom, sampler.spatial_size) == (5.0, 0.05, (64, 64))
     trained = load_state_dict(stage_root / "models" / "model.pt")
     assert all(torch.equal(trained[k], v) for k, v in network.state_dict().items())  # the trained weights, loaded
     (item,) = list((stage_root / "eval" / "inference").iterdir())

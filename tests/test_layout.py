@@ -128,3 +128,33 @@ def test_evaluation_outputs_are_not_committed():
     assert ignored.returncode == 0, f"{DEFAULT_OUT}/ is not in .gitignore"
     tracked = subprocess.run(["git", "ls-files", DEFAULT_OUT], cwd=repo, capture_output=True, text=True).stdout
     assert tracked == ""
+
+
+PRETRAINING_BUNDLES = ("slicenav_tokenizer", "slicenav_dynamics", "static_volume_baseline", "voxel_contrastive")
+SHARED_CONFIGS = ("pretraining.yaml", "multi_gpu_train.yaml")
+
+
+def test_the_pretraining_bundles_stack_one_base_held_as_real_files():
+    """Every pretraining bundle holds the base config and the distributed overrides as the same bytes, as real files
+    (a packed zip is self-contained), and no link anywhere under bundles/."""
+    bundles = PACKAGE.parent / "bundles"
+    assert [p for p in bundles.rglob("*") if p.is_symlink()] == []
+    for name in SHARED_CONFIGS:
+        texts = {b: (bundles / b / "configs" / name).read_bytes() for b in PRETRAINING_BUNDLES}
+        different = [b for b, text in texts.items() if text != texts[PRETRAINING_BUNDLES[0]]]
+        assert not different, f"configs/{name} of {different} differs from {PRETRAINING_BUNDLES[0]}'s: copy it over"
+
+
+def _shared_blocks(a: list[str], b: list[str], length: int) -> list[str]:
+    """Runs of more than ``length`` consecutive non-blank lines of ``a`` that appear in ``b`` too."""
+    a, b = [x.rstrip() for x in a if x.strip()], [x.rstrip() for x in b if x.strip()]
+    windows = {tuple(b[i : i + length + 1]) for i in range(len(b) - length)}
+    return [a[i] for i in range(len(a) - length) if tuple(a[i : i + length + 1]) in windows]
+
+
+def test_train_configs_hold_only_what_differs():
+    configs = PACKAGE.parent / "bundles"
+    base = (configs / "slicenav_tokenizer" / "configs" / "pretraining.yaml").read_text().splitlines()
+    for bundle in PRETRAINING_BUNDLES:
+        train = (configs / bundle / "configs" / "train.yaml").read_text().splitlines()
+        assert _shared_blocks(train, base, 10) == [], bundle

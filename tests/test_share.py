@@ -97,17 +97,15 @@ def test_packed_and_exported_files_are_readable_by_colleagues(trained_bundle, tm
         assert all(not info.filename.startswith(("/", "..")) for info in opened.infolist())
 
 
-def test_a_packed_dynamics_bundle_holds_the_shared_config_itself(tmp_path):
-    """The dynamics bundle links to the tokenizer bundle's pretraining.yaml (one file for both stages); its model-zoo
-    zip must hold that file's content as a regular file, so the zip runs on its own."""
+def test_a_packed_bundle_holds_the_base_config_itself(tmp_path):
+    """Every pretraining bundle stacks the base pretraining.yaml, held in its own configs/ as a regular file: its
+    model-zoo zip holds it, so the zip runs on its own."""
     bundles = Path(__file__).resolve().parents[1] / "bundles"
-    for name in ("slicenav_tokenizer", "slicenav_dynamics"):
-        shutil.copytree(bundles / name / "configs", tmp_path / name / "configs", symlinks=True)
-    assert (tmp_path / "slicenav_dynamics" / "configs" / "pretraining.yaml").is_symlink()
-    (tmp_path / "slicenav_dynamics" / "models").mkdir()
-    torch.save({"w": torch.zeros(1)}, tmp_path / "slicenav_dynamics" / "models" / "model.pt")
-    archive = zipfile.ZipFile(pack_module.pack_bundle(tmp_path / "slicenav_dynamics", tmp_path / "zoo"))
-    member = archive.getinfo("slicenav_dynamics/configs/pretraining.yaml")
+    shutil.copytree(bundles / "static_volume_baseline" / "configs", tmp_path / "static_volume_baseline" / "configs")
+    (tmp_path / "static_volume_baseline" / "models").mkdir()
+    torch.save({"w": torch.zeros(1)}, tmp_path / "static_volume_baseline" / "models" / "model.pt")
+    archive = zipfile.ZipFile(pack_module.pack_bundle(tmp_path / "static_volume_baseline", tmp_path / "zoo"))
+    member = archive.getinfo("static_volume_baseline/configs/pretraining.yaml")
     assert stat.S_ISREG(member.external_attr >> 16)
     shared = (bundles / "slicenav_tokenizer" / "configs" / "pretraining.yaml").read_bytes()
     assert archive.read(member) == shared
@@ -164,7 +162,7 @@ def test_every_hyper_parameter_is_recorded_for_the_packed_config(bundle):
     plain = {
         key
         for key, value in parser.get().items()
-        if key not in ("bundle_root", "rank", "resume", "imports")
+        if key not in ("bundle_root", "rank", "resume", "imports", "setup", "export_navigation")  # wiring
         and not (isinstance(value, str) and value.startswith(("$", "@", "%")))
         and not isinstance(value, dict)
         and not (isinstance(value, list) and any(isinstance(v, (dict, str)) for v in value))

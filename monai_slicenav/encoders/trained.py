@@ -25,10 +25,7 @@ def stage_models(source: str | os.PathLike) -> Path:
     Raises:
         FileNotFoundError: when it lacks the context-encoder record or the weights.
     """
-    source = Path(source)
-    if (source / "pretrain.json").is_file():
-        source = Path(read_json_object(source / "pretrain.json")["stages"][-1]["root"])
-    models = source / "models" if (source / "models").is_dir() else source
+    models = _models(source)
     missing = [str(p) for p in (models / "context_encoder" / "encoder.json", models / "model.pt") if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{source}: not a trained dynamics stage; missing {missing}.")
@@ -36,17 +33,32 @@ def stage_models(source: str | os.PathLike) -> Path:
 
 
 def recorded_navigation(source: str | os.PathLike) -> dict:
-    """The navigation regime a trained dynamics stage (see :func:`stage_models`) was trained with: the keyword
-    arguments of ``RandSliceTrajectoryd`` recorded in its context encoder's ``encoder.json``.
+    """The navigation regime a trained slice bundle was trained with: the keyword arguments of
+    ``RandSliceTrajectoryd`` recorded in its exported ``encoder.json`` (the context encoder's for a dynamics stage,
+    else the slice encoder's). ``source`` is a bundle root, its ``models`` folder, or a ``slicenav pretrain`` output
+    folder. What every inference chain that samples trajectories for a trained model draws them with.
 
     Raises:
-        ValueError: for a record without one (trained before it was recorded).
+        FileNotFoundError: when no exported record is found (train the bundle first).
+        ValueError: for a record without one (trained before it was recorded, or a 3D encoder's).
     """
-    record_path = stage_models(source) / "context_encoder" / "encoder.json"
-    navigation = read_record(record_path).get("navigation")
-    if not isinstance(navigation, dict):
-        raise ValueError(f"{record_path}: no 'navigation' regime recorded (trained before it was recorded).")
-    return navigation
+    models = _models(source)
+    for name in ("context_encoder", "encoder"):
+        record_path = models / name / "encoder.json"
+        if record_path.is_file():
+            navigation = read_record(record_path).get("navigation")
+            if not isinstance(navigation, dict):
+                raise ValueError(f"{record_path}: no 'navigation' regime recorded (not trained on trajectories).")
+            return navigation
+    raise FileNotFoundError(f"{source}: no exported encoder record under {models}; train the bundle first.")
+
+
+def _models(source: str | os.PathLike) -> Path:
+    """The ``models`` folder of a bundle root, of itself, or of a ``slicenav pretrain`` output's last stage."""
+    source = Path(source)
+    if (source / "pretrain.json").is_file():
+        source = Path(read_json_object(source / "pretrain.json")["stages"][-1]["root"])
+    return source / "models" if (source / "models").is_dir() else source
 
 
 def trained_navigator(source: str | os.PathLike, load_weights: bool = True) -> SliceNavigator:
@@ -92,8 +104,7 @@ def trained_network(source: str | os.PathLike, load_weights: bool = False) -> nn
         FileNotFoundError: when the bundle has no exported record (train it first).
         ValueError: for a malformed record or an architecture without a training network.
     """
-    source = Path(source)
-    models = source / "models" if (source / "models").is_dir() else source
+    models = _models(source)
     if (models / "context_encoder" / "encoder.json").is_file():
         return trained_navigator(models, load_weights=load_weights)
     record_path = models / "encoder" / "encoder.json"

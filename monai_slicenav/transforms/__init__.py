@@ -20,6 +20,7 @@ from .navigation import (
     trajectory_to_dict,
 )
 from .pretext import SlicePoseVectors, SlicePoseVectorsD, SlicePoseVectorsd, SlicePoseVectorsDict
+from .regime import NAVIGATION_REGIME, NavigationRegime
 from .render import RenderSlices, RenderSlicesD, RenderSlicesd, RenderSlicesDict, render_slices, world_to_grid
 from .synth import (
     RandSynthAppearance,
@@ -38,6 +39,8 @@ from .trajectory import (
 )
 
 __all__ = [
+    "NAVIGATION_REGIME",
+    "NavigationRegime",
     "CoarseLabelsd",
     "DeformedCopyd",
     "ACTION_FIELDS",

@@ -6,6 +6,7 @@ and the volume, so ``(volume, poses)`` rebuilds the rendered slices exactly.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -25,6 +26,7 @@ from ..geometry import (
     quaternion_to_matrix,
 )
 from ..volume import as_volume, foreground_box, voxel_sizes
+from .regime import NAVIGATION_REGIME
 
 __all__ = [
     "TRAJECTORY_MODES",
@@ -58,21 +60,25 @@ class RandSliceTrajectory(RandomizableTransform):
         num_steps: T, the number of actions (T + 1 poses).
         spatial_size: slice size (h, w) in pixels the trajectory is meant for; sets the default spacing.
         mode: ``{"scroll", "tilt", "zoom", "mixed"}``: translation along the normal, rotations, spacing changes,
-            or all of them plus in-plane shifts. Defaults to ``"mixed"``.
+            or all of them plus in-plane shifts.
         start_orientation: ``{"canonical", "random", "axial", "coronal", "sagittal"}``: ``"canonical"`` draws one of
             the three RAS views, ``"random"`` a uniformly random rotation. Defaults to ``"canonical"``.
         spacing: base in-plane pixel size in mm; ``None`` fits the foreground's largest extent into the slice,
             never finer than the finest voxel size.
-        zoom_range: (min, max) spacing as multiples of the base spacing. Defaults to (0.5, 2.0).
-        max_translation: largest centre displacement per step, in mm. Defaults to 2.0.
-        max_rotation: largest rotation per step, in radians. Defaults to 0.05 (about 3 degrees).
-        max_log_zoom: largest |delta log spacing| per step. Defaults to 0.03.
-        momentum: in [0, 1): how much of the previous step's velocity is kept; higher is smoother. Defaults to 0.8.
+        zoom_range: (min, max) spacing as multiples of the base spacing.
+        max_translation: largest centre displacement per step, in mm.
+        max_rotation: largest rotation per step, in radians.
+        max_log_zoom: largest |delta log spacing| per step.
+        momentum: in [0, 1): how much of the previous step's velocity is kept; higher is smoother (0: independent
+            steps).
         threshold: voxels above it (in any channel) are foreground. Defaults to 0.0.
         jump_probability: in [0, 1]: chance that a step is a jump of ``jump_steps`` steps at once (the step's move
             multiplied by ``jump_steps``, so per-step bounds scale with it), as when a reader skips through a
-            stack. Defaults to 0.0 (no jumps; the random stream is then the same as without the option).
-        jump_steps: how many steps a jump covers, >= 1. Defaults to 4.
+            stack (0: no jumps; the random stream is then the same as without the option).
+        jump_steps: how many steps a jump covers, >= 1.
+
+    The regime's defaults (mode, zoom_range, max_translation, max_rotation, max_log_zoom, momentum,
+    jump_probability, jump_steps) are :data:`NAVIGATION_REGIME`'s, the pretraining bundles' regime.
 
     Raises:
         ValueError: for a bad argument, or at call time for an invalid volume or an empty foreground.
@@ -84,17 +90,17 @@ class RandSliceTrajectory(RandomizableTransform):
         self,
         num_steps: int,
         spatial_size: Sequence[int] | int,
-        mode: str = "mixed",
+        mode: str = NAVIGATION_REGIME.mode,
         start_orientation: str = "canonical",
         spacing: float | None = None,
-        zoom_range: tuple[float, float] = (0.5, 2.0),
-        max_translation: float = 2.0,
-        max_rotation: float = 0.05,
-        max_log_zoom: float = 0.03,
-        momentum: float = 0.8,
+        zoom_range: tuple[float, float] = NAVIGATION_REGIME.zoom_range,
+        max_translation: float = NAVIGATION_REGIME.max_translation,
+        max_rotation: float = NAVIGATION_REGIME.max_rotation,
+        max_log_zoom: float = NAVIGATION_REGIME.max_log_zoom,
+        momentum: float = NAVIGATION_REGIME.momentum,
         threshold: float = 0.0,
-        jump_probability: float = 0.0,
-        jump_steps: int = 4,
+        jump_probability: float = NAVIGATION_REGIME.jump_probability,
+        jump_steps: int = NAVIGATION_REGIME.jump_steps,
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         if int(num_steps) < 1:
@@ -300,17 +306,17 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         keys: KeysCollection,
         num_steps: int,
         spatial_size: Sequence[int] | int,
-        mode: str = "mixed",
+        mode: str = NAVIGATION_REGIME.mode,
         start_orientation: str = "canonical",
         spacing: float | None = None,
-        zoom_range: tuple[float, float] = (0.5, 2.0),
-        max_translation: float = 2.0,
-        max_rotation: float = 0.05,
-        max_log_zoom: float = 0.03,
-        momentum: float = 0.8,
+        zoom_range: tuple[float, float] = NAVIGATION_REGIME.zoom_range,
+        max_translation: float = NAVIGATION_REGIME.max_translation,
+        max_rotation: float = NAVIGATION_REGIME.max_rotation,
+        max_log_zoom: float = NAVIGATION_REGIME.max_log_zoom,
+        momentum: float = NAVIGATION_REGIME.momentum,
         threshold: float = 0.0,
-        jump_probability: float = 0.0,
-        jump_steps: int = 4,
+        jump_probability: float = NAVIGATION_REGIME.jump_probability,
+        jump_steps: int = NAVIGATION_REGIME.jump_steps,
         pose_key: str = "poses",
         action_key: str = "actions",
         num_samples: int = 1,
@@ -340,6 +346,23 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         )
         self.pose_key = pose_key
         self.action_key = action_key
+
+    @classmethod
+    def from_regime(cls, navigation: Mapping, keys: KeysCollection = "image", **settings) -> RandSliceTrajectoryd:
+        """A sampler of the regime a trained model recorded (``encoder.json``'s ``navigation``: these keyword
+        arguments), with ``settings`` overriding single ones (``threshold``, ``num_steps``, ...): how inference,
+        probes and the navigator draw trajectories for a trained model, inside the regime it learned.
+
+        Raises:
+            ValueError: for a ``navigation`` that is not a mapping of this class's arguments (names the unknown).
+        """
+        if not isinstance(navigation, Mapping):
+            raise ValueError(f"navigation must be a mapping of RandSliceTrajectoryd arguments, got {navigation!r}.")
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "keys"}
+        unknown = sorted(set(navigation) - known)
+        if unknown:
+            raise ValueError(f"navigation holds unknown arguments {unknown}; known: {sorted(known)}.")
+        return cls(keys, **{**dict(navigation), **settings})
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
