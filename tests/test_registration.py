@@ -212,3 +212,14 @@ def test_benchmark_pairs_cross_contrasts_and_refuse_an_unknown_one():
     unknown = {**pairs["colin27_deformed"], "moving": {**pairs["colin27_deformed"]["moving"], "contrast": "flair"}}
     with pytest.raises(ValueError, match="unknown contrast 'flair'"):
         load_pair(unknown, spacing_mm=6.0)
+
+
+@pytest.mark.parametrize("similarity", ["intensity", "mutual_information"])
+def test_a_run_without_features_records_no_encoder(tmp_path, similarity):
+    """Intensity and mutual-information runs ignore an encoder given beside them, and say so in their record."""
+    files = _blob_pair(tmp_path)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), tmp_path / "encoder")
+    pair = file_pair(files["fixed_image"], files["moving_image"], name="blobs")
+    config = RegistrationConfig(iterations=(1, 1, 1))
+    record = run_registration(pair, tmp_path / "out", similarity, tmp_path / "encoder", 2.0, config)
+    assert record["encoder"] is None and record["similarity"] == similarity

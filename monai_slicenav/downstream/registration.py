@@ -37,6 +37,7 @@ __all__ = [
     "RegistrationConfig",
     "feature_levels",
     "intensity_levels",
+    "FEATURE_SIMILARITIES",
     "SIMILARITIES",
     "register",
     "warp_volume",
@@ -47,6 +48,7 @@ __all__ = [
 
 
 SIMILARITIES = ("features", "intensity", "mutual_information", "combined")
+FEATURE_SIMILARITIES = ("features", "combined")  # the similarities that use an encoder's features
 
 
 @dataclass

@@ -20,6 +20,7 @@ from ..io import atomic_write_files, atomic_write_json
 from ..transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed, RandSynthAppearance
 from .lift3d import Lift3D
 from .registration import (
+    FEATURE_SIMILARITIES,
     RegistrationConfig,
     feature_levels,
     intensity_levels,
@@ -200,10 +201,12 @@ def run_registration(
         fraction inside the fixed foreground, wall time, settings.
 
     Raises:
-        ValueError: when ``similarity="features"`` has no ``encoder_path``, or label maps hold no label.
+        ValueError: when a similarity of :data:`FEATURE_SIMILARITIES` has no ``encoder_path``, or label maps hold
+            no label.
     """
     config = config or RegistrationConfig()
-    if similarity in ("features", "combined") and not encoder_path:
+    uses_encoder = similarity in FEATURE_SIMILARITIES
+    if uses_encoder and not encoder_path:
         raise ValueError(f"Registration with similarity {similarity!r} needs an exported encoder (encoder_path).")
     data = load_pair(pair, spacing_mm)
     if data["fixed_label"] is not None:  # checked before the optimisation, not after it
@@ -211,7 +214,7 @@ def run_registration(
     start = time.perf_counter()
     levels = len(config.iterations)
     intensities = [intensity_levels(data[f"{role}_image"], levels) for role in ("fixed", "moving")]
-    if similarity in ("features", "combined"):
+    if uses_encoder:
         lifted = Lift3D(load_encoder(encoder_path)).eval()
         fixed_levels = feature_levels(lifted, data["fixed_image"], levels)
         moving_levels = feature_levels(lifted, data["moving_image"], levels)
@@ -223,7 +226,7 @@ def run_registration(
     record = {
         "pair": pair["name"],
         "similarity": similarity,
-        "encoder": str(encoder_path) if similarity != "intensity" else None,
+        "encoder": str(encoder_path) if uses_encoder else None,  # intensity and MI runs use none
         "negative_jacobian_fraction": negative_jacobian_fraction(ddf, data["fixed_image"] > 0.05),
         "seconds": round(seconds, 2),
         "spacing_mm": spacing_mm,
