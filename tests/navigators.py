@@ -54,8 +54,7 @@ def train_dynamics(navigator: SliceNavigator, trajectories: dict, steps: int, le
     dynamics = navigator.dynamics
     for _ in range(steps):
         batch = torch.randint(len(tokens), (32,), generator=generator)
-        features = dynamics.conditioned_features(tokens[batch], actions[batch], actions.shape[1])
-        loss = torch.nn.functional.mse_loss(dynamics.predict(features, base[batch]), tokens[batch, 1:])
+        loss = torch.nn.functional.mse_loss(dynamics(tokens[batch], actions[batch], base[batch]), tokens[batch, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -225,7 +225,7 @@ def test_rank_zero_writers_are_gated_by_name_and_nothing_else_is(bundle):
     parser = ConfigParser()
     parser.read_config(configs)
     writers = ("StatsHandler", "TensorBoardStatsHandler", "ExportEncoderHandler", "StripHandler", "RecordHandler")
-    lists = ("train#handlers", "validate#metric_handlers", "validate#log_handlers", "validate#image_handlers")
+    lists = ("train#handlers", "validate#log_handlers", "validate#image_handlers")
     for section in lists:
         for handler in [*parser[section], *([parser["validate#reseed"]] if section == lists[1] else [])]:
             gated = handler.get("_disabled_") == "$not @is_main_rank"

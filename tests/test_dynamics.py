@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from monai_slicenav.networks import LatentDynamics, block_causal_mask, next_step_loss
+from monai_slicenav.networks import LatentDynamics, NavigationLoss, block_causal_mask
 from monai_slicenav.networks.dynamics import DynamicsConfig
 
 SMALL = {"latent_dim": 2, "grid_size": (4, 4), "max_steps": 6, "patch": 2, "width": 32, "depth": 2, "heads": 2}
@@ -110,7 +110,7 @@ def test_true_actions_beat_shuffled_ones_after_training():
     for _ in range(120):
         tokens, actions = drifting_world(16, 4, generator)
         optimizer.zero_grad()
-        loss = next_step_loss(model, tokens, actions)
+        loss = next_step_error(model, tokens, actions)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -118,8 +118,8 @@ def test_true_actions_beat_shuffled_ones_after_training():
     model.eval()
     tokens, actions = drifting_world(64, 4, torch.Generator().manual_seed(99))  # held-out trajectories
     with torch.no_grad():
-        true_error = next_step_loss(model, tokens, actions).item()
-        shuffled_error = next_step_loss(model, tokens, actions[torch.randperm(64)]).item()
+        true_error = next_step_error(model, tokens, actions).item()
+        shuffled_error = next_step_error(model, tokens, actions[torch.randperm(64)]).item()
     assert true_error < 0.5 * shuffled_error
 
 
@@ -128,10 +128,32 @@ def test_fsq_cross_entropy_objective():
     tokens, actions = torch.randn(2, 3, 2, 4, 4), torch.randn(2, 2, 7)
     logits = model(tokens, actions)
     assert logits.shape == (2, 2, 10, 4, 4)
-    loss = next_step_loss(model, tokens, actions, indices=torch.randint(0, 10, (2, 3, 4, 4)))
-    assert loss.item() > 0
-    with pytest.raises(ValueError, match="needs the FSQ indices"):
-        next_step_loss(model, tokens, actions)
+    indices = torch.randint(0, 10, (2, 2, 4, 4))
+    loss = NavigationLoss("fsq_ce")({"prediction": logits, "target": indices}, {})
+    expected = torch.nn.functional.cross_entropy(logits.permute(0, 1, 3, 4, 2).reshape(-1, 10), indices.flatten())
+    torch.testing.assert_close(loss, expected)
+
+
+def test_a_warp_base_model_takes_its_base_from_the_actions_it_sees():
+    """One forward for every config: a warp-base model is given its base (or a function of the actions it sees,
+    drawn once, so a shuffled model's base follows its shuffled actions) and refuses to guess one."""
+    torch.manual_seed(0)
+    model = LatentDynamics(**SMALL, residual=True, residual_base="warp", action_mode="shuffled").train()
+    torch.nn.init.normal_(model.head.weight)
+    tokens, actions = torch.randn(4, 3, 2, 4, 4), torch.randn(4, 2, 7)
+    with pytest.raises(ValueError, match="residual_base='warp'"):
+        model(tokens, actions)
+    seen_by_base = []
+    torch.manual_seed(1)
+    out = model(tokens, actions, base=lambda seen: seen_by_base.append(seen) or tokens[:, :2] * 0)
+    assert not torch.equal(seen_by_base[0], actions)  # the shuffled actions, as the trunk saw them
+    torch.manual_seed(1)
+    torch.testing.assert_close(out, model(tokens, actions, base=tokens[:, :2] * 0))
+
+
+def next_step_error(model: LatentDynamics, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """MSE of the predicted against the true latents of steps 1 .. T - 1 (what NavigationLoss takes on latents)."""
+    return torch.nn.functional.mse_loss(model(tokens, actions), tokens[:, 1:])
 
 
 @pytest.mark.parametrize(

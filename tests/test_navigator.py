@@ -89,7 +89,7 @@ def test_rollout_step_k_is_the_prediction_from_the_imagined_prefix(residual):
         for k in range(3):
             step = 2 + k  # the slice being predicted
             prefix = fed_back[:, :step]
-            prediction = model.dynamics.predict(model.dynamics.features(prefix, actions[:, :step]), prefix)
+            prediction = model.dynamics(torch.cat([prefix, prefix[:, -1:]], dim=1), actions[:, :step])
             torch.testing.assert_close(imagined[:, k], model.latents_of(prediction)[:, -1])
         truth_fed = model.latents_of(model.dynamics(tokens[:, :5], actions))[:, 3]
     assert float((truth_fed - imagined[:, 2]).abs().max()) > 0  # step 2 of the rollout did not see the truth

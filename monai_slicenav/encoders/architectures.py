@@ -176,7 +176,8 @@ class ContextEncoder(_Exported):
         padded = nn.functional.pad(tokens, (0, -w % patch, 0, -h % patch), mode="replicate")
         padded = padded.reshape(b, steps, *padded.shape[1:])
         moves = torch.cat([actions, actions.new_zeros(b, 1, 7)], dim=1)  # "stay" after the last slice
-        grid = self.dynamics.feature_grid(self.dynamics.features(padded, moves), padded.shape[-2:])
+        trunk = self.dynamics.features(padded, self.dynamics.condition(moves), steps)
+        grid = self.dynamics.feature_grid(trunk, padded.shape[-2:])
         grid = grid.flatten(0, 1).repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
         return grid[..., :h, :w]
 

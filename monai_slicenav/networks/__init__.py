@@ -10,7 +10,7 @@ from .contrastive import (
     supervised_contrastive,
 )
 from .conv import ConvDecoderNet, ConvEncoderNet
-from .dynamics import DynamicsConfig, LatentDynamics, block_causal_mask, next_step_loss
+from .dynamics import DynamicsConfig, LatentDynamics, block_causal_mask
 from .navigator import NavigationLoss, SliceNavigator, predict_next, rollout
 from .pretext import GapHead, PoseHead
 from .quantizer import FSQ
@@ -29,7 +29,6 @@ __all__ = [
     "DynamicsConfig",
     "LatentDynamics",
     "block_causal_mask",
-    "next_step_loss",
     "NavigationLoss",
     "SliceNavigator",
     "rollout",

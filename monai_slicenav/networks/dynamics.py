@@ -19,7 +19,7 @@ Design choices:
   ``residual_base="warp"``: the latents of the current slice warped by the in-plane part of the action the model is
   given (shift, in-plane rotation, zoom: known geometry, applied exactly), so the network learns what a warp cannot
   (scrolling and tilting through the volume). The warp needs the slice and its pixel spacing, so a ``"warp"`` base
-  is computed by :class:`~monai_slicenav.networks.SliceNavigator` and passed to :meth:`LatentDynamics.predict`;
+  is computed by :class:`~monai_slicenav.networks.SliceNavigator` and passed to :meth:`LatentDynamics.forward`;
   a model without actions (``action_mode="none"``) has nothing to warp with and keeps the current latents.
 * ``action_mode``: ``"aligned"`` uses the true actions, ``"none"`` drops the action input entirely, and
   ``"shuffled"`` gives every trajectory another one's actions while training (a random derangement of the batch,
@@ -32,7 +32,7 @@ Design choices:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -49,7 +49,6 @@ __all__ = [
     "RESIDUAL_BASES",
     "block_causal_mask",
     "derange",
-    "next_step_loss",
 ]
 
 ACTION_MODES = ("aligned", "none", "shuffled")
@@ -139,7 +138,7 @@ class LatentDynamics(nn.Module):
 
     Example::
 
-        model = LatentDynamics(latent_dim=4, grid_size=(16, 16), max_steps=8)
+        model = LatentDynamics(latent_dim=4, grid_size=(16, 16), max_steps=8, residual_base="current")
         pred = model(tokens, actions)  # tokens (B, 8, 4, 16, 16), actions (B, 7, 7) -> (B, 7, 4, 16, 16)
     """
 
@@ -193,33 +192,35 @@ class LatentDynamics(nn.Module):
         x = x.reshape(b, t, gh, gw, channels, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, T, C, h/p, p, w/p, p)
         return x.reshape(b, t, channels, gh * p, gw * p)
 
-    def _check(self, tokens: torch.Tensor, actions: torch.Tensor, min_steps: int) -> None:
+    def _check(self, tokens: torch.Tensor, seen: torch.Tensor | None, steps: int) -> None:
         cfg = self.config
-        if tokens.ndim != 5 or tokens.shape[2] != cfg.latent_dim or tuple(tokens.shape[3:]) != cfg.grid_size:
-            raise ValueError(
-                f"tokens must be (B, T, {cfg.latent_dim}, {cfg.grid_size[0]}, {cfg.grid_size[1]}), "
-                f"got {tuple(tokens.shape)}."
-            )
+        if tokens.ndim != 5 or tokens.shape[2] != cfg.latent_dim:
+            raise ValueError(f"tokens must be (B, T, {cfg.latent_dim}, h, w), got {tuple(tokens.shape)}.")
         b, t = tokens.shape[:2]
-        if not min_steps <= t <= cfg.max_steps or tuple(actions.shape) != (b, t - 1, ACTION_DIM):
+        if not 1 <= steps <= min(t, cfg.max_steps) or (
+            seen is not None and tuple(seen.shape) != (b, steps, ACTION_DIM)
+        ):
             raise ValueError(
-                f"Need {min_steps} <= T <= {cfg.max_steps} steps and actions (B, T - 1, {ACTION_DIM}); got tokens "
-                f"{tuple(tokens.shape)} and actions {tuple(actions.shape)}."
+                f"Need 1 <= steps <= T and steps <= {cfg.max_steps}, and actions (B, steps, {ACTION_DIM}); got tokens "
+                f"{tuple(tokens.shape)}, {steps} steps and actions {None if seen is None else tuple(seen.shape)}."
             )
 
-    def features(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Trunk features (B, S, N, width) of the S = ``len(actions[0])`` steps that carry an action: step s sees
-        the token grids of steps ``<= s`` and the actions ``<= s`` (``actions[:, s]`` leads from step s to s + 1).
+    def features(self, tokens: torch.Tensor, seen: torch.Tensor | None, steps: int) -> torch.Tensor:
+        """Trunk features (B, S, N, width) of the first S = ``steps`` steps of token grids (B, >= S, d, h, w): step
+        s sees the token grids of steps ``<= s`` and the actions ``<= s`` (``seen[:, s]`` leads from step s to
+        s + 1). ``seen`` are the actions as the model sees them, :meth:`condition` of the true ones (None for
+        ``action_mode="none"``), drawn once by the caller, which may also warp with them.
 
         Token grids of another size than ``grid_size`` (sides multiples of ``patch``) get the learned spatial
-        embedding resized bilinearly, as ViTs do for new image sizes, so encoders apply to any slice size."""
-        return self.conditioned_features(tokens, self.condition(actions), actions.shape[1])
+        embedding resized bilinearly, as ViTs do for new image sizes, so encoders apply to any slice size.
 
-    def conditioned_features(self, tokens: torch.Tensor, seen: torch.Tensor | None, steps: int) -> torch.Tensor:
-        """:meth:`features` from the actions the model sees (``condition(actions)``, drawn once by a caller that
-        also warps with them; None for ``action_mode="none"``) for the first ``steps`` steps."""
+        Raises:
+            ValueError: for shapes that do not match the config or each other.
+        """
         cfg = self.config
-        b, s = tokens.shape[0], int(steps)
+        s = int(steps)
+        self._check(tokens, seen, s)
+        b = tokens.shape[0]
         x = self.embed(self._patchify(tokens[:, :s])) + self._space(tokens.shape[-2:]) + self.time[:, :s]
         spatial = x.shape[2]
         if seen is not None:
@@ -242,21 +243,42 @@ class LatentDynamics(nn.Module):
         resized = nn.functional.interpolate(table, size=wanted, mode="bilinear", align_corners=False)
         return resized.permute(0, 2, 3, 1).reshape(1, 1, wanted[0] * wanted[1], -1)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Predictions for steps 1 .. T - 1: (B, T - 1, d, h, w) latents (regression) or
-        (B, T - 1, codebook_size, h, w) logits (``fsq_ce``).
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        base: torch.Tensor | Callable[[torch.Tensor | None], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Predictions for steps 1 .. T - 1 from token grids (B, T, d, h, w) and the actions between them
+        (B, T - 1, 7): (B, T - 1, d, h, w) latents (regression) or (B, T - 1, codebook_size, h, w) logits
+        (``fsq_ce``). The one entry point for every config; :class:`~monai_slicenav.networks.SliceNavigator` adds
+        the slices, the frozen tokenizer and the pose heads around it.
+
+        Args:
+            base: the residual base of a ``residual`` model: the token grids (B, T - 1, d, h, w), or a function of
+                the actions the model sees (:meth:`condition`, drawn once here) that returns them, as a
+                ``residual_base="warp"`` model needs (``SliceNavigator.base`` warps the slices with those actions).
+                None: the current token grids (``residual_base="current"``, or no action input).
 
         Raises:
-            ValueError: for shapes that do not match the config or each other, or a ``residual_base="warp"``
-                model, whose base needs the slices (use :class:`~monai_slicenav.networks.SliceNavigator`).
+            ValueError: for shapes that do not match, or a warp-base model with actions given no ``base``.
         """
-        if self.config.residual_base == "warp" and self.config.action_mode != "none":
+        if actions.ndim != 3 or tokens.ndim != 5 or tuple(actions.shape[:2]) != (tokens.shape[0], tokens.shape[1] - 1):
             raise ValueError(
-                "A dynamics model with residual_base='warp' adds its change to the warped current slices: call it "
-                "through SliceNavigator, which has the slices, their spacing and the tokenizer."
+                f"Need token grids (B, T, d, h, w) and actions (B, T - 1, {ACTION_DIM}); got tokens "
+                f"{tuple(tokens.shape)} and actions {tuple(actions.shape)}."
             )
-        self._check(tokens, actions, min_steps=2)
-        return self.predict(self.features(tokens, actions), tokens[:, : actions.shape[1]])
+        steps = actions.shape[1]
+        seen = self.condition(actions)
+        if callable(base):
+            base = base(seen)
+        if base is None and self.config.residual and self.config.residual_base == "warp" and seen is not None:
+            raise ValueError(
+                "A dynamics model with residual_base='warp' adds its change to the warped current slices: pass base "
+                "(their token grids, or a function of the actions seen; SliceNavigator.base computes them)."
+            )
+        current = tokens[:, :steps] if base is None and self.config.residual else base
+        return self.predict(self.features(tokens, seen, steps), current)
 
     def predict(self, features: torch.Tensor, current: torch.Tensor | None = None) -> torch.Tensor:
         """Trunk features (B, S, N, width) -> predicted grids (B, S, out_channels, h, w) of the steps after each.
@@ -289,20 +311,3 @@ class LatentDynamics(nn.Module):
     def out_channels(self) -> int:
         """Channels of a prediction: the codebook size (``fsq_ce``) or the latent dim (regression)."""
         return self.config.codebook_size if self.config.objective == "fsq_ce" else self.config.latent_dim
-
-
-def next_step_loss(
-    model: LatentDynamics, tokens: torch.Tensor, actions: torch.Tensor, indices: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The dynamics objective: MSE of predicted against true latents of steps 1 .. T - 1 (``regression``), or
-    cross-entropy against their FSQ ``indices`` (B, T, h, w) (``fsq_ce``).
-
-    Raises:
-        ValueError: when ``fsq_ce`` is asked without indices.
-    """
-    prediction = model(tokens, actions)
-    if model.config.objective == "regression":
-        return nn.functional.mse_loss(prediction, tokens[:, 1:])
-    if indices is None:
-        raise ValueError("objective 'fsq_ce' needs the FSQ indices of the tokens.")
-    return nn.functional.cross_entropy(prediction.flatten(0, 1), indices[:, 1:].flatten(0, 1))

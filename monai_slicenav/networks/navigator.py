@@ -139,7 +139,7 @@ class SliceNavigator(nn.Module):
         and ``spacing`` (B, >= S) for a warp base (see :meth:`base`)."""
         steps = actions.shape[1]
         seen = self.dynamics.condition(actions)
-        features = self.dynamics.conditioned_features(tokens, seen, steps)
+        features = self.dynamics.features(tokens, seen, steps)
         current = None if slices is None else slices[:, :steps]
         base = self.base(tokens[:, :steps], seen, current, None if spacing is None else spacing[:, :steps])
         return self.latents_of(self.dynamics.predict(features, base))
@@ -148,10 +148,14 @@ class SliceNavigator(nn.Module):
         self, slices: torch.Tensor, actions: torch.Tensor, spacing: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         tokens = self.tokens(slices)
-        self.dynamics._check(tokens, actions, min_steps=2)
+        if actions.ndim != 3 or tuple(actions.shape[:2]) != (slices.shape[0], slices.shape[1] - 1):
+            raise ValueError(
+                f"Need slice stacks (B, T, C, h, w) with T >= 2 and actions (B, T - 1, 7); got {tuple(slices.shape)} "
+                f"and {tuple(actions.shape)}."
+            )
         steps = actions.shape[1]
         seen = self.dynamics.condition(actions)  # drawn once: a shuffled model warps with the actions it sees
-        features = self.dynamics.conditioned_features(tokens, seen, steps)  # (B, T - 1, N, width)
+        features = self.dynamics.features(tokens, seen, steps)  # (B, T - 1, N, width)
         current_spacing = None if spacing is None else torch.as_tensor(spacing)[:, :steps]
         prediction = self.dynamics.predict(features, self.base(tokens[:, :-1], seen, slices[:, :-1], current_spacing))
         true_latents = tokens[:, 1:]
@@ -270,7 +274,7 @@ def predict_next(
     tokens) and its in-plane pixel spacing in mm ``spacing`` (B,)."""
     dynamics = navigator.dynamics
     seen = dynamics.condition(actions)
-    features = dynamics.conditioned_features(tokens, seen, actions.shape[1])[:, -1:]
+    features = dynamics.features(tokens, seen, actions.shape[1])[:, -1:]
     base = navigator.base(
         tokens[:, -1:],
         None if seen is None else seen[:, -1:],

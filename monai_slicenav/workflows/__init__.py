@@ -1,7 +1,8 @@
 """What bundles call: batch preparation, handlers and trained-stage loading for the ignite workflows.
 
-Modules: :mod:`.batches` (``prepare_batch`` callables), :mod:`.handlers` (shared by every stage), :mod:`.tokenizer`,
-:mod:`.dynamics`, :mod:`.static` (what each stage adds), :mod:`.controllability` (the stage-2 figures),
+Modules: :mod:`.batches` (``prepare_batch`` callables), :mod:`.handlers` (shared by every stage),
+:mod:`.tokenizer_handlers`, :mod:`.dynamics_handlers`, :mod:`.static_handlers`, :mod:`.contrastive_handlers` (the
+handlers and writers each bundle adds), :mod:`.controllability` (the stage-2 figures and their ignite metric),
 :mod:`.stages` (the frozen tokenizer, training records), :mod:`.non_finite`, :mod:`.distributed`; trained
 networks are rebuilt by :mod:`monai_slicenav.encoders.trained` and re-exported here for the bundle configs.
 """
@@ -14,10 +15,10 @@ from .batches import (
     PrepareSlices,
     PrepareTrajectories,
 )
-from .contrastive import VoxelFeatureWriter, feature_colours
-from .controllability import ControllabilityMeter, controllability, held_out_controllability
+from .contrastive_handlers import VoxelFeatureWriter, feature_colours
+from .controllability import ControllabilityMeter, ControllabilityMetric, controllability, held_out_controllability
 from .distributed import is_main_process, silence_other_ranks
-from .dynamics import ControllabilityHandler, NavigationStripHandler, RolloutWriter, navigation_strip
+from .dynamics_handlers import NavigationStripHandler, RolloutWriter, navigation_strip
 from .handlers import (
     ExportEncoderHandler,
     ItemWriter,
@@ -30,8 +31,8 @@ from .handlers import (
 )
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from .stages import load_tokenizer_weights, training_record
-from .static import VolumeReconstructionWriter, masked_strip
-from .tokenizer import ReconstructionStripHandler, TokenWriter, appearance_contrast, reconstruction_strip
+from .static_handlers import VolumeReconstructionWriter, masked_strip
+from .tokenizer_handlers import ReconstructionStripHandler, TokenWriter, appearance_contrast, reconstruction_strip
 
 __all__ = [
     "VoxelFeatureWriter",
@@ -46,7 +47,7 @@ __all__ = [
     "held_out_controllability",
     "is_main_process",
     "silence_other_ranks",
-    "ControllabilityHandler",
+    "ControllabilityMetric",
     "NavigationStripHandler",
     "RolloutWriter",
     "navigation_strip",

@@ -66,8 +66,8 @@ class PrepareSlices(_PrepareFromKeys):
 
 class PrepareTrajectories(_PrepareFromKeys):
     """``prepare_batch`` of the dynamics trainer and evaluator: returns the slice stacks (B, T, C, h, w) as inputs,
-    the pose targets (``poses`` and, when present, ``pose_vectors``) as targets, the actions (B, T - 1, 7) as the
-    network's second argument and the slices' pixel spacing (B, T, from the poses) as ``spacing``, so MONAI's
+    the pose targets (``poses`` and, when present, ``pose_vectors``; with the ``actions``) as targets, the actions as
+    the network's second argument and the slices' pixel spacing (B, T, from the poses) as ``spacing``, so MONAI's
     ``SupervisedTrainer`` calls ``network(slices, actions, spacing=spacing)``. With
     ``max_steps``, longer trajectories are cut to their first ``max_steps`` slices (inference on long trajectories).
 
@@ -95,6 +95,7 @@ class PrepareTrajectories(_PrepareFromKeys):
         cut = self.max_steps
         targets = {key: first(key, cut) for key in self.target_keys if key in batchdata}
         actions = first(self.action_key, None if cut is None else cut - 1)
+        targets["actions"] = actions  # also read by metrics of the outputs (ControllabilityMetric)
         spacing = Pose.from_tensor(targets[self.target_keys[0]]).spacing
         return first(self.image_key, cut), targets, (actions,), {"spacing": spacing}
 

@@ -22,18 +22,22 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
+from ignite.metrics import Metric
 from monai.transforms import Compose
+from torch import nn
 
 from ..geometry import Pose, inplane_warp
 from ..networks.dynamics import derange
 from ..networks.navigator import SliceNavigator
 from ..transforms import EmbeddedVolumed, RandSliceTrajectoryd, RenderSlicesd
+from .handlers import unwrap_network
 
 __all__ = [
     "METRIC_NAMES",
     "slice_psnr",
     "inplane_warp",
     "ControllabilityMeter",
+    "ControllabilityMetric",
     "controllability",
     "trajectory_batches",
     "held_out_controllability",
@@ -131,6 +135,37 @@ class ControllabilityMeter:
         out.update({f"ctrl_psnr_{n}": v for n, v in psnr.items()})
         out["ctrl_psnr_gap_db"] = psnr["true"] - psnr["shuffled"]
         return {name: out[name] for name in METRIC_NAMES}
+
+
+class ControllabilityMetric(Metric):
+    """The controllability figures as an ignite metric of a dynamics evaluator (reset / update / compute), listed
+    with its validation metrics (``SupervisedEvaluator(additional_metrics={"controllability": ...})``): each figure
+    of :data:`METRIC_NAMES` goes into ``engine.state.metrics`` under its own name, where the stats handlers, the
+    checkpoint's key metric and the stage record read it.
+
+    Args:
+        network: the evaluated :class:`~monai_slicenav.networks.SliceNavigator` (or a DDP wrapper of it).
+        seed: seeds the derangements of the actions; every validation starts from it again, so the figures of two
+            validations differ only by what the model learned.
+        output_transform: engine output -> (slices (B, T, C, h, w), actions (B, T - 1, 7), packed poses (B, T, 13));
+            the default reads what :class:`~monai_slicenav.workflows.PrepareTrajectories` puts in the output
+            (``image``, and ``actions`` and ``poses`` among the targets under ``label``).
+    """
+
+    def __init__(self, network: nn.Module, seed: int = 0, output_transform=None) -> None:
+        self.network, self.seed = network, int(seed)
+        transform = output_transform or (lambda out: (out["image"], out["label"]["actions"], out["label"]["poses"]))
+        super().__init__(transform, metrics_result_mode="flatten")
+
+    def reset(self) -> None:
+        self.meter = ControllabilityMeter(torch.Generator().manual_seed(self.seed))
+
+    def update(self, output: Sequence[torch.Tensor]) -> None:
+        slices, actions, poses = output
+        self.meter.update(unwrap_network(self.network), slices, actions, poses)
+
+    def compute(self) -> dict[str, float]:
+        return self.meter.compute()
 
 
 def controllability(

@@ -1,19 +1,18 @@
 """What the dynamics bundle's workflows add to the shared handlers: navigation strips (true slices, tokenizer
-reconstructions, next-step predictions and open-loop rollouts), the rollout writer and the controllability figures."""
+reconstructions, next-step predictions and open-loop rollouts) and the rollout writer."""
 
 from __future__ import annotations
 
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from ..geometry import Pose
 from ..io import atomic_write_files, json_bytes, png_bytes
 from ..networks.navigator import SliceNavigator, rollout
 from ..transforms.navigation import trajectory_to_dict
-from .controllability import ControllabilityMeter
 from .handlers import ItemWriter, StripHandler, unwrap_network
 
-__all__ = ["STRIP_ROWS", "navigation_strip", "NavigationStripHandler", "RolloutWriter", "ControllabilityHandler"]
+__all__ = ["STRIP_ROWS", "navigation_strip", "NavigationStripHandler", "RolloutWriter"]
 
 
 STRIP_ROWS = ("true slice", "tokenizer reconstruction", "next-step prediction", "open-loop rollout")
@@ -98,35 +97,3 @@ class RolloutWriter(ItemWriter):
                 target / "trajectory.json": json_bytes(record),
             }
         )
-
-
-class ControllabilityHandler:
-    """Compute the controllability figures (:mod:`.controllability`) over an evaluator's epoch and
-    add them to ``engine.state.metrics`` (so ``StatsHandler``, ``TensorBoardStatsHandler`` and the stage record
-    report them). Attach it before those handlers. Reads the slices from the engine output's ``image``, the
-    actions and poses from the batch.
-
-    Args:
-        seed: seeds the derangements of the actions; each epoch starts from it again, so figures of two
-            validations differ only by what the model learned.
-    """
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = int(seed)
-        self.meter = ControllabilityMeter()
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self.started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
-
-    def started(self, engine: Engine) -> None:
-        self.meter = ControllabilityMeter(torch.Generator().manual_seed(self.seed))
-
-    def iteration(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        slices = engine.state.output["image"]
-        self.meter.update(unwrap_network(engine.network), slices, batch["actions"], batch["poses"])
-
-    def completed(self, engine: Engine) -> None:
-        engine.state.metrics.update(self.meter.compute())
