@@ -12,7 +12,7 @@ from monai.bundle import ConfigWorkflow, verify_metadata
 from monai.transforms import Compose, Spacingd
 
 from monai_slicenav.data.labelled import coarse_label_names, labelled_case, load_coarse_labels
-from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder
 from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
 from monai_slicenav.transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed
@@ -152,3 +152,18 @@ def test_metadata_verifies_offline():
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
     record = json.loads((CONFIGS / "metadata.json").read_text())
     assert record["network_data_format"]["outputs"]["pred"]["num_channels"] == len(coarse_label_names())
+
+
+def test_the_context_option_reaches_the_backbone(tmp_path):
+    from monai.bundle import ConfigParser
+
+    torch.manual_seed(0)
+    dynamics = {"latent_dim": 4, "grid_size": (4, 4), "max_steps": 8, "patch": 2, "width": 16, "depth": 1, "heads": 2}
+    export_encoder(ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics), tmp_path / "context_encoder")
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update(
+        {"bundle_root": str(tmp_path), "encoder_path": str(tmp_path / "context_encoder"), "context": "causal"}
+    )
+    network = parser.get_parsed_content("network_def")
+    assert network.encoder.context == "causal"

@@ -2,15 +2,19 @@
 
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import FlexibleUNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+from scipy.spatial.transform import Rotation
 
 import monai_slicenav  # noqa: F401  (registers the backbone)
 from monai_slicenav.downstream.lift3d import DEFAULT_BACKBONE, Lift3D, SliceNavBackbone, register_backbone
-from monai_slicenav.encoders import SliceEncoder, VolumeEncoder
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
 from monai_slicenav.export import export_encoder
+from monai_slicenav.geometry import relative
 from monai_slicenav.networks import TokenizerConfig, VolumeMAEConfig
+from monai_slicenav.volume import voxel_slice_pose
 
 SMALL = TokenizerConfig(channels=(4, 8, 8))
 
@@ -106,3 +110,74 @@ def test_volume_encoders_pass_through_and_bad_arguments(tmp_path):
         Lift3D(SliceEncoder(SMALL), window=6)
     with pytest.raises(ValueError, match="volumes"):
         Lift3D(SliceEncoder(SMALL))(torch.rand(1, 16, 16, 16))
+
+
+def _context_encoder(action_mode: str = "aligned") -> ContextEncoder:
+    torch.manual_seed(0)
+    dynamics = {"latent_dim": 4, "grid_size": (4, 4), "max_steps": 8, "patch": 2, "width": 16, "depth": 1,
+                "heads": 2, "action_mode": action_mode}  # fmt: skip
+    return ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics).eval()
+
+
+def _oblique_volume(depth: int = 16, sizes: tuple[float, ...] = (1.5, -1.5, 2.5)) -> MetaTensor:
+    """A random (1, 1, 32, 32, depth) volume on a rotated, flipped grid of voxel ``sizes`` (mm, sign: flip)."""
+    affine = torch.eye(4, dtype=torch.float64)
+    rotation = torch.from_numpy(Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix())
+    affine[:3, :3] = rotation @ torch.diag(torch.tensor(sizes, dtype=torch.float64))
+    affine[:3, 3] = torch.tensor([-30.0, 15.0, 4.0], dtype=torch.float64)
+    return MetaTensor(torch.rand(1, 1, 32, 32, depth, generator=torch.Generator().manual_seed(0)), affine=affine)
+
+
+def _coarse(lift: Lift3D, volume: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return lift.slice_features(volume)[-1]  # (B, c, depth, r, c): per slice, before the depth reduction
+
+
+@pytest.mark.parametrize("axis, sizes", [(2, (1.5, -1.5, 2.5)), (0, (2.5, 1.5, -1.5))])
+def test_the_actions_between_cut_slices_are_relative_poses_of_those_slices(axis, sizes):
+    volume = _oblique_volume(sizes=sizes)
+    lift = Lift3D(_context_encoder(), axis=axis, context="causal")
+    step = lift.slice_action(volume)
+    shape = volume.shape[2:]
+    for index in (0, 5, shape[axis] - 2):
+        poses = [voxel_slice_pose(volume.affine, shape, axis, i, torch.float64)[0] for i in (index, index + 1)]
+        torch.testing.assert_close(step, relative(*poses).float())
+    assert float(step[:2].abs().max()) < 1e-5 and float(step[3:].abs().max()) < 1e-6  # along the normal only
+    assert float(step[2].abs()) == pytest.approx(2.5, abs=1e-5)  # one voxel along the normal, in mm
+
+
+@pytest.mark.parametrize("context", ["none", "causal", "bidirectional"])
+def test_a_slice_sees_the_slices_its_context_mode_gives_it(context):
+    volume = _oblique_volume()
+    lift = Lift3D(_context_encoder(), window=8, context=context)
+    before = _coarse(lift, volume)
+    for changed, seen in ((7, 8), (9, 8)):  # the slice before (across a window border) and the slice after
+        edited = volume.clone()
+        edited[..., changed] = torch.rand(32, 32, generator=torch.Generator().manual_seed(changed))
+        moved = not torch.allclose(_coarse(lift, edited)[:, :, seen], before[:, :, seen])
+        earlier = changed < seen
+        assert moved == (context == "bidirectional" or (context == "causal" and earlier)), (changed, context)
+        untouched = [i for i in range(16) if abs(i - changed) > 8]  # beyond any trajectory holding the edit
+        torch.testing.assert_close(_coarse(lift, edited)[:, :, untouched], before[:, :, untouched])
+
+
+def test_a_model_without_actions_ignores_them_and_context_needs_a_trunk():
+    encoder = _context_encoder("none")
+    stacks = torch.rand(2, 4, 1, 32, 32)
+    with torch.no_grad():
+        one = encoder.pyramid(stacks, torch.randn(2, 3, 7))
+        other = encoder.pyramid(stacks, torch.randn(2, 3, 7))
+    assert all(torch.equal(a, b) for a, b in zip(one, other, strict=True))
+    with pytest.raises(ValueError, match="needs a context encoder"):
+        Lift3D(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), context="causal")
+    with pytest.raises(ValueError, match="context must be one of"):
+        Lift3D(encoder, context="sideways")
+
+
+def test_context_backbones_segment_and_register(tmp_path):
+    export_encoder(_context_encoder(), tmp_path / "context_encoder")
+    name = register_backbone("slicenav-context-test", tmp_path / "context_encoder", context="bidirectional")
+    net = FlexibleUNet(in_channels=1, out_channels=3, backbone=name, pretrained=True, spatial_dims=3,
+                       decoder_channels=(16, 8, 8))  # fmt: skip
+    assert net.encoder.context == "bidirectional"
+    assert net(_oblique_volume()).shape == (1, 3, 32, 32, 16)

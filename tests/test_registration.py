@@ -25,7 +25,7 @@ from monai_slicenav.downstream.registration_run import (
     load_pair,
     run_registration,
 )
-from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder
 from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
 
@@ -223,3 +223,16 @@ def test_a_run_without_features_records_no_encoder(tmp_path, similarity):
     config = RegistrationConfig(iterations=(1, 1, 1))
     record = run_registration(pair, tmp_path / "out", similarity, tmp_path / "encoder", 2.0, config)
     assert record["encoder"] is None and record["similarity"] == similarity
+
+
+def test_feature_registration_takes_the_context_option_and_records_it(tmp_path):
+    files = _blob_pair(tmp_path)
+    torch.manual_seed(0)
+    dynamics = {"latent_dim": 4, "grid_size": (4, 4), "max_steps": 8, "patch": 2, "width": 16, "depth": 1, "heads": 2}
+    export_encoder(ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics), tmp_path / "encoder")
+    pair = file_pair(files["fixed_image"], files["moving_image"], name="blobs")
+    config = RegistrationConfig(iterations=(1, 1, 1), context="bidirectional")
+    record = run_registration(pair, tmp_path / "out", "features", tmp_path / "encoder", 2.0, config)
+    assert record["config"]["context"] == "bidirectional" and record["encoder"] == str(tmp_path / "encoder")
+    with pytest.raises(ValueError, match="context must be one of"):
+        RegistrationConfig(context="sideways")

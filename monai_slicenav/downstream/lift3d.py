@@ -35,13 +35,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..encoders import SliceEncoder, load_encoder, load_into, load_state_dict
+from ..geometry import invert_action, relative
 from ..networks.tokenizer import TokenizerConfig
+from ..volume import voxel_slice_pose
 
-__all__ = ["Lift3D", "SliceNavBackbone", "register_backbone", "DEFAULT_BACKBONE"]
+__all__ = ["CONTEXT_MODES", "Lift3D", "SliceNavBackbone", "register_backbone", "DEFAULT_BACKBONE"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "slicenav-lift3d"
+CONTEXT_MODES = ("none", "causal", "bidirectional")  # how a context encoder sees the slices of a volume
 
 
 class Lift3D(nn.Module):
@@ -53,13 +56,31 @@ class Lift3D(nn.Module):
         window: slices per sub-cube window (a multiple of the deepest level's stride, e.g. 8).
         frozen: keep the 2D encoder's weights fixed (no gradients, no stored activations); the depth embedding and
             the depth reduction still train.
+        context: how a context encoder (``ContextEncoder``: it has ``context_features``) sees the slices:
+            ``"none"`` one slice at a time; ``"causal"`` each slice in the context of the slices before it, as a
+            trajectory whose actions are the exact steps between the slices it cuts (``relative`` of their poses,
+            from the volume's affine: one voxel along the normal); ``"bidirectional"`` the mean of that and the same
+            over the reversed slices (the inverse actions). The trunk runs over the whole depth in trajectories of
+            its ``max_context`` slices overlapping by half, so a window's first slice has context too.
+
+    Raises:
+        ValueError: for a bad axis, window or context, or a context mode with an encoder that has no trunk.
     """
 
-    def __init__(self, encoder: nn.Module, axis: int = 2, window: int = 8, frozen: bool = True) -> None:
+    def __init__(
+        self, encoder: nn.Module, axis: int = 2, window: int = 8, frozen: bool = True, context: str = "none"
+    ) -> None:
         super().__init__()
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (a spatial axis of (X, Y, Z)), got {axis}.")
-        self.encoder, self.axis, self.frozen = encoder, axis, frozen
+        if context not in CONTEXT_MODES:
+            raise ValueError(f"context must be one of {CONTEXT_MODES}, got {context!r}.")
+        if context != "none" and not hasattr(encoder, "context_features"):
+            raise ValueError(
+                f"context={context!r} needs a context encoder (a dynamics variant's encoder), got "
+                f"{type(encoder).__name__}; use context='none'."
+            )
+        self.encoder, self.axis, self.frozen, self.context = encoder, axis, frozen, context
         self.channels = tuple(encoder.pyramid_channels)
         self.strides = tuple(2 ** (k + 1) for k in range(len(self.channels)))
         self.volumetric = getattr(encoder, "spatial_dims", 2) == 3
@@ -82,13 +103,98 @@ class Lift3D(nn.Module):
             self.encoder.eval()
         return self
 
-    def _encode_window(self, slices: torch.Tensor) -> list[torch.Tensor]:
+    def _run(self, function: Callable, *inputs: torch.Tensor):
+        """``function(*inputs)`` without a graph (frozen), checkpointed (finetuning), or plainly (no grad mode)."""
         if self.frozen:
             with torch.no_grad():
-                return self.encoder.pyramid(slices)
+                return function(*inputs)
         if torch.is_grad_enabled():
-            return list(checkpoint(lambda s: tuple(self.encoder.pyramid(s)), slices, use_reentrant=False))
-        return self.encoder.pyramid(slices)
+            return checkpoint(function, *inputs, use_reentrant=False)
+        return function(*inputs)
+
+    def _pyramid(self, slices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.encoder.pyramid(slices))
+
+    def _stages_and_latents(self, slices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        stages, latents = self.encoder.slice_pyramid(slices)
+        return (*stages, latents)
+
+    def slice_action(self, x: torch.Tensor) -> torch.Tensor:
+        """The action (7,) from each slice the lift cuts across ``axis`` to the next: ``relative`` of their poses
+        (:func:`~monai_slicenav.volume.voxel_slice_pose`), from the affine of ``x`` (a ``MetaTensor``; a plain
+        tensor is taken as 1 mm voxels). The same for every pair of neighbours: one voxel along the normal.
+
+        Raises:
+            ValueError: when the in-plane voxels are not square (resample the volume first, e.g. ``Spacingd``).
+        """
+        affine = getattr(x, "affine", None)
+        affine = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+        affine = affine[0] if affine.ndim == 3 else affine
+        shape = x.shape[2:]
+        try:
+            first, second = (voxel_slice_pose(affine, shape, self.axis, index, torch.float64)[0] for index in (0, 1))
+        except ValueError as err:
+            raise ValueError(f"context={self.context!r} needs the slices' exact poses: {err}") from err
+        return relative(first, second).to(device=x.device, dtype=torch.float32)
+
+    def _in_context(self, latents: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Causal trunk features (B, D, width, h, w) of a slice sequence's latents (B, D, d, h, w), ``step`` apart:
+        trajectories of the trunk's ``max_context`` slices, each after the first starting half of one earlier, so
+        every slice but the first few sees at least half that many slices before it."""
+        length = self.encoder.max_context
+        hop = max(1, length // 2)
+        depth, pieces, done = latents.shape[1], [], 0
+        while done < depth:
+            start = max(0, done - (length - hop))
+            stop = min(depth, start + length)
+            actions = step.expand(latents.shape[0], stop - start - 1, step.shape[-1])
+            pieces.append(self.encoder.context_features(latents[:, start:stop], actions)[:, done - start :])
+            done = stop
+        return torch.cat(pieces, dim=1)
+
+    def _context_grid(self, latents: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        forward = self._run(self._in_context, latents, step)
+        if self.context == "causal":
+            return forward
+        backward = self._run(self._in_context, latents.flip(1), invert_action(step)).flip(1)
+        return 0.5 * (forward + backward)
+
+    def slice_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-slice features of volumes (B, C, X, Y, Z) before the depth embedding and reduction: per level
+        (B, c_k, depth, rows_k, cols_k), slices cut across ``axis`` (depth, padded to whole windows), rows and
+        columns the other two axes in order (padded to multiples of the deepest stride). With a ``context``, the
+        coarsest level's trunk features see the slices around each slice (see the class docstring).
+
+        Raises:
+            ValueError: when ``x`` is not 5-D, or a 3D encoder is given (it has no slices).
+        """
+        if x.ndim != 5 or self.volumetric:
+            raise ValueError(f"slice_features takes volumes (B, C, X, Y, Z) and a 2D encoder, got {tuple(x.shape)}.")
+        step = self.slice_action(x) if self.context != "none" else None
+        sides = x.shape[2:]
+        stride = self.strides[-1]
+        padded = [-(-s // stride) * stride for s in sides]
+        padded[self.axis] = -(-sides[self.axis] // self.window) * self.window
+        x = nn.functional.pad(
+            x, [p for side, size in zip(reversed(sides), reversed(padded), strict=True) for p in (0, size - side)]
+        )
+        volume = x.movedim(2 + self.axis, 2)  # (B, C, depth, rows, cols)
+        b, depth = volume.shape[0], volume.shape[2]
+        levels: list[list[torch.Tensor]] = [[] for _ in self.channels]
+        latents = []
+        for start in range(0, depth, self.window):
+            chunk = volume[:, :, start : start + self.window].movedim(2, 1).flatten(0, 1)  # (B * window, C, r, c)
+            if step is None:
+                parts = list(self._run(self._pyramid, chunk))
+            else:  # the stages before the trunk, and the latents the trunk will see in context
+                *parts, latent = self._run(self._stages_and_latents, chunk)
+                latents.append(latent.reshape(b, self.window, *latent.shape[1:]))
+            for k, features in enumerate(parts):
+                levels[k].append(features.reshape(b, self.window, *features.shape[1:]))  # (B, window, c_k, r_k, c_k)
+        stacks = [torch.cat(parts, dim=1) for parts in levels]  # (B, depth, c_k, r_k, c_k)
+        if step is not None:
+            stacks[-1] = torch.cat([stacks[-1], self._context_grid(torch.cat(latents, dim=1), step)], dim=2)
+        return [stack.movedim(1, 2) for stack in stacks]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Volumes (B, C, X, Y, Z) -> 3D features per level, (B, c_k, X / 2^(k+1), Y / 2^(k+1), Z / 2^(k+1)).
@@ -103,26 +209,12 @@ class Lift3D(nn.Module):
             raise ValueError(f"Lift3D expects volumes (B, C, X, Y, Z), got shape {tuple(x.shape)}.")
         if self.volumetric:
             return self.encoder.pyramid(x)
-        b, sides = x.shape[0], x.shape[2:]
-        stride = self.strides[-1]
-        padded = [-(-s // stride) * stride for s in sides]
-        padded[self.axis] = -(-sides[self.axis] // self.window) * self.window
-        x = nn.functional.pad(
-            x, [p for side, size in zip(reversed(sides), reversed(padded), strict=True) for p in (0, size - side)]
-        )
-        volume = x.movedim(2 + self.axis, 2)  # (B, C, depth, rows, cols)
-        depth = volume.shape[2]
-        levels: list[list[torch.Tensor]] = [[] for _ in self.channels]
-        for start in range(0, depth, self.window):
-            chunk = volume[:, :, start : start + self.window].movedim(2, 1).flatten(0, 1)  # (B * window, C, r, c)
-            for k, features in enumerate(self._encode_window(chunk)):
-                features = features.reshape(b, self.window, *features.shape[1:])  # (B, window, c_k, r_k, c_k)
-                features = features + self.depth_embedding[k][None, :, :, None, None]
-                levels[k].append(features)
+        sides = x.shape[2:]
         outputs = []
-        for k, parts in enumerate(levels):
-            stack = torch.cat(parts, dim=1).movedim(1, 2)  # (B, c_k, depth, r_k, c_k)
-            reduced = self.depth_reduce[k](stack).movedim(2, 2 + self.axis)
+        for k, stack in enumerate(self.slice_features(x)):  # (B, c_k, depth, r_k, c_k)
+            repeats = stack.shape[2] // self.window
+            position = self.depth_embedding[k].repeat(repeats, 1).T  # (c_k, depth): the slice's place in its window
+            reduced = self.depth_reduce[k](stack + position[None, :, :, None, None]).movedim(2, 2 + self.axis)
             wanted = [-(-s // self.strides[k]) for s in sides]
             outputs.append(reduced[:, :, : wanted[0], : wanted[1], : wanted[2]])
         return outputs
@@ -142,7 +234,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         pretrained: load the weights of ``encoder_path`` (else only its architecture is used, randomly
             initialised).
         encoder_path: an exported encoder folder; empty: the default tokenizer encoder architecture.
-        axis, window, frozen: as in :class:`Lift3D`.
+        axis, window, frozen, context: as in :class:`Lift3D`.
 
     Raises:
         ValueError: for a channel or dimension mismatch, or ``pretrained`` without ``encoder_path``.
@@ -150,7 +242,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
 
     names: tuple[str, ...] = (DEFAULT_BACKBONE,)
     parameters_by_name: tuple[dict, ...] = (
-        {"spatial_dims": 3, "in_channels": 1, "pretrained": False, "encoder_path": ""},
+        {"spatial_dims": 3, "in_channels": 1, "pretrained": False, "encoder_path": "", "context": "none"},
     )
     channels_by_name: tuple[tuple[int, ...], ...] = (TokenizerConfig().channels,)
 
@@ -163,6 +255,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         axis: int = 2,
         window: int = 8,
         frozen: bool = False,
+        context: str = "none",
     ) -> None:
         if pretrained and not encoder_path:
             raise ValueError("pretrained=True needs an encoder_path (register_backbone(name, encoder_path)).")
@@ -178,7 +271,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         encoder_dims = getattr(encoder, "spatial_dims", 2)
         if spatial_dims not in (2, 3) or (spatial_dims == 2 and encoder_dims == 3):
             raise ValueError(f"spatial_dims must be 3, or 2 for a 2D encoder; got {spatial_dims} ({encoder_dims}D).")
-        super().__init__(encoder, axis=axis, window=window, frozen=frozen)
+        super().__init__(encoder, axis=axis, window=window, frozen=frozen, context=context)
         self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -221,10 +314,16 @@ def _in_channels(encoder: nn.Module) -> int:
 
 
 def register_backbone(
-    name: str, encoder_path: str | os.PathLike, axis: int = 2, window: int = 8, frozen: bool = False
+    name: str,
+    encoder_path: str | os.PathLike,
+    axis: int = 2,
+    window: int = 8,
+    frozen: bool = False,
+    context: str = "none",
 ) -> str:
     """Register an exported encoder as a ``FlexibleUNet`` backbone called ``name``; with ``pretrained=True`` the
-    U-Net starts from its weights. Returns ``name``.
+    U-Net starts from its weights (``axis``, ``window``, ``frozen``, ``context``: as in :class:`Lift3D`). Returns
+    ``name``.
 
     Raises:
         FileNotFoundError/ValueError: when the export cannot be read (see :func:`~monai_slicenav.export.load_encoder`).
@@ -238,6 +337,7 @@ def register_backbone(
         "axis": axis,
         "window": window,
         "frozen": frozen,
+        "context": context,
     }
     backbone: Callable = type(
         "SliceNavBackbone_" + "".join(ch if ch.isalnum() else "_" for ch in name),

@@ -32,6 +32,7 @@ from monai.networks.utils import one_hot
 from torch import nn
 
 from ..io import atomic_write_files, json_bytes
+from .lift3d import CONTEXT_MODES
 
 __all__ = [
     "RegistrationConfig",
@@ -60,9 +61,12 @@ class RegistrationConfig:
     smooth_weight: float = 1.0  # BendingEnergyLoss weight
     integration_steps: int = 7  # DVF2DDF scaling-and-squaring steps
     intensity_weight: float = 1.0  # weight of the intensity LNCC next to the feature term (similarity "combined")
+    context: str = "none"  # how a context encoder sees the slices of a volume (Lift3D's context; feature similarities)
 
     def __post_init__(self) -> None:
         self.iterations = tuple(int(i) for i in self.iterations)
+        if self.context not in CONTEXT_MODES:
+            raise ValueError(f"context must be one of {CONTEXT_MODES}, got {self.context!r}.")
         if (
             not self.iterations
             or min(self.iterations) < 0

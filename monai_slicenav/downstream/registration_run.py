@@ -215,7 +215,7 @@ def run_registration(
     levels = len(config.iterations)
     intensities = [intensity_levels(data[f"{role}_image"], levels) for role in ("fixed", "moving")]
     if uses_encoder:
-        lifted = Lift3D(load_encoder(encoder_path)).eval()
+        lifted = Lift3D(load_encoder(encoder_path), context=config.context).eval()
         fixed_levels = feature_levels(lifted, data["fixed_image"], levels)
         moving_levels = feature_levels(lifted, data["moving_image"], levels)
     else:

@@ -161,16 +161,30 @@ class ContextEncoder(_Exported):
                 f"Expected at most {self.dynamics.config.max_steps} slices and actions (B, T - 1, 7) = "
                 f"{(b, t - 1, 7)}, got {tuple(actions.shape)}."
             )
-        latents = self.encoder(stacks.flatten(0, 1))
-        features = torch.cat([latents, self._trunk_grid(latents, actions)], dim=1)
-        features = features.reshape(b, t, self.out_channels, *latents.shape[-2:])
+        flat = self.encoder(stacks.flatten(0, 1))
+        latents = flat.reshape(b, t, *flat.shape[1:])
+        features = torch.cat([latents, self.context_features(latents, actions)], dim=2)
         return features[:, 0] if single else features
 
-    def _trunk_grid(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Trunk features of (B * T, d, h, w) latents, nearest-upsampled to (B * T, width, h, w). Grids whose
-        sides the patch does not divide are padded (replicated) and cropped back."""
-        b, steps = actions.shape[0], actions.shape[1] + 1
-        tokens = self.quantizer(latents) if self.quantizer is not None else latents
+    def slice_pyramid(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The tokenizer encoder's stages of single slices (B, C, h, w) and their continuous latents (B, d, h', w'),
+        before the trunk: what :meth:`context_features` takes, once the slices are stacked into trajectories."""
+        stages = self.encoder.pyramid(x)
+        return stages, self.encoder.to_latent(stages[-1])
+
+    @property
+    def max_context(self) -> int:
+        """The longest trajectory the trunk takes at once (its ``max_steps``)."""
+        return self.dynamics.config.max_steps
+
+    def context_features(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Trunk features of a trajectory of continuous latents (B, T, d, h, w) with the actions between its
+        slices (B, T - 1, 7), nearest-upsampled to the latent grid: (B, T, width, h, w). Step t sees steps ``<= t``
+        (block-causal); a "stay" action follows the last step. Grids whose sides the patch does not divide are
+        padded (replicated) and cropped back."""
+        b, steps = latents.shape[:2]
+        flat = latents.flatten(0, 1)
+        tokens = self.quantizer(flat) if self.quantizer is not None else flat
         patch = self.dynamics.config.patch
         h, w = tokens.shape[-2:]
         padded = nn.functional.pad(tokens, (0, -w % patch, 0, -h % patch), mode="replicate")
@@ -178,7 +192,7 @@ class ContextEncoder(_Exported):
         moves = torch.cat([actions, actions.new_zeros(b, 1, 7)], dim=1)  # "stay" after the last slice
         trunk = self.dynamics.features(padded, self.dynamics.condition(moves), steps)
         grid = self.dynamics.feature_grid(trunk, padded.shape[-2:])
-        grid = grid.flatten(0, 1).repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+        grid = grid.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
         return grid[..., :h, :w]
 
     @property
@@ -186,12 +200,25 @@ class ContextEncoder(_Exported):
         """Channels of :meth:`pyramid`'s outputs: the tokenizer's stages, the last one widened by the trunk."""
         return (*self.tokenizer_config.channels[:-1], self.tokenizer_config.channels[-1] + self.dynamics.config.width)
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Multi-scale features of single slices (B, C, h, w): the tokenizer encoder's stages, the coarsest one
-        concatenated with the dynamics trunk's features of the slice (a one-step trajectory)."""
-        stages = self.encoder.pyramid(x)
-        grid = self._trunk_grid(self.encoder.to_latent(stages[-1]), x.new_zeros(len(x), 0, 7))
-        return [*stages[:-1], torch.cat([stages[-1], grid], dim=1)]
+    def pyramid(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Multi-scale features: the tokenizer encoder's stages, the coarsest one concatenated with the dynamics
+        trunk's features. Single slices (B, C, h, w) are one-step trajectories (no context): (B, c_k, h_k, w_k)
+        per level. Slice stacks (B, T, C, h, w) with the actions between their slices (B, T - 1, 7) are encoded as
+        trajectories, each slice in the context of the ones before it: (B, T, c_k, h_k, w_k) per level."""
+        if x.ndim == 4:
+            stages, latents = self.slice_pyramid(x)
+            grid = self.context_features(latents[:, None], x.new_zeros(len(x), 0, 7))[:, 0]
+            return [*stages[:-1], torch.cat([stages[-1], grid], dim=1)]
+        if x.ndim != 5 or actions is None or tuple(actions.shape) != (x.shape[0], x.shape[1] - 1, 7):
+            raise ValueError(
+                f"Expected slices (B, C, h, w), or stacks (B, T, C, h, w) with actions (B, T - 1, 7); got "
+                f"{tuple(x.shape)} and {None if actions is None else tuple(actions.shape)}."
+            )
+        b, t = x.shape[:2]
+        flat_stages, flat_latents = self.slice_pyramid(x.flatten(0, 1))
+        stages = [s.reshape(b, t, *s.shape[1:]) for s in flat_stages]
+        latents = flat_latents.reshape(b, t, *flat_latents.shape[1:])
+        return [*stages[:-1], torch.cat([stages[-1], self.context_features(latents, actions)], dim=2)]
 
     def arguments(self) -> dict:
         return {"tokenizer": self.tokenizer_config.to_dict(), "dynamics": self.dynamics.config.to_dict()}
