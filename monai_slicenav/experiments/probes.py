@@ -26,6 +26,7 @@ from ..transforms import RandSliceTrajectory, RenderSlices
 from ..volume import as_volume
 
 __all__ = [
+    "PROBE_WALK",
     "ProbeSet",
     "sample_probe_set",
     "encode",
@@ -36,6 +37,11 @@ __all__ = [
     "narrow_features",
     "probe_scores",
 ]
+
+
+# How the probe sets' pairs are walked: small smooth steps (pairs a few mm apart), fixed for every encoder and
+# independent of the pretraining regime (NAVIGATION_REGIME), so probe scores stay comparable across releases.
+PROBE_WALK = {"max_translation": 2.0, "max_rotation": 0.05, "max_log_zoom": 0.03, "momentum": 0.8}
 
 
 @dataclass
@@ -66,7 +72,7 @@ def sample_probe_set(
     """
     _, affine = as_volume(volume)
     sampler = RandSliceTrajectory(
-        steps_apart, slice_size, mode="mixed", start_orientation="random", threshold=threshold
+        steps_apart, slice_size, mode="mixed", start_orientation="random", threshold=threshold, **PROBE_WALK
     )
     sampler.set_random_state(seed)
     render = RenderSlices(slice_size)
