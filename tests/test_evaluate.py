@@ -29,14 +29,18 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     for row in table:
         trained = row["variant"] in dynamics_variants()
         assert all(math.isfinite(float(row[c])) == trained for c in stage2), row["variant"]
+        in_context = trained or row["variant"] == "dynamics_untrained"  # every context encoder, the control too
+        assert math.isfinite(float(row["pose_r2_ctx"])) == in_context and math.isfinite(float(row["pose_r2_last"]))
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
     held_out = record["evaluation_volumes"]["controllability"]  # the same test data for every seed
     assert held_out["seeds"] == {"volumes": 1000, "trajectories": 0} and len(held_out["real"]) == 4
+    assert -1 < record["pixel_probe_reference"]["pose_r2_last"] <= 1  # the pixel baseline of the same slices
+    assert "| dynamics_aligned: in context - alone |" in (tmp_path / "results.md").read_text()
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
-    assert f"no encoder) | — | — | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()
+    assert f"no encoder) | — | — | — | — | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()
 
     # the control keeps the aligned variant's tokenizer weights under an untrained trunk
     weights = {

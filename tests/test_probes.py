@@ -1,22 +1,30 @@
 """Spatial probes: the oracle scores far above a random encoder, shuffled targets destroy the score."""
 
+import math
+
 import pytest
 import torch
 
 from monai_slicenav.data.phantom import shepp_logan_volume
-from monai_slicenav.encoders import SliceEncoder
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder
 from monai_slicenav.experiments.probes import (
     ProbeSet,
+    context_scores,
     encode,
+    encode_in_context,
     encoder_features,
     narrow_features,
     pose_features,
+    pose_target,
     probe_scores,
     r2_score,
     ridge_fit,
+    sample_context_set,
     sample_probe_set,
 )
 from monai_slicenav.networks import TokenizerConfig
+from monai_slicenav.transforms import RandSliceTrajectory, RenderSlices
+from monai_slicenav.volume import as_volume
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +81,45 @@ def test_narrowed_features_keep_what_a_full_rank_projection_keeps(sets):
     rotated = probe_scores(*full, train, test, alpha=1e-6)
     assert rotated["pose_r2"] == pytest.approx(as_is["pose_r2"], abs=1e-3)
     assert rotated["gap_r2"] == pytest.approx(as_is["gap_r2"], abs=1e-3)
+
+
+def test_context_walks_end_where_their_targets_say_and_context_changes_the_features():
+    volume = shepp_logan_volume(48)
+    walks = sample_context_set(volume, 6, slice_size=32, steps=3, seed=0)
+    sampler = RandSliceTrajectory(3, 32, start_orientation="random", threshold=0.05)
+    sampler.set_random_state(0)
+    frame = sampler.frame(volume)
+    sampler.randomize()
+    trajectory, actions = sampler.walk(frame)  # the first walk, drawn again in the pretraining regime
+    torch.testing.assert_close(walks.walk[0], RenderSlices(32)(volume, trajectory))
+    torch.testing.assert_close(walks.actions[0], actions.float())
+    torch.testing.assert_close(walks.pose[0], pose_target(trajectory[-1], as_volume(volume)[1], volume.shape[1:]))
+
+    torch.manual_seed(0)
+    dynamics = {"latent_dim": 4, "grid_size": (2, 2), "max_steps": 4, "patch": 2, "width": 16, "depth": 1, "heads": 2}
+    encoder = ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics).eval()
+    in_context = encode_in_context(encoder, walks.walk, walks.actions)
+    with torch.no_grad():
+        expected = torch.nn.functional.adaptive_avg_pool2d(encoder(walks.walk, walks.actions)[:, -1], 2).flatten(1)
+    torch.testing.assert_close(in_context, expected)
+    alone = encode(encoder, walks.walk[:, -1])
+    assert not torch.allclose(in_context, alone)  # the slices and actions before it reach the last slice
+    scores = context_scores(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), [walks], [walks])
+    assert math.isnan(scores["pose_r2_ctx"]) and 0 < scores["pose_r2_last"] <= 1  # fitted and scored on one set
+
+
+def test_paired_differences_by_seed():
+    from monai_slicenav.experiments.report import paired_lines
+
+    rows = [{"variant": "dynamics_aligned", "seed": s, "pose_r2_ctx": 0.3 + 0.01 * s, "pose_r2_last": 0.2,
+             "pose_r2": 0.1, "gap_r2": 0.1} for s in range(3)]  # fmt: skip
+    rows += [{"variant": "tokenizer_only", "seed": s, "pose_r2_ctx": math.nan, "pose_r2_last": 0.25 - 0.01 * s,
+              "pose_r2": 0.12 + 0.05 * (s - 1), "gap_r2": 0.2} for s in range(3)]  # fmt: skip
+    lines = "\n".join(paired_lines(rows))
+    assert (
+        "| dynamics_aligned: in context - alone | pose_r2 of the last slice | +0.110 ± 0.010 (3 seeds: higher) |"
+        in lines
+    )
+    assert "| dynamics_aligned - tokenizer_only | pose_r2_last | -0.040 ± 0.010 (3 seeds: lower) |" in lines
+    assert "| dynamics_aligned - tokenizer_only | pose_r2 | -0.020 ± 0.050 (3 seeds: within 2 sd) |" in lines
+    assert "pose_r2_ctx" not in lines  # no seed has it on both sides

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 from monai.transforms import Spacing
+from torch import nn
 from tqdm import tqdm
 
 from ..data import describe_data, embedded_datalist, packaged_pairs, sha256_of
@@ -50,7 +51,15 @@ from ..transforms import EmbeddedVolumed
 from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
 from .cache import cached
 from .pretrain import PRESETS, pretrain
-from .probes import encode, encoder_features, narrow_features, probe_scores, sample_probe_set
+from .probes import (
+    context_scores,
+    encode,
+    encoder_features,
+    narrow_features,
+    probe_scores,
+    sample_context_set,
+    sample_probe_set,
+)
 from .report import write_results
 from .variants import VARIANT_TABLE, evaluated_variants
 
@@ -112,6 +121,7 @@ BUDGETS: dict[str, dict] = {
 PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
 REGISTRATION_PAIR = "colin27_deformed"  # the pair with a known answer: labels moved with the image
+CONTEXT_PROBE = 1  # version of the probe cell's contents (1: with the in-context pose probe); part of its key
 CONTROLLABILITY_SEEDS = {"volumes": 1000, "trajectories": 0}  # held-out test data: the same for every seed
 CONTROLLABILITY_COLUMNS = {"ctrl_true_copy": "ctrl_ratio_true_copy", "ctrl_true_shuffled": "ctrl_ratio_true_shuffled",
                            "ctrl_true_warp": "ctrl_ratio_true_warp", "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
@@ -193,13 +203,7 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
     weights = sha256_of(encoder / "encoder.pt")
 
     def probe() -> dict:
-        if not probe_sets:  # rendered once per run, shared by every encoder
-            for group, names in (("train", PROBE_TRAIN), ("test", PROBE_TEST)):
-                volumes = _probe_volumes(names, probe_cfg["spacing_mm"])
-                probe_sets[group] = [
-                    sample_probe_set(v, probe_cfg["pairs"], probe_cfg["slice_size"], seed=i)
-                    for i, v in enumerate(volumes)
-                ]
+        _render_probe_sets(probe_sets, probe_cfg)
         model = load_encoder(encoder).eval()
         train, test = (encoder_features(lambda s: encode(model, s), probe_sets[g]) for g in ("train", "test"))
         width = probe_cfg["equal_width"]
@@ -207,14 +211,16 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
         return {
             **probe_scores(train, test, probe_sets["train"], probe_sets["test"]),
             **{f"{name}_w{width}": value for name, value in narrow.items()},
+            **context_scores(model, probe_sets["context_train"], probe_sets["context_test"]),
         }
 
     def segmentation(shots: int) -> dict:
         return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
 
-    scores = cached(cell_dir / "probe.json", {"w": weights, **probe_cfg}, probe)
+    scores = cached(cell_dir / "probe.json", {"w": weights, "context_probe": CONTEXT_PROBE, **probe_cfg}, probe)
     width = probe_cfg["equal_width"]
-    row = {k: scores[k] for k in ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}")}
+    names = ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}", "pose_r2_last", "pose_r2_ctx")
+    row = {k: scores[k] for k in names}
     for shots in seg_cfg["shots"]:
         cell = cached(
             cell_dir / f"segmentation_n{shots}.json",
@@ -224,6 +230,29 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
         row[f"seg_dice_n{shots}"] = cell["dice"]
     row["reg_dice"] = _registration(cell_dir, reg_cfg, encoder, weights)["mean_dice_after"]
     return row
+
+
+def _render_probe_sets(probe_sets: dict, probe_cfg: Mapping) -> None:
+    """The probe volumes' slice pairs and context walks, rendered once per run and shared by every encoder."""
+    if probe_sets:
+        return
+    for group, names in (("train", PROBE_TRAIN), ("test", PROBE_TEST)):
+        volumes = _probe_volumes(names, probe_cfg["spacing_mm"])
+        size, count = probe_cfg["slice_size"], probe_cfg["pairs"]
+        probe_sets[group] = [sample_probe_set(v, count, size, seed=i) for i, v in enumerate(volumes)]
+        probe_sets[f"context_{group}"] = [sample_context_set(v, count, size, seed=i) for i, v in enumerate(volumes)]
+
+
+def _pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping) -> dict:
+    """The in-context probe's pixel baseline: the same last slices as 8 x 8 average-pooled intensities."""
+
+    def compute() -> dict:
+        _render_probe_sets(probe_sets, probe_cfg)
+        return context_scores(nn.Identity(), probe_sets["context_train"], probe_sets["context_test"], grid=8)
+
+    return cached(
+        out / "cells" / "pixel_reference" / "probe.json", {"context_probe": CONTEXT_PROBE, **probe_cfg}, compute
+    )
 
 
 def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None, weights: str = "") -> dict:
@@ -346,6 +375,7 @@ def evaluate(
         row.update(_controllability(record, cell_dir, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
+    reference["pixels"] = _pixel_reference(out, probe_sets, settings["probe"])
     volumes = {
         "probe_train": PROBE_TRAIN,
         "probe_test": PROBE_TEST,

@@ -4,7 +4,9 @@
   (3) and its normal direction as the sign-free outer product ``n n^T`` (6 distinct entries: a slice and its
   mirror image seen from the other side have opposite normals);
 * relative pose: from the features of two slices of one trajectory, regress the action between them (7, with
-  translations in units of ``scale_mm``).
+  translations in units of ``scale_mm``);
+* in-context pose: the absolute pose of the last slice of a walk in the pretraining regime, from its features alone
+  and, for a context encoder, from its features in the context of the slices and actions before it.
 
 Slices are rendered from real volumes at random poses (:class:`~monai_slicenav.transforms.RandSliceTrajectory`,
 random start orientation); probes are ridge regressions fitted on some subjects and scored (R^2, averaged over
@@ -27,9 +29,14 @@ from ..volume import as_volume
 
 __all__ = [
     "PROBE_WALK",
+    "ContextSet",
     "ProbeSet",
-    "sample_probe_set",
+    "context_scores",
     "encode",
+    "encode_in_context",
+    "pose_target",
+    "sample_context_set",
+    "sample_probe_set",
     "ridge_fit",
     "r2_score",
     "pose_features",
@@ -83,13 +90,94 @@ def sample_probe_set(
         trajectory, _ = sampler.walk(frame)
         pair = Pose.from_tensor(trajectory.as_tensor()[[0, -1]])
         slices.append(render(volume, pair))
-        vector = pose_vector(pair[0], affine.float(), volume.shape[1:])
-        normal = vector[6:9]
-        outer = normal[:, None] * normal[None, :]
-        poses.append(torch.cat([vector[:3], outer[tuple(torch.triu_indices(3, 3))]]))
+        poses.append(pose_target(pair[0], affine, volume.shape[1:]))
         gap = relative(pair[0], pair[1])
         gaps.append(torch.cat([gap[:3] / scale_mm, gap[3:]]))
     return ProbeSet(torch.stack(slices), torch.stack(poses), torch.stack(gaps))
+
+
+def pose_target(pose: Pose, affine: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """The absolute-pose probe's target of one slice (9): its centre in normalised voxel coordinates and the
+    distinct entries of its normal's outer product ``n n^T`` (sign-free)."""
+    vector = pose_vector(pose, affine.float(), spatial_shape)
+    normal = vector[6:9]
+    outer = normal[:, None] * normal[None, :]
+    return torch.cat([vector[:3], outer[tuple(torch.triu_indices(3, 3))]])
+
+
+@dataclass
+class ContextSet:
+    """Walks of one subject for the in-context pose probe: ``walk`` (N, T, C, h, w) rendered slices of N
+    trajectories, ``actions`` (N, T - 1, 7) between them, ``pose`` (N, 9) the target of each walk's last slice."""
+
+    walk: torch.Tensor
+    actions: torch.Tensor
+    pose: torch.Tensor
+
+
+def sample_context_set(
+    volume: torch.Tensor, num_walks: int, slice_size: int = 64, steps: int = 7, seed: int = 0, threshold: float = 0.05
+) -> ContextSet:
+    """Render ``num_walks`` trajectories of ``steps`` actions (random start orientation) in the pretraining regime
+    (:data:`~monai_slicenav.transforms.NAVIGATION_REGIME`, the sampler's defaults: what the dynamics trunks learned
+    from) on a volume (C, X, Y, Z) in [0, 1], with the pose target of each walk's last slice."""
+    _, affine = as_volume(volume)
+    sampler = RandSliceTrajectory(steps, slice_size, start_orientation="random", threshold=threshold)
+    sampler.set_random_state(seed)
+    render, frame = RenderSlices(slice_size), sampler.frame(volume)
+    walks, actions, poses = [], [], []
+    for _ in range(num_walks):
+        sampler.randomize()
+        trajectory, moves = sampler.walk(frame)
+        walks.append(render(volume, trajectory))
+        actions.append(moves.float())
+        poses.append(pose_target(trajectory[-1], affine, volume.shape[1:]))
+    return ContextSet(torch.stack(walks), torch.stack(actions), torch.stack(poses))
+
+
+@torch.no_grad()
+def encode_in_context(
+    encoder: nn.Module, walks: torch.Tensor, actions: torch.Tensor, grid: int = 2, batch: int = 16
+) -> torch.Tensor:
+    """Frozen features of each walk's last slice (N, F) seen by a context encoder (``encoder(walks, actions)``:
+    (N, T, c, h', w')) in the context of the slices and actions before it (the last ``encoder.max_context`` of
+    them, the longest trajectory its trunk takes), pooled as :func:`encode` pools."""
+    length = min(walks.shape[1], int(getattr(encoder, "max_context", walks.shape[1])))
+    walks, actions = walks[:, -length:], actions[:, actions.shape[1] - (length - 1) :]
+    features = []
+    for start in range(0, len(walks), batch):
+        out = encoder(walks[start : start + batch], actions[start : start + batch])[:, -1]
+        features.append(nn.functional.adaptive_avg_pool2d(out.float(), grid).flatten(1))
+    return torch.cat(features)
+
+
+def context_scores(
+    encoder: nn.Module,
+    train_sets: Sequence[ContextSet],
+    test_sets: Sequence[ContextSet],
+    alpha: float = 100.0,
+    grid: int = 2,
+) -> dict[str, float]:
+    """The pose probe of each walk's last slice (R^2 on the test sets after fitting on the training sets), from
+    its features alone (``pose_r2_last``) and, for a context encoder, in the context of the walk
+    (``pose_r2_ctx``; NaN for other encoders): their paired difference is what the context adds. Features are
+    pooled to a ``grid x grid`` layout (``nn.Identity()`` with ``grid=8``: the pixel baseline)."""
+
+    def joined(sets: Sequence[ContextSet], field: str) -> torch.Tensor:
+        return torch.cat([getattr(s, field) for s in sets])
+
+    def score(featurise: Callable[[Sequence[ContextSet]], torch.Tensor]) -> float:
+        fit = ridge_fit(featurise(train_sets), joined(train_sets, "pose"), alpha)
+        return r2_score(fit(featurise(test_sets)), joined(test_sets, "pose"))
+
+    scores = {"pose_r2_last": score(lambda sets: encode(encoder, joined(sets, "walk")[:, -1], grid))}
+    in_context = hasattr(encoder, "context_features")
+    scores["pose_r2_ctx"] = (
+        score(lambda sets: encode_in_context(encoder, joined(sets, "walk"), joined(sets, "actions"), grid))
+        if in_context
+        else float("nan")
+    )
+    return scores
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..io import atomic_write_files, json_bytes
 
-__all__ = ["summary", "write_results"]
+__all__ = ["paired_lines", "summary", "write_results"]
 
 
 def _metrics(rows: Sequence[Mapping]) -> list[str]:
@@ -36,6 +36,44 @@ def summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]
         mine = [r for r in rows if r["variant"] == variant]
         table[variant] = {m: _mean_sd([float(r[m]) for r in mine]) for m in _metrics(rows)}
     return table
+
+
+def _per_seed(rows: Sequence[Mapping], variant: str, metric: str) -> dict[int, float]:
+    values = {int(r["seed"]): float(r[metric]) for r in rows if r["variant"] == variant}
+    return {seed: value for seed, value in values.items() if not math.isnan(value)}
+
+
+def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | None:
+    """``mean ± sd (n seeds)`` of first - second over the seeds both have, and a verdict; None without seeds."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        return None
+    mean, sd = _mean_sd([first[s] - second[s] for s in seeds])
+    if len(seeds) < 2:
+        verdict = "one seed: no spread"
+    elif abs(mean) > 2 * sd:
+        verdict = "higher" if mean > 0 else "lower"
+    else:
+        verdict = "within 2 sd"
+    return f"{mean:+.3f} ± {sd:.3f} ({len(seeds)} seeds: {verdict})"
+
+
+def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> list[str]:
+    """Paired differences by seed (mean ± sd of the per-seed difference, and whether it exceeds 2 sd): what the
+    context adds to each context encoder's pose probe (``pose_r2_ctx - pose_r2_last``), and ``method`` minus every
+    other row on each probe column both have."""
+    lines = ["## Paired differences by seed", "", "| comparison | metric | difference |", "|---|---|---|"]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    for variant in variants:
+        found = _paired(_per_seed(rows, variant, "pose_r2_ctx"), _per_seed(rows, variant, "pose_r2_last"))
+        if found:
+            lines.append(f"| {variant}: in context - alone | pose_r2 of the last slice | {found} |")
+    for other in (v for v in variants if v != method):
+        for metric in ("pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2"):
+            found = _paired(_per_seed(rows, method, metric), _per_seed(rows, other, metric))
+            if found:
+                lines.append(f"| {method} - {other} | {metric} | {found} |")
+    return lines if len(lines) > 4 else []
 
 
 def write_results(
@@ -79,10 +117,19 @@ def write_results(
         + " | ".join(f"{reference['mean_dice_after']:.3f}" if m == "reg_dice" else "—" for m in metrics)
         + " |"
     )
+    pixels = reference["pixels"]["pose_r2_last"]
+    lines.append(
+        "| reference: pixels (the same last slices, 8 x 8 mean intensities) | "
+        + " | ".join(f"{pixels:.3f}" if m == "pose_r2_last" else "—" for m in metrics)
+        + " |"
+    )
     lines += [
         "",
         "Higher is better in the task columns (R^2 of spatial probes, mean Dice); `_w16` columns: the probe on the "
         "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
+        "`pose_r2_last`: the pose probe of the last slice of walks in the pretraining regime from its features "
+        "alone; `pose_r2_ctx` (context encoders): the same slice's features in the context of the 7 slices and "
+        "actions before it; their difference is what the context adds. "
         "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
         "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
         "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_true_warp` "
@@ -92,6 +139,8 @@ def write_results(
         f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
         "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
     ]
+    paired = paired_lines(rows)
+    lines += ["", *paired] if paired else []
     figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
     for axis, metric in zip(numpy.atleast_1d(axes), metrics, strict=True):
         names = list(table_of)
@@ -109,6 +158,7 @@ def write_results(
         "settings": settings,
         "wall_s": round(seconds, 1),
         "intensity_registration_reference": {k: reference[k] for k in ("mean_dice_before", "mean_dice_after")},
+        "pixel_probe_reference": reference["pixels"],
         "pretraining_data": pretraining_data,
         "evaluation_volumes": dict(evaluation_volumes),
         "versions": {"monai_slicenav": __version__, "monai": monai.__version__, "torch": torch.__version__},
