@@ -63,7 +63,15 @@ from .probes import (
 from .report import write_results
 from .variants import VARIANT_TABLE, evaluated_variants
 
-__all__ = ["BUDGETS", "DEFAULT_OUT", "chosen_variants", "evaluate", "segmentation_dice"]
+__all__ = [
+    "BUDGETS",
+    "DEFAULT_OUT",
+    "chosen_variants",
+    "evaluate",
+    "render_probe_sets",
+    "segmentation_dice",
+    "untrained_trunk",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +142,7 @@ def _random_encoder(out: Path, preset: str, seed: int) -> Path:
     return out
 
 
-def _untrained_trunk(trained: Path, out: Path, seed: int) -> Path:
+def untrained_trunk(trained: Path, out: Path, seed: int) -> Path:
     """The control encoder: ``trained`` context encoder's tokenizer weights under a freshly initialised trunk."""
     model = load_encoder(trained)
     torch.manual_seed(seed)
@@ -203,7 +211,7 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
     weights = sha256_of(encoder / "encoder.pt")
 
     def probe() -> dict:
-        _render_probe_sets(probe_sets, probe_cfg)
+        render_probe_sets(probe_sets, probe_cfg)
         model = load_encoder(encoder).eval()
         train, test = (encoder_features(lambda s: encode(model, s), probe_sets[g]) for g in ("train", "test"))
         width = probe_cfg["equal_width"]
@@ -232,7 +240,7 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
     return row
 
 
-def _render_probe_sets(probe_sets: dict, probe_cfg: Mapping) -> None:
+def render_probe_sets(probe_sets: dict, probe_cfg: Mapping) -> None:
     """The probe volumes' slice pairs and context walks, rendered once per run and shared by every encoder."""
     if probe_sets:
         return
@@ -247,7 +255,7 @@ def _pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping) -> dict:
     """The in-context probe's pixel baseline: the same last slices as 8 x 8 average-pooled intensities."""
 
     def compute() -> dict:
-        _render_probe_sets(probe_sets, probe_cfg)
+        render_probe_sets(probe_sets, probe_cfg)
         return context_scores(nn.Identity(), probe_sets["context_train"], probe_sets["context_test"], grid=8)
 
     return cached(
@@ -367,7 +375,7 @@ def evaluate(
             )  # fmt: skip
             encoder = Path(record["encoder"])
             if variant == "dynamics_untrained":
-                encoder = _untrained_trunk(encoder, folder / variant / "encoder", seed)
+                encoder = untrained_trunk(encoder, folder / variant / "encoder", seed)
         row = {"variant": variant, "seed": seed}
         cell_dir = out / "cells" / f"{variant}-seed{seed}"
         row.update(_score(encoder, cell_dir, seed, settings, probe_sets))

@@ -39,7 +39,7 @@ def summary(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]
 
 
 def _per_seed(rows: Sequence[Mapping], variant: str, metric: str) -> dict[int, float]:
-    values = {int(r["seed"]): float(r[metric]) for r in rows if r["variant"] == variant}
+    values = {int(r["seed"]): float(r.get(metric, math.nan)) for r in rows if r["variant"] == variant}
     return {seed: value for seed, value in values.items() if not math.isnan(value)}
 
 

