@@ -134,7 +134,7 @@ def test_train_then_evaluate_writes_dice(tmp_path):
     record = json.loads((tmp_path / "models" / "training.json").read_text())
     hyperparameters = record.pop("hyperparameters")
     assert record == {"num_classes": 6, "spacing_mm": 4.0, "roi_size": 32, "decoder_channels": [16, 8, 8],
-                      "encoder": "encoder"}  # fmt: skip
+                      "context": "none", "encoder": "encoder"}  # fmt: skip
     assert hyperparameters["roi_size"] == 32 and hyperparameters["encoder_path"] == str(tmp_path / "encoder")
     assert (tmp_path / "models" / "encoder" / "encoder.pt").read_bytes() == (
         tmp_path / "encoder" / "encoder.pt"
