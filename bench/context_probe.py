@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from monai_slicenav.encoders import load_encoder
-from monai_slicenav.experiments.evaluate import BUDGETS, render_probe_sets, untrained_trunk
+from monai_slicenav.experiments.evaluate import BUDGETS, untrained_trunk
 from monai_slicenav.experiments.pretrain import pretrain
+from monai_slicenav.experiments.probe_cells import render_probe_sets
 from monai_slicenav.experiments.probes import context_scores
 from monai_slicenav.experiments.report import paired_lines
 from monai_slicenav.experiments.variants import dynamics_variants

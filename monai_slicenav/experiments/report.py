@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..io import atomic_write_files, json_bytes
 
-__all__ = ["paired_lines", "summary", "write_results"]
+__all__ = ["IN_CONTEXT", "PAIRED_METRICS", "paired_lines", "summary", "write_results"]
 
 
 def _metrics(rows: Sequence[Mapping]) -> list[str]:
@@ -58,18 +58,23 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
     return f"{mean:+.3f} ± {sd:.3f} ({len(seeds)} seeds: {verdict})"
 
 
+IN_CONTEXT = {"dense_dice_ctx": "dense_dice", "pose_r2_ctx": "pose_r2_last"}  # in-context column: its alone twin
+PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2")
+
+
 def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> list[str]:
     """Paired differences by seed (mean ± sd of the per-seed difference, and whether it exceeds 2 sd): what the
-    context adds to each context encoder's pose probe (``pose_r2_ctx - pose_r2_last``), and ``method`` minus every
-    other row on each probe column both have."""
+    context adds to each context encoder (:data:`IN_CONTEXT` columns minus their alone twins), and ``method`` minus
+    every other row on each of :data:`PAIRED_METRICS` both have."""
     lines = ["## Paired differences by seed", "", "| comparison | metric | difference |", "|---|---|---|"]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     for variant in variants:
-        found = _paired(_per_seed(rows, variant, "pose_r2_ctx"), _per_seed(rows, variant, "pose_r2_last"))
-        if found:
-            lines.append(f"| {variant}: in context - alone | pose_r2 of the last slice | {found} |")
+        for in_context, alone in IN_CONTEXT.items():
+            found = _paired(_per_seed(rows, variant, in_context), _per_seed(rows, variant, alone))
+            if found:
+                lines.append(f"| {variant}: in context - alone | {in_context} - {alone} | {found} |")
     for other in (v for v in variants if v != method):
-        for metric in ("pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2"):
+        for metric in PAIRED_METRICS:
             found = _paired(_per_seed(rows, method, metric), _per_seed(rows, other, metric))
             if found:
                 lines.append(f"| {method} - {other} | {metric} | {found} |")
@@ -129,7 +134,10 @@ def write_results(
         "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
         "`pose_r2_last`: the pose probe of the last slice of walks in the pretraining regime from its features "
         "alone; `pose_r2_ctx` (context encoders): the same slice's features in the context of the 7 slices and "
-        "actions before it; their difference is what the context adds. "
+        "actions before it; their difference is what the context adds. `dense_dice`: the primary metric, a linear "
+        "voxel classifier of the five Harvard-Oxford lobes on the frozen lifted features, fitted on MNI152 and "
+        "scored on ICBM 2009c (one labelling on both sides, deterministic given the encoder); `dense_dice_ctx` "
+        "(context encoders): the same with each slice seen with its neighbours (bidirectional context). "
         "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
         "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
         "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_true_warp` "
