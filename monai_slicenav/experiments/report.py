@@ -50,11 +50,8 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
         return None
     mean, sd = _mean_sd([first[s] - second[s] for s in seeds])
     if len(seeds) < 2:
-        verdict = "one seed: no spread"
-    elif abs(mean) > 2 * sd:
-        verdict = "higher" if mean > 0 else "lower"
-    else:
-        verdict = "within 2 sd"
+        return f"{mean:+.3f} (1 seed: no spread)"
+    verdict = ("higher" if mean > 0 else "lower") if abs(mean) > 2 * sd else "within 2 sd"
     return f"{mean:+.3f} ± {sd:.3f} ({len(seeds)} seeds: {verdict})"
 
 
