@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..io import atomic_write_files, json_bytes
 
-__all__ = ["IN_CONTEXT", "PAIRED_METRICS", "paired_lines", "summary", "write_results"]
+__all__ = ["IN_CONTEXT", "PAIRED_METRICS", "paired_lines", "results_figure", "summary", "write_results"]
 
 
 def _metrics(rows: Sequence[Mapping]) -> list[str]:
@@ -78,6 +78,57 @@ def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> l
     return lines if len(lines) > 4 else []
 
 
+def results_figure(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> bytes:
+    """``results.png``: a panel per metric that has data (each seed a point, the mean ± sd a bar beside it), then a
+    panel per :data:`PAIRED_METRICS` column of the paired difference ``method`` minus every other row (mean ± sd
+    over the seeds both have; the dashed line is no difference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    shown = [m for m in _metrics(rows) if any(_per_seed(rows, v, m) for v in variants)]
+    paired = {
+        metric: {o: _per_seed(rows, method, metric).keys() & _per_seed(rows, o, metric).keys() for o in variants}
+        for metric in PAIRED_METRICS
+        if method in variants
+    }
+    paired = {m: {o: seeds for o, seeds in others.items() if seeds and o != method} for m, others in paired.items()}
+    paired = {m: others for m, others in paired.items() if others}
+    panels = [("metric", m) for m in shown] + [("paired", m) for m in paired]
+    columns = min(4, len(panels)) or 1
+    figure, axes = plt.subplots(
+        -(-len(panels) // columns), columns, figsize=(4.0 * columns, 3.4 * -(-len(panels) // columns)), squeeze=False
+    )
+    for axis, (kind, metric) in zip(axes.flat, panels, strict=False):
+        if kind == "metric":
+            for x, variant in enumerate(variants):
+                values = list(_per_seed(rows, variant, metric).values())
+                if values:
+                    mean, sd = _mean_sd(values)
+                    axis.plot([x - 0.15] * len(values), values, "o", markersize=3, color="grey")
+                    axis.errorbar([x + 0.1], [mean], yerr=[sd], fmt="s", markersize=4, capsize=3)
+            axis.set_xticks(range(len(variants)), variants, rotation=60, ha="right", fontsize=7)
+            axis.set_title(metric, fontsize=9)
+        else:
+            others = list(paired[metric])
+            for x, other in enumerate(others):
+                first, second = _per_seed(rows, method, metric), _per_seed(rows, other, metric)
+                mean, sd = _mean_sd([first[s] - second[s] for s in sorted(paired[metric][other])])
+                axis.errorbar([x], [mean], yerr=[sd], fmt="o", capsize=3)
+            axis.axhline(0.0, linestyle="--", color="grey", linewidth=0.8)
+            axis.set_xticks(range(len(others)), others, rotation=60, ha="right", fontsize=7)
+            axis.set_title(f"{method} minus row: {metric}", fontsize=9)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    picture = io.BytesIO()
+    figure.savefig(picture, format="png", dpi=100)
+    plt.close(figure)
+    return picture.getvalue()
+
+
 def write_results(
     out: Path,
     rows: list[dict],
@@ -90,12 +141,7 @@ def write_results(
 ) -> None:
     """Write the report of ``rows`` under ``out`` (see the module docstring); ``reference`` is the intensity
     registration cell, ``evaluation_volumes`` says which volumes each task used."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import monai
-    import numpy
-    from matplotlib import pyplot as plt
 
     metrics, table_of = _metrics(rows), summary(rows)
     table = io.StringIO()
@@ -146,18 +192,7 @@ def write_results(
     ]
     paired = paired_lines(rows)
     lines += ["", *paired] if paired else []
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
-    for axis, metric in zip(numpy.atleast_1d(axes), metrics, strict=True):
-        names = list(table_of)
-        axis.bar(
-            range(len(names)), [table_of[n][metric][0] for n in names], yerr=[table_of[n][metric][1] for n in names]
-        )
-        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        axis.set_title(metric, fontsize=9)
-    figure.tight_layout()
-    picture = io.BytesIO()
-    figure.savefig(picture, format="png", dpi=100)
-    plt.close(figure)
+    picture = results_figure(rows)
     record = {
         "budget": budget,
         "settings": settings,
@@ -172,7 +207,7 @@ def write_results(
         {
             out / "results.csv": table.getvalue().encode(),
             out / "results.md": ("\n".join(lines) + "\n").encode(),
-            out / "results.png": picture.getvalue(),
+            out / "results.png": picture,
             out / "run.json": json_bytes(record),
         }
     )
