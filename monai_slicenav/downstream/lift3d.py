@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,7 +129,10 @@ class Lift3D(nn.Module):
             ValueError: when the in-plane voxels are not square (resample the volume first, e.g. ``Spacingd``).
         """
         affine = getattr(x, "affine", None)
-        affine = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+        if affine is None:
+            warnings.warn("Lift3D context: the input has no affine (not a MetaTensor); its voxels are taken as 1 mm.")
+            affine = torch.eye(4)
+        affine = torch.as_tensor(affine, dtype=torch.float64)
         affine = affine[0] if affine.ndim == 3 else affine
         shape = x.shape[2:]
         try:
