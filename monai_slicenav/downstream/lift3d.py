@@ -130,7 +130,8 @@ class Lift3D(nn.Module):
         """
         affine = getattr(x, "affine", None)
         if affine is None:
-            warnings.warn("Lift3D context: the input has no affine (not a MetaTensor); its voxels are taken as 1 mm.")
+            message = "Lift3D context: the input has no affine (not a MetaTensor); its voxels are taken as 1 mm."
+            warnings.warn(message, stacklevel=2)
             affine = torch.eye(4)
         affine = torch.as_tensor(affine, dtype=torch.float64)
         affine = affine[0] if affine.ndim == 3 else affine
