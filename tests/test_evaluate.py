@@ -32,6 +32,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         in_context = trained or row["variant"] == "dynamics_untrained"  # every context encoder, the control too
         assert math.isfinite(float(row["pose_r2_ctx"])) == in_context and math.isfinite(float(row["pose_r2_last"]))
         assert math.isfinite(float(row["dense_dice_ctx"])) == in_context and 0 < float(row["dense_dice"]) < 1
+        assert math.isfinite(float(row["reg_dice_ctx"])) == in_context
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
@@ -41,7 +42,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     assert "| dynamics_aligned: in context - alone |" in (tmp_path / "results.md").read_text()
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
-    assert f"no encoder) | {'— | ' * 9}{reference:.3f} |" in (tmp_path / "results.md").read_text()
+    assert f"no encoder) | {'— | ' * 9}{reference:.3f} | — |" in (tmp_path / "results.md").read_text()
 
     # the control keeps the aligned variant's tokenizer weights under an untrained trunk
     weights = {

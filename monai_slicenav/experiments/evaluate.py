@@ -194,21 +194,29 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
         )
         row[f"seg_dice_n{shots}"] = cell["dice"]
     row["reg_dice"] = _registration(cell_dir, reg_cfg, encoder, weights)["mean_dice_after"]
+    in_context = math.isfinite(row["dense_dice_ctx"])  # a context encoder: the registration with context too
+    reg_ctx = _registration(cell_dir, reg_cfg, encoder, weights, DENSE_CONTEXT) if in_context else None
+    row["reg_dice_ctx"] = reg_ctx["mean_dice_after"] if reg_ctx else math.nan
     return row
 
 
-def _registration(cell_dir: Path, settings: Mapping, encoder: Path | None = None, weights: str = "") -> dict:
-    """The registration cell of the deformed-copy pair: encoder features, or intensities (LNCC) without one."""
+def _registration(
+    cell_dir: Path, settings: Mapping, encoder: Path | None = None, weights: str = "", context: str = "none"
+) -> dict:
+    """The registration cell of the deformed-copy pair: encoder features (seen with ``context``), or intensities
+    (LNCC) without an encoder."""
+    suffix = "" if context == "none" else "_ctx"
 
     def compute() -> dict:
-        config = RegistrationConfig(iterations=settings["iterations"])
+        config = RegistrationConfig(iterations=settings["iterations"], context=context)
         similarity = "features" if encoder is not None else "intensity"
         pair = next(p for p in default_pairs() if p["name"] == REGISTRATION_PAIR)
         return run_registration(
-            pair, cell_dir / "registration", similarity, encoder or "", settings["spacing_mm"], config
+            pair, cell_dir / f"registration{suffix}", similarity, encoder or "", settings["spacing_mm"], config
         )
 
-    return cached(cell_dir / "registration.json", {"w": weights, **settings}, compute)
+    key = {"w": weights, **settings, **({"context": context} if suffix else {})}
+    return cached(cell_dir / f"registration{suffix}.json", key, compute)
 
 
 def _controllability(record: Mapping, cell_dir: Path, settings: Mapping) -> dict:

@@ -55,7 +55,7 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
     return f"{mean:+.3f} ± {sd:.3f} ({len(seeds)} seeds: {verdict})"
 
 
-IN_CONTEXT = {"dense_dice_ctx": "dense_dice", "pose_r2_ctx": "pose_r2_last"}  # in-context column: its alone twin
+IN_CONTEXT = {"dense_dice_ctx": "dense_dice", "pose_r2_ctx": "pose_r2_last", "reg_dice_ctx": "reg_dice"}  # and alone
 PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2")
 
 
@@ -180,7 +180,8 @@ def write_results(
         "actions before it; their difference is what the context adds. `dense_dice`: the primary metric, a linear "
         "voxel classifier of the five Harvard-Oxford lobes on the frozen lifted features, fitted on MNI152 and "
         "scored on ICBM 2009c (one labelling on both sides, deterministic given the encoder); `dense_dice_ctx` "
-        "(context encoders): the same with each slice seen with its neighbours (bidirectional context). "
+        "(context encoders): the same with each slice seen with its neighbours (bidirectional context); "
+        "`reg_dice_ctx` the feature registration with that context. "
         "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
         "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
         "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_true_warp` "
