@@ -12,7 +12,7 @@ import monai_slicenav  # noqa: F401  (registers the backbone)
 from monai_slicenav.downstream.lift3d import DEFAULT_BACKBONE, Lift3D, SliceNavBackbone, register_backbone
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
 from monai_slicenav.export import export_encoder
-from monai_slicenav.geometry import relative
+from monai_slicenav.geometry import compose_actions, relative
 from monai_slicenav.networks import TokenizerConfig, VolumeMAEConfig
 from monai_slicenav.volume import voxel_slice_pose
 
@@ -181,3 +181,18 @@ def test_context_backbones_segment_and_register(tmp_path):
                        decoder_channels=(16, 8, 8))  # fmt: skip
     assert net.encoder.context == "bidirectional"
     assert net(_oblique_volume()).shape == (1, 3, 32, 32, 16)
+
+
+def test_a_context_stride_makes_trajectories_of_every_kth_slice():
+    volume = _oblique_volume()
+    lift = Lift3D(_context_encoder(), context="causal", context_stride=2)
+    before = _coarse(lift, volume)
+    for changed, moves in ((6, True), (7, False)):  # slice 8's trajectory holds slices 0, 2, 4, 6, 8, ...
+        edited = volume.clone()
+        edited[..., changed] = torch.rand(32, 32, generator=torch.Generator().manual_seed(changed))
+        assert (not torch.allclose(_coarse(lift, edited)[:, :, 8], before[:, :, 8])) == moves, changed
+    one_step = Lift3D(_context_encoder(), context="causal").slice_action(volume)
+    two_steps = compose_actions(one_step, one_step)
+    torch.testing.assert_close(two_steps[:3], 2 * one_step[:3])  # a scroll of two voxels
+    with pytest.raises(ValueError, match="context_stride"):
+        Lift3D(_context_encoder(), context="causal", context_stride=0)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..encoders import SliceEncoder, load_encoder, load_into, load_state_dict
-from ..geometry import invert_action, relative
+from ..geometry import compose_actions, invert_action, relative
 from ..networks.tokenizer import TokenizerConfig
 from ..volume import voxel_slice_pose
 
@@ -63,13 +63,22 @@ class Lift3D(nn.Module):
             from the volume's affine: one voxel along the normal); ``"bidirectional"`` the mean of that and the same
             over the reversed slices (the inverse actions). The trunk runs over the whole depth in trajectories of
             its ``max_context`` slices overlapping by half, so a window's first slice has context too.
+        context_stride: with a context, the trajectories hold every ``context_stride``-th slice (steps of that many
+            voxels, nearer the pretraining regime's step sizes than one voxel); each residue of the stride forms its
+            own trajectories. Defaults to 1 (neighbouring slices).
 
     Raises:
         ValueError: for a bad axis, window or context, or a context mode with an encoder that has no trunk.
     """
 
     def __init__(
-        self, encoder: nn.Module, axis: int = 2, window: int = 8, frozen: bool = True, context: str = "none"
+        self,
+        encoder: nn.Module,
+        axis: int = 2,
+        window: int = 8,
+        frozen: bool = True,
+        context: str = "none",
+        context_stride: int = 1,
     ) -> None:
         super().__init__()
         if axis not in (0, 1, 2):
@@ -81,7 +90,10 @@ class Lift3D(nn.Module):
                 f"context={context!r} needs a context encoder (a dynamics variant's encoder), got "
                 f"{type(encoder).__name__}; use context='none'."
             )
+        if int(context_stride) < 1:
+            raise ValueError(f"context_stride must be >= 1, got {context_stride}.")
         self.encoder, self.axis, self.frozen, self.context = encoder, axis, frozen, context
+        self.context_stride = int(context_stride)
         self.channels = tuple(encoder.pyramid_channels)
         self.strides = tuple(2 ** (k + 1) for k in range(len(self.channels)))
         self.volumetric = getattr(encoder, "spatial_dims", 2) == 3
@@ -158,11 +170,23 @@ class Lift3D(nn.Module):
         return torch.cat(pieces, dim=1)
 
     def _context_grid(self, latents: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        forward = self._run(self._in_context, latents, step)
-        if self.context == "causal":
-            return forward
-        backward = self._run(self._in_context, latents.flip(1), invert_action(step)).flip(1)
-        return 0.5 * (forward + backward)
+        """Trunk features (B, D, width, h, w) of every slice in its context: slices ``context_stride`` apart form
+        one trajectory (its action the composition of that many steps), each residue of the stride its own."""
+        stride = self.context_stride
+        stride_step = step
+        for _ in range(stride - 1):
+            stride_step = compose_actions(stride_step, step)
+        grid = None
+        for residue in range(min(stride, latents.shape[1])):
+            sub = latents[:, residue::stride]
+            features = self._run(self._in_context, sub, stride_step)
+            if self.context == "bidirectional":
+                backward = self._run(self._in_context, sub.flip(1), invert_action(stride_step)).flip(1)
+                features = 0.5 * (features + backward)
+            if grid is None:
+                grid = features.new_zeros(latents.shape[0], latents.shape[1], *features.shape[2:])
+            grid[:, residue::stride] = features
+        return grid
 
     def slice_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-slice features of volumes (B, C, X, Y, Z) before the depth embedding and reduction: per level

@@ -70,18 +70,20 @@ def dense_probe(
     cases: Sequence[Mapping] | None = None,
     spacing_mm: float = 3.0,
     context: str = "none",
+    context_stride: int = 1,
     stride: int = 2,
     alpha: float = 10.0,
 ) -> dict[str, float]:
     """The dense probe of ``encoder`` (see the module docstring): fitted on ``cases[0]``, scored on ``cases[1]``
-    (default: :func:`dense_probe_cases`), with ``context`` for a context encoder (as in :class:`Lift3D`).
+    (default: :func:`dense_probe_cases`), with ``context`` and ``context_stride`` for a context encoder (as in
+    :class:`Lift3D`); training voxels on a lattice of ``stride``.
 
     Returns:
         ``dense_dice`` (mean over the five lobes, inside the labelled voxels of the scored case) and
         ``dense_dice_<k>`` per lobe k.
     """
     cases = cases if cases is not None else dense_probe_cases(spacing_mm)
-    lift = Lift3D(encoder, context=context).eval()
+    lift = Lift3D(encoder, context=context, context_stride=context_stride).eval()
     fit_case, test_case = cases
     rows, classes = _voxels(lifted_features(lift, fit_case["image"]), fit_case["label"], stride)
     targets = nn.functional.one_hot(classes - 1, _LOBES).float()
