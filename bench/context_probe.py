@@ -37,6 +37,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", default="small", choices=sorted(BUDGETS))
     parser.add_argument("--out", default="runs/context_probe")
+    parser.add_argument(
+        "--dense_contexts",
+        nargs="+",
+        default=[f"{DENSE_CONTEXT}:1"],
+        help="context candidates of the dense probe as MODE:STRIDE (Lift3D context and context_stride); the first "
+        "is reported as dense_dice_ctx, every one as dense_dice_<mode>_s<stride>",
+    )
     args = parser.parse_args()
     settings, out = BUDGETS[args.budget], Path(args.out)
     probe_sets: dict = {}
@@ -57,16 +64,20 @@ def main() -> None:
         for name, path in encoders.items():
             model = load_encoder(path).eval()
             scores = {**context_scores(model, train, test), "dense_dice": dense_probe(model, cases)["dense_dice"]}
-            in_context = hasattr(model, "context_features")
-            scores["dense_dice_ctx"] = (
-                dense_probe(model, cases, context=DENSE_CONTEXT)["dense_dice"] if in_context else float("nan")
-            )
+            for rank, candidate in enumerate(args.dense_contexts):
+                mode, stride = candidate.split(":")
+                value = float("nan")
+                if hasattr(model, "context_features"):
+                    value = dense_probe(model, cases, context=mode, context_stride=int(stride))["dense_dice"]
+                scores[f"dense_dice_{mode}_s{stride}"] = value
+                if rank == 0:
+                    scores["dense_dice_ctx"] = value
             rows.append({"variant": name, "seed": seed, **scores})
             print(f"seed {seed} {name}: {scores}", flush=True)
     print(f"\npixel baseline (8 x 8 mean intensities of the same last slices): pose_r2_last {pixels:.3f}")
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
-        for metric in ("dense_dice", "dense_dice_ctx", "pose_r2_last", "pose_r2_ctx"):
+        for metric in [k for k in mine[0] if k not in ("variant", "seed")]:
             values = [r[metric] for r in mine]
             if all(v == v for v in values):
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
