@@ -4,8 +4,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
+from monai_slicenav.encoders import ContextEncoder, VolumeEncoder, expand_input_channels, input_channels, load_encoder
 from monai_slicenav.export import SliceEncoder, export_encoder, load_state_dict, strip_prefixes
-from monai_slicenav.networks import SliceTokenizer
+from monai_slicenav.networks import SliceTokenizer, TokenizerConfig, VolumeMAEConfig
 
 TINY = {"channels": (8, 16), "num_res_units": 1, "fsq_levels": (5, 4, 3)}
 
@@ -106,3 +107,26 @@ def test_missing_and_bad_files(exported, tmp_path):
     weights.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable torch checkpoint"):
         load_state_dict(weights)
+
+
+@pytest.mark.parametrize("kind", ["slice", "context", "volume"])
+def test_a_single_channel_encoder_reads_c_channels(kind, tmp_path):
+    """Mean mode: C copies of one image give exactly the single-channel features; the expanded encoder exports and
+    loads as a C-channel one."""
+    torch.manual_seed(0)
+    tokenizer = TokenizerConfig(channels=(8, 16, 16))
+    dynamics = {"latent_dim": 4, "grid_size": (2, 2), "max_steps": 4, "patch": 2, "width": 16, "depth": 1, "heads": 2}
+    encoder = {
+        "slice": lambda: SliceEncoder(tokenizer),
+        "context": lambda: ContextEncoder(tokenizer, dynamics),
+        "volume": lambda: VolumeEncoder(VolumeMAEConfig(channels=(8, 16, 16))),
+    }[kind]().eval()
+    wide = expand_input_channels(encoder, 4)
+    x = torch.rand(2, 1, *((16, 16, 16) if kind == "volume" else (32, 32)))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x.expand(-1, 4, *x.shape[2:])), encoder(x))
+        export_encoder(wide, tmp_path / "wide")
+        torch.testing.assert_close(load_encoder(tmp_path / "wide")(x.repeat(1, 4, *(1,) * (x.ndim - 2))), encoder(x))
+    assert input_channels(load_encoder(tmp_path / "wide")) == 4
+    with pytest.raises(ValueError, match="single-channel"):
+        expand_input_channels(wide, 2)

@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 import monai_slicenav  # noqa: F401  (registers the backbone)
 from monai_slicenav.downstream.lift3d import DEFAULT_BACKBONE, Lift3D, SliceNavBackbone, register_backbone
-from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder, VolumeEncoder, input_channels
 from monai_slicenav.export import export_encoder
 from monai_slicenav.geometry import compose_actions, relative
 from monai_slicenav.networks import TokenizerConfig, VolumeMAEConfig
@@ -102,8 +102,10 @@ def test_volume_encoders_pass_through_and_bad_arguments(tmp_path):
     backbone = SliceNavBackbone(encoder_path=tmp_path, pretrained=True)
     levels = backbone(torch.rand(1, 1, 16, 16, 16))
     assert [tuple(f.shape) for f in levels] == [(1, 4, 8, 8, 8), (1, 8, 4, 4, 4)]
+    assert input_channels(SliceNavBackbone(in_channels=2).encoder) == 2  # one channel spread over two
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16), in_channels=2)), tmp_path / "two_channels")
     with pytest.raises(ValueError, match="in_channels"):
-        SliceNavBackbone(in_channels=2)
+        SliceNavBackbone(in_channels=3, encoder_path=tmp_path / "two_channels")
     with pytest.raises(ValueError, match="encoder_path"):
         SliceNavBackbone(pretrained=True)
     with pytest.raises(ValueError, match="window"):
@@ -196,3 +198,19 @@ def test_a_context_stride_makes_trajectories_of_every_kth_slice():
     torch.testing.assert_close(two_steps[:3], 2 * one_step[:3])  # a scroll of two voxels
     with pytest.raises(ValueError, match="context_stride"):
         Lift3D(_context_encoder(), context="causal", context_stride=0)
+
+
+def test_a_single_channel_export_backs_a_four_channel_unet(tmp_path):
+    """BraTS-like inputs (T1, T1ce, T2, FLAIR) on weights pretrained on one contrast: the backbone spreads the first
+    convolution over the four channels, so four copies of one image give that image's single-channel features."""
+    torch.manual_seed(0)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), tmp_path / "encoder")
+    name = register_backbone("slicenav-four-channels-test", tmp_path / "encoder")
+    net = FlexibleUNet(in_channels=4, out_channels=3, backbone=name, pretrained=True, spatial_dims=3,
+                       decoder_channels=(16, 8, 8)).eval()  # fmt: skip
+    single = Lift3D(SliceEncoder.from_pretrained(tmp_path / "encoder")).eval()
+    x = torch.rand(1, 1, 32, 32, 16)
+    with torch.no_grad():
+        four = net.encoder.slice_features(x.expand(-1, 4, -1, -1, -1))
+        torch.testing.assert_close(four[-1], single.slice_features(x)[-1])
+        assert net(x.expand(-1, 4, -1, -1, -1)).shape == (1, 3, 32, 32, 16)

@@ -35,7 +35,7 @@ from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..encoders import SliceEncoder, load_encoder, load_into, load_state_dict
+from ..encoders import SliceEncoder, expand_input_channels, input_channels, load_encoder, load_into, load_state_dict
 from ..geometry import compose_actions, invert_action, relative
 from ..networks.tokenizer import TokenizerConfig
 from ..volume import voxel_slice_pose
@@ -259,7 +259,8 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
 
     Args:
         spatial_dims: 3 (lifted through :class:`Lift3D`) or 2 (the 2D encoder as it is, for 2D U-Nets).
-        in_channels: must equal the encoder's input channels.
+        in_channels: the image channels; a single-channel encoder takes C > 1 through
+            :func:`~monai_slicenav.encoders.expand_input_channels` (its first convolution averaged over them).
         pretrained: load the weights of ``encoder_path`` (else only its architecture is used, randomly
             initialised).
         encoder_path: an exported encoder folder; empty: the default tokenizer encoder architecture.
@@ -294,8 +295,13 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
                 encoder = type(encoder)(**encoder.arguments())  # the architecture, randomly initialised
         else:
             encoder = SliceEncoder(TokenizerConfig())
-        expected = _in_channels(encoder)
-        if in_channels != expected:
+        expected = input_channels(encoder)
+        if in_channels != expected and expected == 1:  # one contrast's weights on C contrasts (e.g. BraTS's four)
+            encoder = expand_input_channels(encoder, in_channels)
+            logger.info(
+                "the single-channel encoder reads %d channels (first convolution averaged over them)", in_channels
+            )
+        elif in_channels != expected:
             raise ValueError(f"The encoder reads {expected} input channel(s), got in_channels={in_channels}.")
         encoder_dims = getattr(encoder, "spatial_dims", 2)
         if spatial_dims not in (2, 3) or (spatial_dims == 2 and encoder_dims == 3):
@@ -337,11 +343,6 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         return list(cls.names)
 
 
-def _in_channels(encoder: nn.Module) -> int:
-    config = getattr(encoder, "config", None) or encoder.tokenizer_config
-    return int(config.in_channels)
-
-
 def register_backbone(
     name: str,
     encoder_path: str | os.PathLike,
@@ -360,7 +361,7 @@ def register_backbone(
     encoder = load_encoder(encoder_path)
     parameters = {
         "spatial_dims": 3,
-        "in_channels": _in_channels(encoder),
+        "in_channels": input_channels(encoder),
         "pretrained": False,
         "encoder_path": str(encoder_path),
         "axis": axis,

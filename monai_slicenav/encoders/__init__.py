@@ -7,6 +7,7 @@ bundle folder).
 
 from .architectures import ContextEncoder, SliceEncoder, VolumeEncoder, encoders_of
 from .bundles import export_from_bundle
+from .channels import CHANNEL_MODES, expand_input_channels, input_channels
 from .record import (
     ENCODER_ARCHITECTURES,
     EXPORT_FORMAT,
@@ -27,6 +28,9 @@ __all__ = [
     "VolumeEncoder",
     "encoders_of",
     "export_from_bundle",
+    "CHANNEL_MODES",
+    "expand_input_channels",
+    "input_channels",
     "ENCODER_ARCHITECTURES",
     "EXPORT_FORMAT",
     "MAX_ENCODER_PARAMETERS",
