@@ -130,3 +130,30 @@ def test_a_single_channel_encoder_reads_c_channels(kind, tmp_path):
     assert input_channels(load_encoder(tmp_path / "wide")) == 4
     with pytest.raises(ValueError, match="single-channel"):
         expand_input_channels(wide, 2)
+
+
+def test_load_encoder_takes_c_channels_and_a_four_channel_unet_finetunes(tmp_path):
+    from monai.networks.nets import FlexibleUNet
+
+    from monai_slicenav.downstream.lift3d import register_backbone
+
+    torch.manual_seed(0)
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16, 16))).eval()
+    export_encoder(encoder, tmp_path / "encoder")
+    four = load_encoder(tmp_path / "encoder", in_channels=4).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(four(x.expand(-1, 4, -1, -1)), encoder(x))
+    net = FlexibleUNet(in_channels=4, out_channels=2, spatial_dims=3, pretrained=True, decoder_channels=(8, 8, 8),
+                       backbone=register_backbone("slicenav-finetune-test", tmp_path / "encoder"))  # fmt: skip
+    volume = torch.rand(1, 4, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    target = (volume[:, :1] > 0.5).long()[:, 0]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(net(volume), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_write_files, json_bytes, read_json_object
+from .channels import expand_input_channels, input_channels
 from .weights import load_into, load_state_dict, non_finite_keys
 
 __all__ = [
@@ -51,14 +52,18 @@ def register_architecture(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
-def load_encoder(path: str | os.PathLike, strict: bool = True, map_location: str = "cpu") -> nn.Module:
+def load_encoder(
+    path: str | os.PathLike, strict: bool = True, map_location: str = "cpu", in_channels: int | None = None
+) -> nn.Module:
     """Rebuild an exported encoder (any registered architecture) from a folder holding ``encoder.pt`` and
-    ``encoder.json`` (or either file).
+    ``encoder.json`` (or either file). ``in_channels`` > 1 on a single-channel export spreads its first convolution
+    over that many input channels (:func:`~monai_slicenav.encoders.expand_input_channels`, mean mode).
 
     Raises:
         FileNotFoundError: when a file is missing.
         ValueError: for an unknown architecture or format, a file that is not a plain state dict of tensors
-            (pickled objects are refused), or missing/unexpected keys when ``strict`` (all named).
+            (pickled objects are refused), missing/unexpected keys when ``strict`` (all named), or an
+            ``in_channels`` the export cannot take.
     """
     weights, meta = export_paths(path)
     missing = [str(p) for p in (weights, meta) if not p.is_file()]
@@ -67,6 +72,8 @@ def load_encoder(path: str | os.PathLike, strict: bool = True, map_location: str
     record = read_record(meta)
     model = _build_checked(ENCODER_ARCHITECTURES[record["architecture"]], record.get("arguments", {}), meta)
     load_into(model, load_state_dict(weights, map_location=map_location), strict, str(weights))
+    if in_channels is not None and int(in_channels) != input_channels(model):
+        model = expand_input_channels(model, int(in_channels))
     return model
 
 
