@@ -36,12 +36,8 @@ class _Exported(nn.Module):
     architecture = ""
     spatial_dims = 2
     export_name = "encoder"  # models/<export_name>/ of a training run
-    cut_from: tuple[type[nn.Module], ...] = ()  # the training networks this encoder is cut from
-
-    @classmethod
-    def cut(cls, network: nn.Module) -> nn.Module:
-        """This encoder of a trained network of one of the ``cut_from`` classes (weights copied)."""
-        raise NotImplementedError
+    cut_from: tuple[type[nn.Module], ...] = ()  # the training networks this encoder is cut from (each class with
+    # training networks here defines ``cut(network)``: this encoder of one of them, weights copied)
 
     @property
     def pyramid_channels(self) -> tuple[int, ...]:

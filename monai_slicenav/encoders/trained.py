@@ -113,15 +113,18 @@ def trained_network(source: str | os.PathLike, load_weights: bool = False) -> nn
             f"{source}: no trained model to rebuild ({record_path} is missing); train the bundle first, or pass the "
             "bundle root of a trained one as --bundle_root."
         )
-    network = _training_network(read_record(record_path), record_path, models / "model.pt")
-    if load_weights:
-        load_into(network, load_state_dict(models / "model.pt"), True, str(models / "model.pt"))
+    weights = models / "model.pt"
+    state = load_state_dict(weights) if load_weights else None
+    network = _training_network(read_record(record_path), record_path, weights, state)
+    if state is not None:
+        load_into(network, state, True, str(weights))
     return network
 
 
-def _training_network(record: dict, record_path: Path, weights: Path) -> nn.Module:
+def _training_network(record: dict, record_path: Path, weights: Path, state: dict | None = None) -> nn.Module:
     """The training network an exported record was cut from: built from ``arguments.config`` with each class the
-    architecture names in ``cut_from``; where several build, the one whose keys are those of ``weights``."""
+    architecture names in ``cut_from``; where several build, the one whose keys are those of ``weights`` (``state``:
+    those weights, already read)."""
     architecture = ENCODER_ARCHITECTURES.get(record["architecture"])
     config = record.get("arguments", {}).get("config")
     if not isinstance(config, dict):
@@ -137,7 +140,7 @@ def _training_network(record: dict, record_path: Path, weights: Path) -> nn.Modu
         raise ValueError(f"{record_path}: architecture {record['architecture']!r} does not build ({reason}).")
     if len(built) == 1:
         return built[0]
-    keys = set(load_state_dict(weights))
+    keys = set(state if state is not None else load_state_dict(weights))
     matching = [network for network in built if set(network.state_dict()) == keys]
     if not matching:
         names = [type(network).__name__ for network in built]
