@@ -19,6 +19,8 @@ __all__ = [
     "MIN_VOXEL_MM",
     "INTENSITY_PERCENTILES",
     "scale_intensity",
+    "STORED_LEVELS",
+    "level_boundary",
     "check_scan",
     "centred_affine",
     "as_volume",
@@ -35,6 +37,15 @@ _MIN_DETERMINANT = 1e-9
 
 # The one intensity rule of the package: real scans and synthetic appearances alike map these percentiles to 0 and 1.
 INTENSITY_PERCENTILES = (0.5, 99.5)
+
+# Levels of a [0, 1] image in the compact volume store (uint8; error at most 1 / 510).
+STORED_LEVELS = 255
+
+
+def level_boundary(threshold: float) -> float:
+    """``threshold`` in [0, 1] moved to the nearest boundary between two stored intensity levels (at most 1 / 510
+    away), so that ``image > threshold`` is reproduced exactly from the stored image and a mask need not be stored."""
+    return (float(np.floor(float(threshold) * STORED_LEVELS)) + 0.5) / STORED_LEVELS
 
 
 def scale_intensity(image: torch.Tensor, percentiles: Sequence[float] = INTENSITY_PERCENTILES) -> torch.Tensor:

@@ -195,6 +195,49 @@ def test_two_process_torchrun_on_cpu(tmp_path):
     assert SliceEncoder.from_pretrained(tmp_path / "models" / "encoder") is not None
 
 
+def two_node_launch(tmp_path, port: int, overrides: dict) -> list[subprocess.CompletedProcess]:
+    """The README's two-machine command, run as two ``torchrun --nnodes 2`` launches on this machine (gloo)."""
+    configs = [*CONFIGS["config_file"], str(BUNDLE / "configs" / "multi_gpu_train.yaml")]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+        "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "slicenav-test",
+        "-m", "monai.bundle", "run", "--config_file", str(configs), "--meta_file", CONFIGS["meta_file"],
+        "--bundle_root", str(tmp_path), *[item for k, v in overrides.items() for item in (f"--{k}", str(v))],
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)]
+    nodes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+    return [subprocess.CompletedProcess(n.args, n.wait(timeout=600), n.stdout.read()) for n in nodes]
+
+
+def test_two_node_torchrun_trains_resumes_and_exports_once_storing_each_scan_once(tmp_path):
+    import socket
+
+    from monai_slicenav.data.store import read_entry
+
+    from .test_volume_store import scan_folder
+
+    folder = scan_folder(tmp_path, 4)
+    overrides = {**TINY, "data": str(folder), "val_fraction": 0.25, "max_epochs": 1, "val_interval": 1}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stamps = {}
+    for run, extra in enumerate(({}, {"resume": True, "max_epochs": 2})):
+        nodes = two_node_launch(tmp_path, port + run, {**overrides, **extra})
+        assert [n.returncode for n in nodes] == [0, 0], nodes[0].stdout[-3000:] + nodes[1].stdout[-3000:]
+        entries = sorted((tmp_path / "data" / "volume_cache").glob("*.snv"))
+        assert len(entries) == 4  # three training scans and one validation scan, each stored once
+        stamps = stamps or {e.name: e.stat().st_mtime_ns for e in entries}
+        assert {e.name: e.stat().st_mtime_ns for e in entries} == stamps  # the resumed run wrote none again
+        assert all(read_entry(e)["image"].ndim == 4 for e in entries)
+        logged = sorted(node.stdout.count("train_loss") for node in nodes)
+        assert logged == [0, 2]  # one epoch per run, 3 training scans over 2 ranks: 2 iterations, logged by one rank
+    assert [p.name for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=2.pt"]
+    assert SliceEncoder.from_pretrained(tmp_path / "models" / "encoder") is not None
+    assert json.loads((tmp_path / "models" / "training.json").read_text())["hyperparameters"]["max_epochs"] == 2
+
+
 def test_a_small_preset_model_runs_through_the_stock_inference_config(tmp_path):
     """``slicenav pretrain tokenizer_only 4 out --preset small`` trains narrower networks than the bundle's defaults;
     the stock inference.yaml rebuilds that network from the run's own record, with no network override."""

@@ -14,8 +14,10 @@ import torch
 from monai.transforms import Compose, SpatialPadd
 
 from monai_slicenav.data import ScreenedVolumeDataset, describe_data, file_item_hash, preprocessing_hash, user_datalist
+from monai_slicenav.data.store import read_entry
 from monai_slicenav.pack import packed_metadata
 from monai_slicenav.transforms import LoadVolumed, RandSliceTrajectoryd, RenderSlicesd
+from monai_slicenav.volume import STORED_LEVELS
 
 from .helpers import BUNDLES
 from .test_own_scans import ORIENTED, head
@@ -45,9 +47,9 @@ def test_the_cached_copy_equals_a_fresh_load_and_is_read_without_loading(folder,
     items = user_datalist(folder)
     cache = tmp_path / "cache"
     ScreenedVolumeDataset(items, chain(), cache_dir=cache)
-    entries = sorted(cache.glob("*.pt"))
+    entries = sorted(cache.glob("*.snv"))
     assert len(entries) == 3
-    cached = torch.load(entries[0], weights_only=True)  # a plain, safe checkpoint: tensors, affine, file name
+    cached = read_entry(entries[0])  # the compact store: no pickle, no float32 copy
     assert set(cached) >= {"image", "label"} and cached["label"].dtype == torch.uint8
 
     calls = []
@@ -60,14 +62,20 @@ def test_the_cached_copy_equals_a_fresh_load_and_is_read_without_loading(folder,
     fresh_chain.set_random_state(3)
     fresh = fresh_chain(items[1])
     assert not calls
-    assert torch.equal(served["image"], fresh["image"]) and torch.equal(served["poses"], fresh["poses"])
+    assert torch.allclose(served["image"], fresh["image"], atol=0.5 / STORED_LEVELS + 1e-6)  # the stored precision
+    assert torch.allclose(served["poses"], fresh["poses"])
 
 
-def test_a_padded_volume_is_cached_in_a_form_that_loads_safely(folder, tmp_path):
-    padded = Compose([LoadVolumed(foreground_label=True), SpatialPadd("image", (40, 40, 40))])
-    ScreenedVolumeDataset(user_datalist(folder), padded, cache_dir=tmp_path / "cache")
-    for entry in (tmp_path / "cache").glob("*.pt"):
-        assert torch.load(entry, weights_only=True)["image"].shape[1:] == (40, 40, 40)
+def test_a_padded_volume_is_stored_compactly_and_read_back_on_its_grid(folder, tmp_path):
+    padded = Compose([LoadVolumed(foreground_label=True), SpatialPadd(("image", "label"), (40, 40, 40))])
+    dataset = ScreenedVolumeDataset(user_datalist(folder), padded, cache_dir=tmp_path / "cache")
+    for index, item in enumerate(user_datalist(folder)):
+        stored, fresh = dataset[index], padded(item)
+        assert stored["image"].shape == fresh["image"].shape == (1, 40, 40, 40)
+        assert torch.equal(stored["image"].affine, fresh["image"].affine)
+        assert torch.allclose(stored["image"], fresh["image"], atol=0.5 / STORED_LEVELS + 1e-6)
+        assert torch.equal(stored["label"], fresh["label"])
+    assert sum(e.stat().st_size for e in (tmp_path / "cache").glob("*.snv")) < 3 * 40**3 / 4
 
 
 def test_a_replaced_file_or_other_preprocessing_is_not_served_from_the_cache(folder, tmp_path):

@@ -21,7 +21,7 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends
 
-from ..volume import as_volume, check_scan, scale_intensity
+from ..volume import as_volume, check_scan, level_boundary, scale_intensity
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
 __all__ = [
@@ -146,8 +146,11 @@ class LoadVolumed(MapTransform):
         elif source == "file":
             d[self.image_key] = image = scale_intensity(self._read(d["image"]))
             if self.foreground_label:
-                mask = (image.as_tensor() > otsu_threshold(image)).any(dim=0, keepdim=True).to(torch.uint8)
-                d[self.label_key] = MetaTensor(mask, affine=image.affine, meta={"filename_or_obj": d["image"]})
+                threshold = level_boundary(
+                    otsu_threshold(image)
+                )  # reproduced exactly by the volume store's uint8 image
+                mask = (image.as_tensor() > threshold).any(dim=0, keepdim=True).to(torch.uint8)
+                d[self.label_key] = MetaTensor(mask, affine=image.affine, meta={"filename_or_obj": data["image"]})
         else:
             raise ValueError(
                 f"{type(self).__name__}: unknown source {source!r} in item {d.get('name', '?')}; expected "
