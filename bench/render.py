@@ -16,7 +16,11 @@ Prints, per case, medians of several runs in one process and the ratios:
 * ``monai_plane / full``: MONAI ``SpatialResample`` straight onto each slice's (h, w, 1) grid, a fairer per-slice
   baseline, over our full path.
 
-Run: ``python bench/render.py [--repeats 7] [--large]``.
+* with ``--device cuda``: ``render_on_device``'s rendering of a batch (16 volumes of 160^3, 8 slices of 128^2 each)
+  there, against a bare ``grid_sample`` of the same points, with the achieved bytes per second against the device's
+  memory bandwidth.
+
+Run: ``python bench/render.py [--repeats 7] [--large] [--device cuda]``.
 """
 
 from __future__ import annotations
@@ -143,12 +147,63 @@ def run_case(shape: int, steps: int, size: int, repeats: int, monai_repeats: int
     print(f"  ratio monai_plane / full    {t_monai_plane / t_full:8.1f}x")
 
 
+PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}  # HBM, by device name (vendor figures)
+
+
+def device_case(device: str, batch: int, steps: int, size: int, shape: int, repeats: int) -> None:
+    """``render_on_device`` as the trainer runs it: a batch of volumes already on ``device`` rendered at (B, T) poses
+    by one ``render_slices`` call, against a bare ``grid_sample`` of the same points there; the achieved bytes per
+    second (8 float32 neighbours read per pixel plus the pixel written) against the device's memory bandwidth."""
+    from monai_slicenav.transforms import render_slices
+
+    volume = shepp_logan_volume(shape)
+    sampler = RandSliceTrajectory(steps - 1, size, mode="mixed")
+    sampler.set_random_state(0)
+    poses = [sampler(volume)[0] for _ in range(batch)]
+    stacked = Pose(*(torch.stack([getattr(p, f) for p in poses]) for f in ("center", "rotation", "spacing")))
+    volumes = volume.as_tensor()[None].expand(batch, -1, -1, -1, -1).contiguous().to(device)
+    grid = torch.cat([precomputed_grid(volume, p, size) for p in poses]).to(device)
+    affine = volume.affine.to(device)
+    stacked = stacked.to(device=device)
+
+    def synced(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            out = fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return out
+
+        return run
+
+    times = interleaved_medians(
+        {
+            "render": synced(lambda: render_slices(volumes, affine, stacked, (size, size))),
+            "bare": synced(lambda: F.grid_sample(volumes, grid, align_corners=False)),
+        },
+        repeats,
+    )
+    pixels = batch * steps * size * size
+    moved = pixels * (8 + 1) * 4
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    peak = next((v for k, v in PEAK_BANDWIDTH_GBS.items() if k in name), None)
+    print(f"device case on {name}: {batch} volumes of {shape}^3, {steps} slices of {size}^2 each")
+    for label, ms in times.items():
+        rate = moved / (ms / 1000) / 1e9
+        share = f" = {rate / peak:.1%} of {peak:.0f} GB/s" if peak else ""
+        print(f"  {label:7s} {ms:8.2f} ms  {rate:8.1f} GB/s{share}")
+    print(f"  ratio render / bare  {times['render'] / times['bare']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=21, help="timed runs per measurement (median reported)")
     parser.add_argument("--monai-repeats", type=int, default=3, help="timed runs of the slow MONAI baselines")
     parser.add_argument("--large", action="store_true", help="also run 256^3 with 64 slices of 256^2")
+    parser.add_argument("--device", default=None, help="also time render_on_device's rendering there, e.g. cuda")
     args = parser.parse_args()
+    if args.device:
+        device_case(args.device, 16, 8, 128, 160, args.repeats)
+        return
     run_case(160, 32, 128, args.repeats, args.monai_repeats)
     if args.large:
         run_case(256, 64, 256, args.repeats, args.monai_repeats)

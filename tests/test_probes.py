@@ -8,6 +8,7 @@ import torch
 from monai_slicenav.data.phantom import shepp_logan_volume
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder
 from monai_slicenav.experiments.probes import (
+    ContextSet,
     ProbeSet,
     context_scores,
     encode,
@@ -106,19 +107,49 @@ def test_context_walks_end_where_their_targets_say_and_context_changes_the_featu
     assert not torch.allclose(in_context, alone)  # the slices and actions before it reach the last slice
     scores = context_scores(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), [walks], [walks])
     assert math.isnan(scores["pose_r2_ctx"]) and 0 < scores["pose_r2_last"] <= 1  # fitted and scored on one set
+    assert math.isnan(scores["pose_r2_ctx_shuffled"])
+
+
+class _ActionsOnly(torch.nn.Module):
+    """A context 'encoder' whose in-context features are the walk's last action, spread over a 2 x 2 map."""
+
+    max_context = 8
+
+    def context_features(self, *args):  # marks a context encoder for the probes
+        raise NotImplementedError
+
+    def forward(self, walks, actions=None):
+        if actions is None:
+            return walks.mean(1, keepdim=True)
+        last = actions[:, -1, :, None, None].expand(-1, -1, 2, 2)  # (N, 7, 2, 2)
+        return last[:, None].expand(-1, walks.shape[1], -1, -1, -1)
+
+
+def test_the_shuffled_actions_probe_gives_each_walk_another_walks_actions():
+    volume = shepp_logan_volume(48)
+    walks = sample_context_set(volume, 24, slice_size=16, steps=3, seed=1)
+    scores = context_scores(_ActionsOnly(), [walks], [walks], grid=1)
+    assert scores["pose_r2_ctx"] != scores["pose_r2_ctx_shuffled"]
+    shifted = ContextSet(walks.walk, walks.actions.roll(-1, dims=0), walks.pose)
+    again = context_scores(_ActionsOnly(), [shifted], [shifted], grid=1)
+    assert again["pose_r2_ctx_shuffled"] == pytest.approx(scores["pose_r2_ctx"], abs=1e-6)  # the roll undone
 
 
 def test_paired_differences_by_seed():
     from monai_slicenav.experiments.report import paired_lines
 
     rows = [{"variant": "dynamics_aligned", "seed": s, "pose_r2_ctx": 0.3 + 0.01 * s, "pose_r2_last": 0.2,
-             "pose_r2": 0.1, "gap_r2": 0.1} for s in range(3)]  # fmt: skip
+             "pose_r2_ctx_shuffled": 0.29, "pose_r2": 0.1, "gap_r2": 0.1} for s in range(3)]  # fmt: skip
     rows += [{"variant": "tokenizer_only", "seed": s, "pose_r2_ctx": math.nan, "pose_r2_last": 0.25 - 0.01 * s,
               "pose_r2": 0.12 + 0.05 * (s - 1), "gap_r2": 0.2} for s in range(3)]  # fmt: skip
     lines = "\n".join(paired_lines(rows))
     assert (
         "| dynamics_aligned: in context - alone | pose_r2_ctx - pose_r2_last | +0.110 ± 0.010 (3 seeds: higher) |"
         in lines
+    )
+    assert (
+        "| dynamics_aligned: true - shuffled actions | pose_r2_ctx - pose_r2_ctx_shuffled | +0.020 ± 0.010 "
+        "(3 seeds: within 2 sd) |" in lines
     )
     assert "| dynamics_aligned - tokenizer_only | pose_r2_last | -0.040 ± 0.010 (3 seeds: lower) |" in lines
     assert "| dynamics_aligned - tokenizer_only | pose_r2 | -0.020 ± 0.050 (3 seeds: within 2 sd) |" in lines

@@ -42,7 +42,9 @@ __all__ = [
 
 PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
-CONTEXT_PROBE = 1  # version of the probe cell's contents (1: with the in-context pose probe); part of its key
+CONTEXT_PROBE = (
+    2  # version of the probe cell's contents (1: the in-context pose probe; 2: with shuffled actions); its key
+)
 DENSE_CONTEXT = "bidirectional"  # how a context encoder sees the slices in the dense probe's in-context column
 
 
@@ -101,7 +103,8 @@ def probe_cell(encoder: Path, cell_dir: Path, weights: str, probe_cfg: Mapping, 
 
     scores = cached(cell_dir / "probe.json", {"w": weights, "context_probe": CONTEXT_PROBE, **probe_cfg}, compute)
     width = probe_cfg["equal_width"]
-    names = ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}", "pose_r2_last", "pose_r2_ctx")
+    names = ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}", "pose_r2_last", "pose_r2_ctx",
+             "pose_r2_ctx_shuffled")  # fmt: skip
     return {k: scores[k] for k in names}
 
 

@@ -159,9 +159,11 @@ def context_scores(
     grid: int = 2,
 ) -> dict[str, float]:
     """The pose probe of each walk's last slice (R^2 on the test sets after fitting on the training sets), from
-    its features alone (``pose_r2_last``) and, for a context encoder, in the context of the walk
-    (``pose_r2_ctx``; NaN for other encoders): their paired difference is what the context adds. Features are
-    pooled to a ``grid x grid`` layout (``nn.Identity()`` with ``grid=8``: the pixel baseline)."""
+    its features alone (``pose_r2_last``) and, for a context encoder, in the context of the walk (``pose_r2_ctx``)
+    and in the same context with each walk given another walk's actions (``pose_r2_ctx_shuffled``; both NaN for
+    other encoders): ``pose_r2_ctx - pose_r2_last`` is what the context adds, ``pose_r2_ctx -
+    pose_r2_ctx_shuffled`` what the true actions add to it (paired within one encoder: no pretraining spread).
+    Features are pooled to a ``grid x grid`` layout (``nn.Identity()`` with ``grid=8``: the pixel baseline)."""
 
     def joined(sets: Sequence[ContextSet], field: str) -> torch.Tensor:
         return torch.cat([getattr(s, field) for s in sets])
@@ -170,14 +172,19 @@ def context_scores(
         fit = ridge_fit(featurise(train_sets), joined(train_sets, "pose"), alpha)
         return r2_score(fit(featurise(test_sets)), joined(test_sets, "pose"))
 
-    scores = {"pose_r2_last": score(lambda sets: encode(encoder, joined(sets, "walk")[:, -1], grid))}
-    in_context = hasattr(encoder, "context_features")
-    scores["pose_r2_ctx"] = (
-        score(lambda sets: encode_in_context(encoder, joined(sets, "walk"), joined(sets, "actions"), grid))
-        if in_context
-        else float("nan")
-    )
-    return scores
+    def in_context(actions: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        if not hasattr(encoder, "context_features"):
+            return float("nan")
+        return score(
+            lambda sets: encode_in_context(encoder, joined(sets, "walk"), actions(joined(sets, "actions")), grid)
+        )
+
+    return {
+        "pose_r2_last": score(lambda sets: encode(encoder, joined(sets, "walk")[:, -1], grid)),
+        "pose_r2_ctx": in_context(lambda actions: actions),
+        # every walk given the actions of another walk (same regime, wrong alignment), at fitting and scoring
+        "pose_r2_ctx_shuffled": in_context(lambda actions: actions.roll(1, dims=0)),
+    }
 
 
 @torch.no_grad()

@@ -56,20 +56,24 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
 
 
 IN_CONTEXT = {"dense_dice_ctx": "dense_dice", "pose_r2_ctx": "pose_r2_last", "reg_dice_ctx": "reg_dice"}  # and alone
+TRUE_ACTIONS = {"pose_r2_ctx": "pose_r2_ctx_shuffled"}  # in context with the true actions, and with another walk's
+WITHIN_ROW = {"in context - alone": IN_CONTEXT, "true - shuffled actions": TRUE_ACTIONS}  # paired within one encoder
 PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2")
 
 
 def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> list[str]:
-    """Paired differences by seed (mean ± sd of the per-seed difference, and whether it exceeds 2 sd): what the
-    context adds to each context encoder (:data:`IN_CONTEXT` columns minus their alone twins), and ``method`` minus
-    every other row on each of :data:`PAIRED_METRICS` both have."""
+    """Paired differences by seed (mean ± sd of the per-seed difference, and whether it exceeds 2 sd): within each
+    context encoder what the context adds (:data:`IN_CONTEXT` columns minus their alone twins) and what the true
+    actions add to it (:data:`TRUE_ACTIONS`), and ``method`` minus every other row on each of
+    :data:`PAIRED_METRICS` both have."""
     lines = ["## Paired differences by seed", "", "| comparison | metric | difference |", "|---|---|---|"]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     for variant in variants:
-        for in_context, alone in IN_CONTEXT.items():
-            found = _paired(_per_seed(rows, variant, in_context), _per_seed(rows, variant, alone))
-            if found:
-                lines.append(f"| {variant}: in context - alone | {in_context} - {alone} | {found} |")
+        for label, pairs in WITHIN_ROW.items():
+            for first, second in pairs.items():
+                found = _paired(_per_seed(rows, variant, first), _per_seed(rows, variant, second))
+                if found:
+                    lines.append(f"| {variant}: {label} | {first} - {second} | {found} |")
     for other in (v for v in variants if v != method):
         for metric in PAIRED_METRICS:
             found = _paired(_per_seed(rows, method, metric), _per_seed(rows, other, metric))
@@ -177,7 +181,9 @@ def write_results(
         "encoder's features narrowed to 16 principal components, an equal feature count for every encoder. "
         "`pose_r2_last`: the pose probe of the last slice of walks in the pretraining regime from its features "
         "alone; `pose_r2_ctx` (context encoders): the same slice's features in the context of the 7 slices and "
-        "actions before it; their difference is what the context adds. `dense_dice`: the primary metric, a linear "
+        "actions before it; their difference is what the context adds; `pose_r2_ctx_shuffled`: the same with each walk "
+        "given another walk's actions, so `pose_r2_ctx - pose_r2_ctx_shuffled` is what the true actions add. "
+        "`dense_dice`: the primary metric, a linear "
         "voxel classifier of the five Harvard-Oxford lobes on the frozen lifted features, fitted on MNI152 and "
         "scored on ICBM 2009c (one labelling on both sides, deterministic given the encoder); `dense_dice_ctx` "
         "(context encoders): the same with each slice seen with its neighbours (bidirectional context); "

@@ -1,5 +1,6 @@
 """MONAI transforms for slice navigation: array transforms and their dictionary (``...d``) wrappers."""
 
+from .device_render import CropToSlices, CropToSlicesd, collate_volume_crops, slice_renderer
 from .embedded import (
     CheckScan,
     CheckScand,
@@ -66,6 +67,10 @@ __all__ = [
     "RenderSlicesD",
     "RenderSlicesDict",
     "render_slices",
+    "CropToSlices",
+    "CropToSlicesd",
+    "collate_volume_crops",
+    "slice_renderer",
     "world_to_grid",
     "RandSynthAppearance",
     "RandSynthAppearanced",

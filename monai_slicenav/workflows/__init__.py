@@ -14,6 +14,7 @@ from .batches import (
     PrepareSliceAppearances,
     PrepareSlices,
     PrepareTrajectories,
+    RenderOnDevice,
 )
 from .contrastive_handlers import VoxelFeatureWriter, feature_colours
 from .controllability import ControllabilityMeter, ControllabilityMetric, controllability, held_out_controllability
@@ -41,6 +42,7 @@ __all__ = [
     "PrepareAppearances",
     "PrepareSlices",
     "PrepareTrajectories",
+    "RenderOnDevice",
     "PrepareSliceAppearances",
     "ControllabilityMeter",
     "controllability",

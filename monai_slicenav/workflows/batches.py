@@ -12,8 +12,10 @@ from monai.engines.utils import PrepareBatch
 
 from ..geometry import Pose
 from ..networks.volume_mae import mask_volumes
+from ..transforms.device_render import channel_modes
+from ..transforms.render import render_slices
 
-__all__ = ["PrepareSlices", "PrepareTrajectories", "PrepareMaskedVolumes", "PrepareAppearances"]
+__all__ = ["PrepareSlices", "PrepareTrajectories", "PrepareMaskedVolumes", "PrepareAppearances", "RenderOnDevice"]
 
 
 class _PrepareFromKeys(PrepareBatch):
@@ -164,3 +166,60 @@ class PrepareSliceAppearances(PrepareAppearances):
         slices = move(torch.cat([s.flatten(0, 1) for s in stacks[:-1]]).float())
         labels = move(stacks[-1].flatten(0, 1).float()).repeat(len(self.image_keys), 1, 1, 1)
         return slices, torch.cat([slices, labels], dim=1)
+
+
+class RenderOnDevice(PrepareBatch):
+    """A ``prepare_batch`` that renders the slices on the engine's device first, then hands the batch to
+    ``prepare_batch``: the volume crops under ``keys`` that the batch holds (from
+    :class:`~monai_slicenav.transforms.CropToSlicesd`, collated by
+    :func:`~monai_slicenav.transforms.collate_volume_crops`) and the poses under ``pose_key`` are moved to the device
+    and rendered there, one ``grid_sample`` call per key for the whole batch, into the (B, T, C, h, w) stacks that
+    :class:`~monai_slicenav.transforms.RenderSlicesd` would have made in the input chain.
+
+    Args:
+        prepare_batch: the ``prepare_batch`` of the rendered batch (e.g. :class:`PrepareSlices`).
+        spatial_size: slice size (h, w) in pixels.
+        keys: keys of the volume crops. Defaults to ``("image",)``.
+        mode: one per key or one for all, ``{"bilinear", "nearest"}``.
+        pose_key: key of the packed (B, T, 13) poses. Defaults to ``"poses"``.
+
+    Raises:
+        KeyError: when the batch has no poses (a chain without :class:`~monai_slicenav.transforms.CropToSlicesd`,
+            e.g. a 3D bundle, cannot render on the device).
+    """
+
+    def __init__(
+        self,
+        prepare_batch: Callable,
+        spatial_size: Sequence[int] | int,
+        keys: Sequence[str] | str = ("image",),
+        mode: Sequence[str] | str = "bilinear",
+        pose_key: str = "poses",
+    ) -> None:
+        self.prepare_batch = prepare_batch
+        self.spatial_size = spatial_size
+        self.key_modes = channel_modes(keys, mode)
+        self.pose_key = pose_key
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple:
+        present = [(key, mode) for key, mode in self.key_modes if key in batchdata]
+        if self.pose_key not in batchdata or not present:
+            raise KeyError(
+                f"RenderOnDevice: the batch has no poses under {self.pose_key!r} or none of the volumes "
+                f"{[k for k, _ in self.key_modes]} (keys: {list(batchdata)}); render_on_device needs a slice input "
+                "chain (CropToSlicesd)."
+            )
+        batch = dict(batchdata)
+        poses = Pose.from_tensor(torch.as_tensor(batch[self.pose_key]).to(device=device, non_blocking=non_blocking))
+        for key, mode in present:
+            crops = batch[key]
+            affine = crops.affine if crops.affine.ndim == 3 else crops.affine[None]
+            volumes = torch.as_tensor(crops).to(device=device, non_blocking=non_blocking)
+            batch[key] = render_slices(volumes, affine, poses, self.spatial_size, mode=mode)
+        return self.prepare_batch(batch, device, non_blocking, **kwargs)
