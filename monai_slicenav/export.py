@@ -11,9 +11,11 @@ from .encoders import (
     encoders_of,
     export_encoder,
     export_from_bundle,
+    input_contract,
     load_encoder,
     load_into,
     load_state_dict,
+    preprocessing,
     strip_prefixes,
 )
 
@@ -27,8 +29,10 @@ __all__ = [
     "encoders_of",
     "export_encoder",
     "export_from_bundle",
+    "input_contract",
     "load_encoder",
     "load_into",
     "load_state_dict",
+    "preprocessing",
     "strip_prefixes",
 ]

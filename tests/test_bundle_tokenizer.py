@@ -14,6 +14,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
+from monai_slicenav.encoders import training_contract
 from monai_slicenav.experiments.pretrain import PRESETS, pretrain
 from monai_slicenav.export import SliceEncoder, export_encoder, load_state_dict
 from monai_slicenav.networks import SliceTokenizer
@@ -74,7 +75,9 @@ def test_train_workflow_overfits_and_exports(tmp_path):
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(encoder(x), tokenizer.eval().encoder(x))
     assert len(list(models.glob("checkpoint_epoch=*.pt"))) == 1
-    provenance = json.loads((models / "encoder" / "encoder.json").read_text())["provenance"]
+    record = json.loads((models / "encoder" / "encoder.json").read_text())
+    assert record["input"]["contract"] == training_contract()  # what export.preprocessing turns into transforms
+    provenance = record["provenance"]
     version = json.loads(Path(CONFIGS["meta_file"]).read_text())["version"]
     assert provenance["bundle"] == "slicenav_tokenizer" and provenance["version"] == version
     assert provenance["iterations"] == 15 and provenance["data"] == {

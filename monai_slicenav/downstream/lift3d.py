@@ -35,7 +35,16 @@ from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..encoders import SliceEncoder, expand_input_channels, input_channels, load_encoder, load_into, load_state_dict
+from ..encoders import (
+    InputCheck,
+    SliceEncoder,
+    expand_input_channels,
+    input_channels,
+    input_contract,
+    load_encoder,
+    load_into,
+    load_state_dict,
+)
 from ..geometry import compose_actions, invert_action, relative
 from ..networks.tokenizer import TokenizerConfig
 from ..volume import voxel_slice_pose
@@ -93,6 +102,7 @@ class Lift3D(nn.Module):
         if int(context_stride) < 1:
             raise ValueError(f"context_stride must be >= 1, got {context_stride}.")
         self.encoder, self.axis, self.frozen, self.context = encoder, axis, frozen, context
+        self.input_check = InputCheck(input_contract(encoder), type(self).__name__)  # warns once on foreign inputs
         self.context_stride = int(context_stride)
         self.channels = tuple(encoder.pyramid_channels)
         self.strides = tuple(2 ** (k + 1) for k in range(len(self.channels)))
@@ -236,6 +246,7 @@ class Lift3D(nn.Module):
         """
         if x.ndim != 5:
             raise ValueError(f"Lift3D expects volumes (B, C, X, Y, Z), got shape {tuple(x.shape)}.")
+        self.input_check(x)
         if self.volumetric:
             return self.encoder.pyramid(x)
         sides = x.shape[2:]

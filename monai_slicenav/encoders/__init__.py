@@ -8,6 +8,7 @@ bundle folder).
 from .architectures import ContextEncoder, SliceEncoder, VolumeEncoder, encoders_of
 from .bundles import export_from_bundle
 from .channels import CHANNEL_MODES, expand_input_channels, input_channels
+from .contract import InputCheck, input_contract, preprocessing, training_contract
 from .record import (
     ENCODER_ARCHITECTURES,
     EXPORT_FORMAT,
@@ -29,6 +30,10 @@ __all__ = [
     "encoders_of",
     "export_from_bundle",
     "CHANNEL_MODES",
+    "InputCheck",
+    "input_contract",
+    "preprocessing",
+    "training_contract",
     "expand_input_channels",
     "input_channels",
     "ENCODER_ARCHITECTURES",

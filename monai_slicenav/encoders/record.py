@@ -74,6 +74,7 @@ def load_encoder(
     load_into(model, load_state_dict(weights, map_location=map_location), strict, str(weights))
     if in_channels is not None and int(in_channels) != input_channels(model):
         model = expand_input_channels(model, int(in_channels))
+    model.input_spec = dict(record.get("input", {}))  # what its inputs must look like (encoders.input_contract)
     return model
 
 
