@@ -88,3 +88,20 @@ def test_a_bundle_trained_with_rendering_on_the_device_takes_the_same_steps(tmp_
         workflow.finalize()
     assert len(losses[True]) == 3
     np.testing.assert_allclose([float(v) for v in losses[True]], [float(v) for v in losses[False]], rtol=1e-3)
+
+
+def test_the_dynamics_bundle_with_rendering_on_the_device_takes_the_same_steps(tokenizer_bundle, tmp_path):
+    from .helpers import TINY_SLICES, bundle_workflow, record_losses
+
+    runs = {}
+    for on_device in (False, True):
+        flow = bundle_workflow(
+            "slicenav_dynamics", tmp_path / str(on_device), **TINY_SLICES, channels=[8, 16, 16], dynamics_width=32,
+            dynamics_depth=1, tokenizer_dir=str(tokenizer_bundle), max_epochs=2, val_interval=2,
+            render_on_device=on_device,
+        )  # fmt: skip
+        losses = record_losses(flow)
+        metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
+        runs[on_device] = (losses, metrics["ctrl_mse_true"])
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-4)
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-3)

@@ -120,3 +120,22 @@ def test_own_scans_commands_run(tmp_path, monkeypatch, capsys):
         record = json.loads((tmp_path / options["--bundle_root"] / "models" / "encoder" / "encoder.json").read_text())
         data = record["provenance"]["data"]
         assert data["count"] + data["validation_count"] == 2 and data["source"] == "own scans"
+
+
+def test_preprocessing_example_runs(tmp_path):
+    from monai_slicenav.encoders import SliceEncoder, export_encoder, training_contract
+    from monai_slicenav.networks.tokenizer import TokenizerConfig
+
+    export = tmp_path / "encoder"
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(4, 8, 8))), export, {"contract": training_contract()})
+    block = python_block("preprocessing(").replace('"runs/aligned/encoder"', repr(str(export)))
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    image = np.random.default_rng(1).random((12, 10, 8)).astype(np.float32) * 300
+    nib.save(nib.Nifti1Image(image, np.diag([-1.0, 1.0, 1.0, 1.0])), str(tmp_path / "image.nii.gz"))
+    nib.save(
+        nib.Nifti1Image((image > 150).astype(np.float32), np.diag([-1.0, 1, 1, 1])), str(tmp_path / "label.nii.gz")
+    )
+    out = namespace["chain"]({"image": str(tmp_path / "image.nii.gz"), "label": str(tmp_path / "label.nii.gz")})
+    assert float(out["image"].min()) == 0.0 and float(out["image"].max()) == 1.0
+    assert out["image"].affine[0, 0] > 0 and out["label"].affine[0, 0] > 0  # RAS
