@@ -30,6 +30,7 @@ from .transforms import navigate, replay, trajectory_to_dict
 from .visualize import action_caption, slice_grid
 from .volume import scale_intensity
 from .workflows.controllability import describe
+from .zoo import zoo_problems
 
 __all__ = ["DataCLI", "SliceNavCLI", "main"]
 
@@ -273,6 +274,22 @@ class SliceNavCLI:
         version = None if version is None else str(version)
         description = None if description is None else str(description)
         return str(pack_bundle(bundle_dir, out, version=version, description=description))
+
+    def check(self, bundle: str, schema: str | None = None) -> None:
+        """Run the model zoo's checks on a bundle folder or a packed NAME.zip (files, version in the changelog, files
+        over 25 MB listed in large_files.yml, a data licence note where the training data has one); exits 1 when
+        anything is wrong.
+
+        Args:
+            bundle: the bundle folder or NAME.zip.
+            schema: a local copy of the metadata schema, to also run monai.bundle.verify_metadata offline.
+        """
+        problems = zoo_problems(bundle, schema)
+        for problem in problems:
+            print(problem)
+        print(f"{bundle}: {'passes the model zoo checks' if not problems else f'{len(problems)} problems'}")
+        if problems:
+            sys.exit(1)
 
 
 def _listed(lines: str) -> str:

@@ -15,7 +15,7 @@ import yaml
 from .data.manifests import sha256_of
 from .io import atomic_write_bytes, default_file_mode, read_json_object
 
-__all__ = ["LARGE_FILE_BYTES", "bundle_name", "packed_metadata", "trained_config", "pack_bundle"]
+__all__ = ["LARGE_FILE_BYTES", "bundle_name", "packed_metadata", "trained_config", "data_licence_note", "pack_bundle"]
 
 LARGE_FILE_BYTES = 25 * 1024 * 1024  # model-zoo limit for files stored in the archive itself
 _INCLUDED = ("configs", "docs", "models", "LICENSE", "large_files.yml")
@@ -23,6 +23,7 @@ _EXCLUDED_PREFIXES = ("models/checkpoint",)  # training state: local, not for sh
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component: no separators, no "..", no "/"
 _VERSION = re.compile(r"\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?")  # semantic versioning, as the model zoo expects
 TRAINED_CONFIG = "configs/trained.yaml"
+DATA_LICENSE = "docs/data_license.txt"  # the model zoo asks for it where the training data has a licence
 
 
 def bundle_name(bundle_dir: Path) -> str:
@@ -122,7 +123,8 @@ def pack_bundle(
 ) -> Path:
     """Write ``out_dir/NAME.zip`` (``NAME`` from ``configs/metadata.json``) with the bundle's configs, docs, licence
     and weights under ``NAME/``, its metadata from :func:`packed_metadata` and, when the training recorded its
-    hyper-parameters, ``configs/trained.yaml`` (:func:`trained_config`). Files over 25 MB are left out and listed,
+    hyper-parameters, ``configs/trained.yaml`` (:func:`trained_config`), and where the training data carries a licence
+    ``docs/data_license.txt`` (:func:`data_licence_note`). Files over 25 MB are left out and listed,
     with their sha256, in ``large_files.yml`` (fill in each ``url`` with where you host them;
     ``monai.bundle download_large_files`` fetches them). The bundle folder itself is not changed.
 
@@ -141,6 +143,9 @@ def pack_bundle(
     trained = trained_config(bundle_dir)
     if trained is not None:
         generated[TRAINED_CONFIG] = trained
+    licence = data_licence_note(bundle_dir)
+    if licence is not None:
+        generated[DATA_LICENSE] = licence
     files = sorted(
         path
         for entry in _INCLUDED
@@ -161,6 +166,18 @@ def pack_bundle(
             listing = {"large_files": [_large_entry(bundle_dir, path) for path in large]}
             _add(archive, f"{name}/large_files.yml", yaml.safe_dump(listing, sort_keys=False).encode(), mode)
     return atomic_write_bytes(Path(out_dir) / f"{name}.zip", buffer.getvalue())
+
+
+def data_licence_note(bundle_dir: str | os.PathLike) -> bytes | None:
+    """``docs/data_license.txt`` for a bundle whose recorded training data carries licences (a downloaded dataset's
+    manifest, the packaged templates), unless the bundle has its own; None when there is nothing to record."""
+    from .zoo import training_data_licences
+
+    licences = training_data_licences(bundle_dir)
+    if not licences or (Path(bundle_dir) / DATA_LICENSE).is_file():
+        return None
+    lines = ["The weights in this bundle were trained on data under these terms (as its encoder.json records):", ""]
+    return ("\n".join(lines + [f"- {licence}" for licence in licences]) + "\n").encode()
 
 
 def _add(archive: zipfile.ZipFile, member: str, payload: bytes, mode: int) -> None:

@@ -72,3 +72,33 @@ def oblique_affine() -> torch.Tensor:
     affine[:3, :3] = rotation @ torch.diag(torch.tensor([1.2, -0.9, 2.5], dtype=torch.float64))
     affine[:3, 3] = torch.tensor([-30.0, 15.0, 4.0])
     return affine
+
+
+def zoo_network_checks(
+    bundle: str, root: Path, weights: str = "models/model.pt", trace: list[int] | None = None, **overrides
+) -> None:
+    """The model zoo's network checks on a trained ``bundle`` in ``root``: ``verify_net_in_out`` on its inference
+    config's ``network_def`` (input and output as its metadata states) and ``ckpt_export`` of the weights the
+    inference network loads (``weights``) to TorchScript (scripted, or with ``trace`` traced at that input shape),
+    whose output equals the eager network's."""
+    import torch
+    from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+
+    configs = BUNDLES / bundle / "configs"
+    files = {"meta_file": str(configs / "metadata.json"), "config_file": str(configs / "inference.yaml")}
+    verify_net_in_out(net_id="network_def", bundle_root=str(root), n=2, **files, **overrides)
+    exported = {"filepath": str(root / "models" / "model.ts"), "ckpt_file": str(root / weights)}
+    traced = {"use_trace": trace is not None, "input_shape": trace}
+    ckpt_export(net_id="network_def", bundle_root=str(root), **exported, **traced, **files, **overrides)
+    scripted = torch.jit.load(str(root / "models" / "model.ts"))
+    parser = ConfigParser()
+    parser.read_config(files["config_file"])
+    parser.read_meta(files["meta_file"])
+    parser.update({"bundle_root": str(root), **overrides})
+    network = parser.get_parsed_content("network_def").eval()
+    network.load_state_dict(torch.load(root / weights, weights_only=True))
+    shape = parser.get("_meta_#network_data_format#inputs#image#spatial_shape")
+    channels = parser.get("_meta_#network_data_format#inputs#image#num_channels")
+    x = torch.rand(*trace) if trace else torch.rand(1, channels, *[int(s) if str(s).isdigit() else 32 for s in shape])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), network(x))

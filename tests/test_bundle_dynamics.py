@@ -18,7 +18,7 @@ from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import RandSliceTrajectoryd
 from monai_slicenav.workflows import load_tokenizer_weights, trained_navigator
 
-from .helpers import BUNDLES, SCHEMA, TINY_SLICES, bundle_workflow, record_losses, run_workflow
+from .helpers import BUNDLES, SCHEMA, TINY_SLICES, bundle_workflow, record_losses, run_workflow, zoo_network_checks
 
 SMALL_NETS = {"channels": [8, 16, 16], "dynamics_width": 32, "dynamics_depth": 1}
 
@@ -98,6 +98,8 @@ def test_dynamics_bundle_overfits_exports_and_infers(tokenizer_bundle, tmp_path)
     scores = json.loads((out / "rollout.json").read_text())
     assert scores["steps"] == 3 and scores["rollout_latent_mse"][0] == pytest.approx(scores["next_step_latent_mse"][0])
     assert Image.open(out / "rollout.png").size == (3 * 32, 4 * 32)
+    # no zoo_network_checks: SliceNavigator.forward takes a slice stack (B, T, 1, h, w) and the actions between its
+    # slices, where verify_net_in_out and ckpt_export build one image input
 
 
 def test_tokenizer_weights_from_an_export_or_errors(tokenizer_bundle, tmp_path):
@@ -145,6 +147,7 @@ def test_static_volume_bundle_trains_exports_and_infers(tmp_path):
     out = next((tmp_path / "eval" / "inference").iterdir())
     scores = json.loads((out / "reconstruction.json").read_text())
     assert scores["hidden_fraction"] == pytest.approx(0.6, abs=0.05) and 0 <= scores["hidden_mae"] < 1
+    zoo_network_checks("static_volume_baseline", tmp_path, crop_size=32, channels=[8, 16, 16])
 
 
 @pytest.mark.parametrize("bundle", ["slicenav_dynamics", "static_volume_baseline", "voxel_contrastive"])

@@ -17,7 +17,7 @@ from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
 from monai_slicenav.transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed
 
-from .helpers import SCHEMA, configs_dir, run_workflow
+from .helpers import SCHEMA, configs_dir, run_workflow, zoo_network_checks
 from .packaged_data import needs_packaged_data
 
 CONFIGS = configs_dir("slicenav_segmentation")
@@ -128,6 +128,8 @@ def test_train_then_evaluate_writes_dice(tmp_path):
     seg = nib.load(str(tmp_path / "eval" / "inference" / "head" / "head_seg.nii.gz"))
     assert seg.shape == (30, 27, 25) and np.allclose(seg.affine, affine)
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(6))
+    # traced: the lifted backbone's Python control flow (windows, checkpointing) does not script
+    zoo_network_checks("slicenav_segmentation", tmp_path, trace=[1, 1, 32, 32, 32])
 
     # the stock inference config with no setting repeated: the network comes from models/training.json and the
     # bundle's own copy of the encoder export, and segments the same

@@ -104,7 +104,7 @@ def test_the_bundle_trains_exports_the_common_format_and_infers(tmp_path):
     from monai_slicenav.cli import main
     from monai_slicenav.encoders import trained_network
 
-    from .helpers import bundle_workflow, configs_dir, record_losses, run_workflow
+    from .helpers import bundle_workflow, configs_dir, record_losses, run_workflow, zoo_network_checks
 
     flow = bundle_workflow("voxel_contrastive", tmp_path, **TINY_VOXEL)
     losses = record_losses(flow)
@@ -128,6 +128,8 @@ def test_the_bundle_trains_exports_the_common_format_and_infers(tmp_path):
     features = torch.load(out / "features.pt", weights_only=True)
     assert features["features"].shape == (8, 20, 20, 20) and features["stride"] == 2
     assert (out / "features.png").is_file()
+    finest = {"_meta_#network_data_format#outputs#pred#num_channels": TINY_VOXEL["channels"][0]}  # tiny widths
+    zoo_network_checks("voxel_contrastive", tmp_path, "models/encoder/encoder.pt", **finest)
 
 
 def test_pretrain_refuses_unlabelled_scans_for_the_contrastive_variant(tmp_path, capsys):

@@ -38,6 +38,10 @@ class _Exported(nn.Module):
     export_name = "encoder"  # models/<export_name>/ of a training run
     cut_from: tuple[type[nn.Module], ...] = ()  # the training networks this encoder is cut from (each class with
     # training networks here defines ``cut(network)``: this encoder of one of them, weights copied)
+    # TorchScript (the model zoo's export) compiles forward only: the config dataclass, the record's input spec and
+    # the properties read from them stay Python
+    __jit_ignored_attributes__ = ["config", "input_spec"]
+    __jit_unused_properties__ = ["out_channels", "pyramid_channels"]
 
     @property
     def pyramid_channels(self) -> tuple[int, ...]:

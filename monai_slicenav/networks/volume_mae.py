@@ -44,22 +44,28 @@ class VolumeMAEConfig:
 
 
 class VolumeMAE(nn.Module):
-    """(B, C, D, H, W) masked crops -> (B, C, D, H, W) reconstructions (sides multiples of ``2 ** len(channels)``)."""
+    """(B, C, D, H, W) masked crops -> (B, C, D, H, W) reconstructions (sides multiples of ``2 ** len(channels)``).
+    Scriptable (``torch.jit.script``, the model zoo's TorchScript export)."""
+
+    __jit_ignored_attributes__ = ["config"]  # a dataclass TorchScript cannot type; forward reads the copies below
 
     def __init__(self, config: VolumeMAEConfig | None = None, **kwargs) -> None:
         super().__init__()
         if config is not None and kwargs:
             raise TypeError("Give either a VolumeMAEConfig or keyword arguments, not both.")
         self.config = cfg = config if config is not None else VolumeMAEConfig(**kwargs)
+        self.downsample, self.in_channels = cfg.downsample, cfg.in_channels
         self.encoder = ConvEncoderNet(3, cfg.in_channels, cfg.channels, cfg.num_res_units, cfg.latent_dim, cfg.norm)
         self.decoder = ConvDecoderNet(3, cfg.in_channels, cfg.channels, cfg.num_res_units, cfg.latent_dim, cfg.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.config.downsample
-        if x.ndim != 5 or x.shape[1] != self.config.in_channels or any(s % f for s in x.shape[2:]):
+        f = self.downsample
+        fits = x.ndim == 5 and x.shape[1] == self.in_channels
+        for side in x.shape[2:]:
+            fits = fits and side % f == 0
+        if not fits:
             raise ValueError(
-                f"Expected crops (B, {self.config.in_channels}, D, H, W) with sides multiples of {f}, "
-                f"got shape {tuple(x.shape)}."
+                f"Expected crops (B, {self.in_channels}, D, H, W) with sides multiples of {f}, got shape {x.shape}."
             )
         return self.decoder(self.encoder(x))
 
