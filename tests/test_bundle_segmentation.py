@@ -125,6 +125,8 @@ def test_train_then_evaluate_writes_dice(tmp_path):
         **{k: v for k, v in settings.items() if k != "frozen" and k != "samples_per_volume"},
     )
     run_workflow(infer)
+    chain = [type(t).__name__ for t in infer.parser.get_parsed_content("preprocessing").transforms]
+    assert chain[2:] == ["Orientationd", "ScaleIntensityRangePercentilesd", "Spacingd"]  # the encoder's contract
     seg = nib.load(str(tmp_path / "eval" / "inference" / "head" / "head_seg.nii.gz"))
     assert seg.shape == (30, 27, 25) and np.allclose(seg.affine, affine)
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(6))

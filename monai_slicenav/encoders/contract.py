@@ -38,10 +38,13 @@ def training_contract(spacing_mm: float | None = None) -> dict:
     }
 
 
-def input_contract(source: str | os.PathLike | torch.nn.Module | Mapping) -> dict:
+def input_contract(source: str | os.PathLike | torch.nn.Module | Mapping | None) -> dict:
     """The contract of an export (its folder or either file), of an encoder loaded by
     :func:`~monai_slicenav.encoders.load_encoder` (it carries its record's ``input``), or of an ``encoder.json``
-    record; exports written before 0.8.0 get :func:`training_contract`'s rule."""
+    record; exports written before 0.8.0, and None (no encoder: a network trained from scratch), get
+    :func:`training_contract`'s rule."""
+    if source is None:
+        return training_contract()
     if isinstance(source, torch.nn.Module):
         spec = getattr(source, "input_spec", {})
     elif isinstance(source, Mapping):
@@ -53,7 +56,7 @@ def input_contract(source: str | os.PathLike | torch.nn.Module | Mapping) -> dic
 
 
 def preprocessing(
-    source: str | os.PathLike | torch.nn.Module | Mapping,
+    source: str | os.PathLike | torch.nn.Module | Mapping | None,
     keys: Sequence[str] | str = ("image",),
     label_keys: Sequence[str] | str = (),
 ) -> Compose:
