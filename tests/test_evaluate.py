@@ -43,9 +43,10 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
     assert f"no encoder) | {'— | ' * 10}{reference:.3f} | — |" in (tmp_path / "results.md").read_text()
-    assert "| dynamics_aligned: true - shuffled actions | pose_r2_ctx - pose_r2_ctx_shuffled |" in (
-        tmp_path / "results.md"
-    ).read_text()
+    assert (
+        "| dynamics_aligned: true - shuffled actions | pose_r2_ctx - pose_r2_ctx_shuffled |"
+        in (tmp_path / "results.md").read_text()
+    )
 
     # the control keeps the aligned variant's tokenizer weights under an untrained trunk
     weights = {

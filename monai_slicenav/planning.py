@@ -1,0 +1,189 @@
+"""Goal-directed navigation: bring the slice plane to a goal view by model-predictive control over a world model.
+
+At every step the planner searches action sequences of ``horizon`` steps with the cross-entropy method (samples
+drawn inside the trained regime's per-step bounds, the best ``elites`` refitted, a few rounds), scoring each by how
+far the model's imagined final slice is from the goal in the model's latent space; it then executes the first action
+on the real volume, renders the slice it reaches, and plans again from there, until the cost stops falling or the
+step budget is spent. Two models share one interface (:class:`WorldModel`):
+
+* :class:`NavigatorModel`: a trained stage-2 :class:`~monai_slicenav.networks.SliceNavigator`, imagining from the
+  slices seen so far alone (what the world-model literature's planning success measures);
+* :class:`RendererModel`: the true renderer (it imagines by rendering the volume): the upper bound.
+
+Seeded and deterministic on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .geometry import Pose, apply_action
+from .networks.navigator import SliceNavigator, rollout
+from .transforms.regime import NAVIGATION_REGIME, NavigationRegime
+from .transforms.render import RenderSlices
+
+__all__ = [
+    "WorldModel",
+    "RendererModel",
+    "NavigatorModel",
+    "PlanResult",
+    "action_bounds",
+    "plan",
+    "pose_error",
+    "render_goal",
+]
+
+
+def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:
+    """Per-component bounds (7,) of one action in ``regime``: translation (mm), rotation (rad), log-zoom."""
+    return torch.tensor([regime.max_translation] * 3 + [regime.max_rotation] * 3 + [regime.max_log_zoom])
+
+
+class WorldModel:
+    """What the planner needs of a model: the latents of a slice, and the latents of the slice an action sequence
+    would reach from the current state (the slices seen so far, their poses and the actions between them)."""
+
+    def latents(self, slices: torch.Tensor) -> torch.Tensor:
+        """Slices (N, C, h, w) -> latents (N, ...)."""
+        raise NotImplementedError
+
+    def imagine(self, seen: torch.Tensor, poses: Pose, actions: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Latents (N, ...) of the slice each candidate (N, H, 7) reaches after the ``seen`` slices (k, C, h, w) at
+        ``poses`` (batch k) with ``actions`` (k - 1, 7) between them."""
+        raise NotImplementedError
+
+
+class RendererModel(WorldModel):
+    """The true renderer as the model (the planner's upper bound): candidates are applied to the last pose and the
+    volume rendered there. Latents are the slice at several scales (average-pooled by each of ``scales``, each
+    scale weighted alike): the coarse scales give far goals a smooth basin, the finest places the plane exactly."""
+
+    def __init__(self, volume: torch.Tensor, spatial_size: int, scales: Sequence[int] = (1, 2, 4, 8)) -> None:
+        self.volume, self.render, self.scales = volume, RenderSlices(spatial_size), tuple(scales)
+
+    def latents(self, slices: torch.Tensor) -> torch.Tensor:
+        pooled = [torch.nn.functional.avg_pool2d(slices.float(), s).flatten(1) * s for s in self.scales]
+        return torch.cat(pooled, dim=1)
+
+    def imagine(self, seen: torch.Tensor, poses: Pose, actions: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        pose = poses[-1]
+        for step in range(candidates.shape[1]):
+            pose = apply_action(pose, candidates[:, step].double())
+        return self.latents(self.render(self.volume, pose))
+
+
+class NavigatorModel(WorldModel):
+    """A trained :class:`~monai_slicenav.networks.SliceNavigator`: latents are the frozen tokenizer's token grids,
+    and a candidate is imagined by an open-loop rollout from the last ``context`` true slices (the volume is never
+    read)."""
+
+    def __init__(self, navigator: SliceNavigator, context: int = 2) -> None:
+        self.navigator, self.context = navigator.eval(), int(context)
+
+    def latents(self, slices: torch.Tensor) -> torch.Tensor:
+        return self.navigator.tokens(slices[:, None])[:, 0]
+
+    @torch.no_grad()
+    def imagine(self, seen: torch.Tensor, poses: Pose, actions: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        count, horizon = candidates.shape[:2]
+        k = max(1, min(self.context, len(seen), self.navigator.dynamics.config.max_steps - horizon))
+        context = seen[-k:][None].expand(count, -1, -1, -1, -1)
+        before = actions[len(actions) - (k - 1) :].float()[None].expand(count, -1, -1)
+        spacing = poses.spacing[-k:].float()[None].expand(count, -1)
+        imagined = rollout(self.navigator, context, torch.cat([before, candidates.float()], dim=1), spacing)
+        return imagined[:, -1]
+
+
+@dataclass
+class PlanResult:
+    """An executed episode: the poses visited (batch T + 1), the actions taken (T, 7), the slices seen
+    (T + 1, C, h, w), the cost of each slice reached (its latents' mean squared distance to the goal's, in the
+    model's latent space), and how many candidate sequences the model imagined."""
+
+    poses: Pose
+    actions: torch.Tensor
+    slices: torch.Tensor
+    costs: list[float] = field(default_factory=list)
+    model_calls: int = 0
+
+
+def plan(
+    volume: torch.Tensor,
+    start: Pose,
+    goal: torch.Tensor,
+    model: WorldModel,
+    horizon: int = 2,
+    steps: int = 8,
+    samples: int = 64,
+    elites: int = 8,
+    rounds: int = 3,
+    regime: NavigationRegime = NAVIGATION_REGIME,
+    patience: int = 2,
+    seed: int = 0,
+) -> PlanResult:
+    """Navigate from ``start`` (a single pose) towards the ``goal`` slice (C, h, w) on ``volume`` (C, X, Y, Z).
+
+    Args:
+        volume: the volume the executed actions are rendered on.
+        start: the first slice's pose.
+        goal: the goal slice, the size of the slices rendered.
+        model: imagines where candidate actions lead (:class:`NavigatorModel`, :class:`RendererModel`).
+        horizon: actions per candidate sequence.
+        steps: most actions executed.
+        samples, elites, rounds: the cross-entropy method's candidates per round, refitted best, rounds per step.
+        regime: bounds every action component (:func:`action_bounds`), as in pretraining.
+        patience: stop after this many executed steps without a lower planned cost.
+        seed: seeds the candidates.
+
+    Raises:
+        ValueError: for a non-finite goal, or one whose size is not the rendered slices'.
+    """
+    if goal.ndim != 3 or not bool(torch.isfinite(goal).all()):
+        raise ValueError(f"The goal must be one finite slice (C, h, w), got shape {tuple(goal.shape)}.")
+    render = RenderSlices(tuple(goal.shape[1:]))
+    bounds = action_bounds(regime)
+    generator = torch.Generator().manual_seed(seed)
+    target = model.latents(goal[None].float())
+    poses = Pose(start.center[None], start.rotation[None], start.spacing[None]).to(dtype=torch.float64)
+    seen, taken, costs, calls = render(volume, poses), torch.zeros(0, 7), [], 0
+    best, stale = float((model.latents(seen) - target).pow(2).mean()), 0
+    mean = torch.zeros(horizon, 7)
+    for _ in range(steps):
+        spread = bounds.expand(horizon, 7) / 2
+        for _ in range(rounds):
+            noise = torch.randn(samples, horizon, 7, generator=generator)
+            candidates = torch.maximum(torch.minimum(mean + spread * noise, bounds), -bounds)
+            candidates[0] = mean  # the current plan stays a candidate: a round never loses it
+            cost = (model.imagine(seen, poses, taken, candidates) - target).flatten(1).pow(2).mean(1)
+            calls += samples
+            chosen = candidates[cost.argsort()[:elites]]
+            mean, spread = chosen[0], chosen.std(0) + 1e-3 * bounds  # the best so far, and the elites' spread
+        pose = apply_action(poses[-1], mean[0].double())
+        poses = Pose(
+            *(torch.cat([getattr(poses, f), getattr(pose, f)[None]]) for f in ("center", "rotation", "spacing"))
+        )
+        seen = torch.cat([seen, render(volume, pose[None])])
+        taken = torch.cat([taken, mean[0][None]])
+        observed = float((model.latents(seen[-1:]) - target).pow(2).mean())  # the slice reached, as the model sees it
+        costs.append(observed)
+        stale = 0 if observed < best - 1e-9 else stale + 1
+        best = min(best, observed)
+        mean = torch.cat([mean[1:], torch.zeros(1, 7)])  # warm start: the rest of the plan, then no move
+        if stale >= patience:
+            break
+    return PlanResult(poses, taken, seen, costs, calls)
+
+
+def pose_error(reached: Pose, goal: Pose) -> tuple[float, float]:
+    """Distance (mm) between the two slice centres and angle (degrees) between their normals."""
+    distance = float((reached.center - goal.center).norm())
+    cosine = float((reached.rotation[..., 2] * goal.rotation[..., 2]).sum().clamp(-1, 1))
+    return distance, float(torch.rad2deg(torch.arccos(torch.tensor(abs(cosine)))))
+
+
+def render_goal(volume: torch.Tensor, pose: Pose, spatial_size: Sequence[int] | int) -> torch.Tensor:
+    """The goal slice (C, h, w) at ``pose`` (a single pose) on ``volume``."""
+    return RenderSlices(spatial_size)(volume, Pose(pose.center[None], pose.rotation[None], pose.spacing[None]))[0]

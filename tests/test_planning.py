@@ -1,0 +1,66 @@
+"""Goal-directed navigation by model-predictive control: with the true renderer as the model the planner reaches a
+goal three steps of the trained regime away, its actions stay inside the regime's bounds, one seed gives one path,
+a bad goal is refused, and a stage-2 model plans from its imagined rollouts alone."""
+
+import pytest
+import torch
+
+from monai_slicenav.networks import SliceNavigator, SliceTokenizer
+from monai_slicenav.planning import NavigatorModel, RendererModel, action_bounds, plan, pose_error, render_goal
+from monai_slicenav.transforms import RandSliceTrajectory, RandSynthAppearance, SynthLabelEnsemble
+
+
+@pytest.fixture(scope="module")
+def volume():
+    paint = RandSynthAppearance(corruption_prob=0.0)
+    paint.set_random_state(0)
+    return paint(SynthLabelEnsemble(spatial_size=64)(3))
+
+
+def episode(volume, seed=2):
+    """A start and a goal three steps of the pretraining regime apart, and the goal slice."""
+    sampler = RandSliceTrajectory(3, 32, start_orientation="random")
+    sampler.set_random_state(seed)
+    poses, _ = sampler(volume)
+    return poses[0], poses[-1], render_goal(volume, poses[-1], 32)
+
+
+def test_the_true_renderer_reaches_a_goal_three_steps_away(volume):
+    start, goal, image = episode(volume)
+    assert pose_error(start, goal)[0] > 15  # the goal is far: 17.9 mm and 7.3 degrees away
+    result = plan(volume, start, image, RendererModel(volume, 32), horizon=3, steps=10, samples=256, rounds=6,
+                  patience=3, seed=2)  # fmt: skip
+    distance, angle = pose_error(result.poses[-1], goal)
+    assert distance < 4.0 and angle < 10.0
+    assert result.costs[-1] < result.costs[0] and result.model_calls == len(result.actions) * 256 * 6
+    assert torch.allclose(result.slices[-1], render_goal(volume, result.poses[-1], 32))  # it rendered what it saw
+
+
+def test_actions_stay_inside_the_regime_and_one_seed_gives_one_path(volume):
+    start, _, image = episode(volume, seed=5)
+    runs = [plan(volume, start, image, RendererModel(volume, 32), steps=4, samples=32, rounds=2, seed=1)
+            for _ in range(2)]  # fmt: skip
+    assert torch.equal(runs[0].actions, runs[1].actions) and runs[0].costs == runs[1].costs
+    assert bool((runs[0].actions.abs() <= action_bounds() + 1e-6).all())
+
+
+def test_a_bad_goal_is_refused(volume):
+    start, _, image = episode(volume)
+    for goal in (image[0], torch.full_like(image, float("nan"))):
+        with pytest.raises(ValueError, match="one finite slice"):
+            plan(volume, start, goal, RendererModel(volume, 32))
+
+
+def test_a_stage_two_model_plans_from_its_imagination_alone(volume, monkeypatch):
+    torch.manual_seed(0)
+    dynamics = {"grid_size": (8, 8), "max_steps": 6, "patch": 2, "width": 32, "depth": 1, "heads": 2,
+                "residual_base": "current"}  # fmt: skip
+    navigator = SliceNavigator(SliceTokenizer(channels=(8, 16)), dynamics)
+    start, _, image = episode(volume)
+    model = NavigatorModel(navigator, context=2)
+    renders = []
+    original = RendererModel.imagine
+    monkeypatch.setattr(RendererModel, "imagine", lambda *a: renders.append(1) or original(*a))
+    result = plan(volume, start, image, model, horizon=2, steps=3, samples=16, rounds=2, patience=5, seed=0)
+    assert len(result.actions) == 3 and not renders and all(c == c for c in result.costs)
+    assert bool((result.actions.abs() <= action_bounds() + 1e-6).all())
