@@ -12,10 +12,19 @@ from pathlib import Path
 
 import yaml
 
-from .data.manifests import sha256_of
+from .data.manifests import load_manifest, sha256_of
+from .data.packaged import load_packaged_manifest
 from .io import atomic_write_bytes, default_file_mode, read_json_object
 
-__all__ = ["LARGE_FILE_BYTES", "bundle_name", "packed_metadata", "trained_config", "data_licence_note", "pack_bundle"]
+__all__ = [
+    "LARGE_FILE_BYTES",
+    "bundle_name",
+    "packed_metadata",
+    "trained_config",
+    "data_licence_note",
+    "training_data_licences",
+    "pack_bundle",
+]
 
 LARGE_FILE_BYTES = 25 * 1024 * 1024  # model-zoo limit for files stored in the archive itself
 _INCLUDED = ("configs", "docs", "models", "LICENSE", "large_files.yml")
@@ -168,11 +177,29 @@ def pack_bundle(
     return atomic_write_bytes(Path(out_dir) / f"{name}.zip", buffer.getvalue())
 
 
+def training_data_licences(bundle_dir: str | os.PathLike) -> list[str]:
+    """The licences of the data the bundle's exported encoder says it was trained on: a ``data_manifests``
+    manifest's ``licence`` when trained on a downloaded dataset, the packaged templates' licences when they were
+    included; none for the synthetic engine alone or for a folder of your own scans."""
+    record = Path(bundle_dir) / "models" / "encoder" / "encoder.json"
+    data = read_json_object(record).get("provenance", {}).get("data") if record.is_file() else None
+    if not isinstance(data, dict):
+        return []
+    licences = []
+    given = str(data.get("data", ""))
+    if data.get("source") == "own scans" and given and not Path(given).is_dir():  # a manifest (path or name)?
+        try:
+            licences.append(str(load_manifest(given)["licence"]))
+        except (FileNotFoundError, ValueError, KeyError):
+            pass  # a manifest that is not on this machine: nothing known to record
+    if data.get("packaged"):
+        licences += [str(v["licence"]) for v in load_packaged_manifest()["volumes"] if v.get("licence")]
+    return list(dict.fromkeys(licences))
+
+
 def data_licence_note(bundle_dir: str | os.PathLike) -> bytes | None:
     """``docs/data_license.txt`` for a bundle whose recorded training data carries licences (a downloaded dataset's
     manifest, the packaged templates), unless the bundle has its own; None when there is nothing to record."""
-    from .zoo import training_data_licences
-
     licences = training_data_licences(bundle_dir)
     if not licences or (Path(bundle_dir) / DATA_LICENSE).is_file():
         return None

@@ -14,35 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from .data.manifests import load_manifest
-from .data.packaged import load_packaged_manifest
-from .io import read_json_object
-from .pack import DATA_LICENSE, LARGE_FILE_BYTES
+from .pack import DATA_LICENSE, LARGE_FILE_BYTES, training_data_licences
 
-__all__ = ["REQUIRED_FILES", "training_data_licences", "zoo_problems"]
+__all__ = ["REQUIRED_FILES", "zoo_problems"]
 
 REQUIRED_FILES = ("configs/metadata.json", "docs/README.md", "LICENSE")
 _LARGE_FILE_LISTS = ("large_files.yml", "large_files.yaml", "large_files.json")
-
-
-def training_data_licences(bundle_dir: str | os.PathLike) -> list[str]:
-    """The licences of the data the bundle's exported encoder says it was trained on: a ``data_manifests``
-    manifest's ``licence`` when trained on a downloaded dataset, the packaged templates' licences when they were
-    included; none for the synthetic engine alone or for a folder of your own scans."""
-    record = Path(bundle_dir) / "models" / "encoder" / "encoder.json"
-    data = read_json_object(record).get("provenance", {}).get("data") if record.is_file() else None
-    if not isinstance(data, dict):
-        return []
-    licences = []
-    given = str(data.get("data", ""))
-    if data.get("source") == "own scans" and given and not Path(given).is_dir():  # a manifest (path or name)?
-        try:
-            licences.append(str(load_manifest(given)["licence"]))
-        except (FileNotFoundError, ValueError, KeyError):
-            pass  # a manifest that is not on this machine: nothing known to record
-    if data.get("packaged"):
-        licences += [str(v["licence"]) for v in load_packaged_manifest()["volumes"] if v.get("licence")]
-    return list(dict.fromkeys(licences))
 
 
 def zoo_problems(path: str | os.PathLike, schema: str | os.PathLike | None = None) -> list[str]:

@@ -17,8 +17,8 @@ LAYERS = (
     ("networks", "data"),
     ("transforms",),
     ("encoders", "export"),
-    ("workflows", "downstream"),
-    ("experiments", "visualize", "pack", "viewer"),
+    ("workflows", "downstream", "planning"),
+    ("experiments", "visualize", "pack", "zoo", "viewer"),
     ("cli",),
 )
 

@@ -55,7 +55,7 @@ def test_each_rule_finds_its_problem(tmp_path, monkeypatch):
 def test_a_bundle_trained_on_a_licensed_dataset_needs_and_gets_its_licence_note(tmp_path, capsys):
     data = {"source": "own scans", "data": "ixi", "count": 3}
     bundle = copied(tmp_path, data)
-    assert zoo.training_data_licences(bundle) == ["CC BY-SA 3.0"]
+    assert pack_module.training_data_licences(bundle) == ["CC BY-SA 3.0"]
     assert zoo.zoo_problems(bundle) == [
         "docs/data_license.txt is missing: the recorded training data carries a licence"
     ]
