@@ -128,7 +128,7 @@ def test_preprocessing_example_runs(tmp_path):
 
     export = tmp_path / "encoder"
     export_encoder(SliceEncoder(TokenizerConfig(channels=(4, 8, 8))), export, {"contract": training_contract()})
-    block = python_block("preprocessing(").replace('"runs/aligned/encoder"', repr(str(export)))
+    block = python_block('preprocessing("runs/aligned/encoder"').replace('"runs/aligned/encoder"', repr(str(export)))
     namespace: dict = {}
     exec(compile(block, str(README), "exec"), namespace)
     image = np.random.default_rng(1).random((12, 10, 8)).astype(np.float32) * 300
@@ -139,3 +139,26 @@ def test_preprocessing_example_runs(tmp_path):
     out = namespace["chain"]({"image": str(tmp_path / "image.nii.gz"), "label": str(tmp_path / "label.nii.gz")})
     assert float(out["image"].min()) == 0.0 and float(out["image"].max()) == 1.0
     assert out["image"].affine[0, 0] > 0 and out["label"].affine[0, 0] > 0  # RAS
+
+
+def test_four_contrast_walkthrough_runs(tmp_path, monkeypatch):
+    from monai_slicenav.encoders import SliceEncoder, export_encoder, training_contract
+    from monai_slicenav.networks import TokenizerConfig
+
+    monkeypatch.chdir(tmp_path)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), "runs/quickstart/slice_encoder",
+                   {"contract": training_contract()})  # fmt: skip
+    rng = np.random.default_rng(0)
+    inside = np.zeros((40, 36, 34), bool)
+    inside[8:30, 6:28, 5:27] = True
+    case = {}
+    for k, name in enumerate(["t1", "t1ce", "t2", "flair"]):
+        data = (inside * (100 + 40 * k) + 10 * rng.random(inside.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, np.diag([-1.0, 1, 1, 1])), f"{name}.nii.gz")
+        case[name] = f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(inside.astype(np.float32), np.diag([-1.0, 1, 1, 1])), "seg.nii.gz")
+    namespace: dict = {"my_case": {**case, "label": "seg.nii.gz"}}
+    exec(compile(python_block("sliding_window_inference("), str(README), "exec"), namespace)
+    assert namespace["image"].shape == (1, 4, 40, 36, 34) and float(namespace["image"].max()) == 1.0
+    assert namespace["prediction"].shape == (1, 40, 36, 34)
+    assert torch.isfinite(namespace["value"]) and namespace["net"].encoder.encoder.input_spec["contract"]

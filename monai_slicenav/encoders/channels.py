@@ -53,4 +53,6 @@ def expand_input_channels(encoder: nn.Module, channels: int, mode: str = "mean")
             spread = old.expand(old.shape[0], int(channels), *old.shape[2:])
             expanded[key] = spread / channels if mode == "mean" else spread.clone()
     wider.load_state_dict(expanded)
+    if hasattr(encoder, "input_spec"):  # the preprocessing contract of a loaded export holds per channel
+        wider.input_spec = dict(encoder.input_spec)
     return wider.train(encoder.training)

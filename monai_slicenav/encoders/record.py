@@ -72,9 +72,9 @@ def load_encoder(
     record = read_record(meta)
     model = _build_checked(ENCODER_ARCHITECTURES[record["architecture"]], record.get("arguments", {}), meta)
     load_into(model, load_state_dict(weights, map_location=map_location), strict, str(weights))
+    model.input_spec = dict(record.get("input", {}))  # what its inputs must look like (encoders.input_contract)
     if in_channels is not None and int(in_channels) != input_channels(model):
         model = expand_input_channels(model, int(in_channels))
-    model.input_spec = dict(record.get("input", {}))  # what its inputs must look like (encoders.input_contract)
     return model
 
 
