@@ -26,6 +26,7 @@ from .experiments.pretrain import pretrain
 from .experiments.variants import variant_help
 from .io import atomic_write_bytes, atomic_write_json, check_output_dir, load_volume, png_bytes, read_json_object
 from .pack import pack_bundle
+from .plan_run import RENDERER, plan_episode
 from .transforms import navigate, replay, trajectory_to_dict
 from .visualize import action_caption, slice_grid
 from .volume import scale_intensity
@@ -259,6 +260,24 @@ class SliceNavCLI:
             pass
         finally:
             server.server_close()
+
+    def plan(self, image: str | None = None, model: str = RENDERER, goal: str | None = None, out: str = "slicenav_plan",
+             size: int = 64, steps: int = 10, seed: int = 0) -> dict:  # fmt: skip
+        """Bring the slice plane from the volume's axial centre to a goal view by planning with a world model;
+        writes trajectory.json, plan.png (the slices seen, then the goal) and plan.json (costs, time, pose error).
+
+        Args:
+            image: a NIfTI file; omitted: the built-in head phantom.
+            model: a trained dynamics stage (bundle root or slicenav pretrain output), or "renderer" (upper bound).
+            goal: a trajectory JSON (its last pose is the goal) or a PNG slice of size x size pixels.
+            out: output folder.
+            size, steps, seed: slice size in pixels, most actions executed, planner seed.
+        """
+        if goal is None:
+            raise ValueError("--goal is required: a trajectory .json (its last pose) or a .png slice.")
+        check_output_dir(out)
+        size, steps = _bounded_int(size, "--size", 8, 1024), _bounded_int(steps, "--steps", 1, 1000)
+        return plan_episode(image, str(model), str(goal), out, size, steps, _bounded_int(seed, "--seed", 0, 2**31))
 
     def pack(self, bundle_dir: str, out: str = ".", version: str | None = None, description: str | None = None) -> str:
         """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle,

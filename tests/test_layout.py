@@ -18,7 +18,7 @@ LAYERS = (
     ("transforms",),
     ("encoders", "export"),
     ("workflows", "downstream", "planning"),
-    ("experiments", "visualize", "pack", "zoo", "viewer"),
+    ("experiments", "visualize", "pack", "zoo", "viewer", "plan_run"),
     ("cli",),
 )
 

@@ -64,3 +64,22 @@ def test_a_stage_two_model_plans_from_its_imagination_alone(volume, monkeypatch)
     result = plan(volume, start, image, model, horizon=2, steps=3, samples=16, rounds=2, patience=5, seed=0)
     assert len(result.actions) == 3 and not renders and all(c == c for c in result.costs)
     assert bool((result.actions.abs() <= action_bounds() + 1e-6).all())
+
+
+def test_slicenav_plan_writes_the_trajectory_strip_and_summary(tmp_path, capsys):
+    import json
+
+    from monai_slicenav.cli import main
+
+    main(["render", "--out", str(tmp_path / "walk"), "--steps", "2", "--size", "32", "--seed", "3"])
+    goal = tmp_path / "walk" / "trajectory.json"
+    main(["plan", "--goal", str(goal), "--out", str(tmp_path / "plan"), "--size", "32", "--steps", "6"])
+    summary = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert summary["model"] == "renderer" and 1 <= summary["steps"] <= 6 and summary["model_calls"] > 0
+    assert summary["final_error_mm"] < summary["start_error_mm"]
+    record = json.loads((tmp_path / "plan" / "trajectory.json").read_text())
+    assert len(record["poses"]) == summary["steps"] + 1 and (tmp_path / "plan" / "plan.png").is_file()
+    for bad, message in ((tmp_path / "none.json", "no goal file"), (tmp_path / "walk" / "trajectory.png", "are 32")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["plan", "--goal", str(bad), "--out", str(tmp_path / "bad"), "--size", "32"])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err

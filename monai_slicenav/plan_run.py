@@ -1,0 +1,86 @@
+"""``slicenav plan``: one planning episode on a volume, from its canonical axial start to a goal given as a pose (a
+trajectory JSON: its last pose) or as a slice image, written as the executed trajectory, a strip of the slices seen
+and a summary (costs, model calls, time, and the final pose error when the goal pose is known)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.phantom import shepp_logan_volume
+from .encoders import trained_navigator
+from .geometry import Pose
+from .io import atomic_write_bytes, atomic_write_json, load_volume, png_bytes, read_json_object
+from .planning import NavigatorModel, RendererModel, plan, pose_error, render_goal
+from .transforms import RandSliceTrajectory, trajectory_from_dict, trajectory_to_dict
+from .visualize import action_caption, slice_grid
+from .volume import scale_intensity
+
+__all__ = ["RENDERER", "read_goal", "plan_episode"]
+
+RENDERER = "renderer"  # --model value: plan with the true renderer (the upper bound)
+
+
+def read_goal(goal: str | os.PathLike, volume: torch.Tensor, size: int) -> tuple[torch.Tensor, Pose | None]:
+    """The goal slice (1, size, size) and, for a trajectory JSON, its pose (the record's last pose, rendered on
+    ``volume``); a PNG is the goal slice itself (grey levels / 255).
+
+    Raises:
+        FileNotFoundError: when ``goal`` does not exist.
+        ValueError: for a malformed trajectory, another file type, or an image of another size than ``size``.
+    """
+    path = Path(goal)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no goal file there.")
+    if path.suffix == ".json":
+        try:
+            poses, _ = trajectory_from_dict(read_json_object(path))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        pose = poses[-1].to(dtype=torch.float64)
+        return render_goal(volume, pose, size), pose
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: a goal is a trajectory .json (its last pose) or a .png slice.")
+    from PIL import Image
+
+    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0)
+    if tuple(pixels.shape) != (size, size):
+        raise ValueError(f"{path}: the goal slice is {tuple(pixels.shape)}, the slices are {size} x {size}.")
+    return pixels[None], None
+
+
+def plan_episode(
+    image: str | None, model: str, goal: str, out: str | os.PathLike, size: int = 64, steps: int = 10, seed: int = 0
+) -> dict:
+    """Plan from the volume's canonical axial start towards ``goal`` with ``model`` (a trained dynamics stage, or
+    :data:`RENDERER`) and write ``trajectory.json``, ``plan.png`` and ``plan.json`` into ``out``; returns the
+    summary written to ``plan.json``."""
+    volume = scale_intensity(load_volume(image, channels=1) if image else shepp_logan_volume(160))
+    target, goal_pose = read_goal(goal, volume, size)
+    sampler = RandSliceTrajectory(1, size)
+    start = sampler.centred_pose(sampler.frame(volume), "axial", dtype=torch.float64)
+    world = RendererModel(volume, size) if model == RENDERER else NavigatorModel(trained_navigator(model))
+    began = time.perf_counter()
+    result = plan(volume, start, target, world, horizon=3, steps=steps, samples=256 if model == RENDERER else 64,
+                  rounds=6 if model == RENDERER else 3, patience=3, seed=seed)  # fmt: skip
+    seconds = time.perf_counter() - began
+    out = Path(out)
+    captions = [action_caption(0, None)] + [action_caption(t + 1, a) for t, a in enumerate(result.actions)]
+    strip = torch.cat([result.slices, target[None]])
+    picture = slice_grid(strip, [*captions, ["goal"]], columns=8, value_range=(0.0, 1.0))
+    atomic_write_bytes(out / "plan.png", png_bytes(picture))
+    record = trajectory_to_dict(result.poses.to(dtype=torch.float32), result.actions, size,
+                                image=str(image) if image else "builtin:shepp_logan", planned_to=str(goal))  # fmt: skip
+    atomic_write_json(out / "trajectory.json", record)
+    summary = {"model": model, "goal": str(goal), "steps": len(result.actions), "costs": result.costs,
+               "model_calls": result.model_calls, "seconds": round(seconds, 3)}  # fmt: skip
+    if goal_pose is not None:
+        distance, angle = pose_error(result.poses[-1], goal_pose)
+        summary.update(start_error_mm=round(pose_error(start, goal_pose)[0], 3), final_error_mm=round(distance, 3),
+                       final_error_deg=round(angle, 3))  # fmt: skip
+    atomic_write_json(out / "plan.json", summary)
+    return summary
