@@ -2,9 +2,10 @@
 
 Episodes from random start poses to goals ``--goal_steps`` steps of the pretraining regime away on synthetic
 volumes (seeded); success = the final slice centre within 4 mm of the goal's and its normal within 10 degrees.
-Planners: the true renderer as the model (the upper bound), random actions in the regime (the floor), and every
-trained stage-2 model given with ``--models`` (a ``slicenav pretrain`` output folder or a dynamics stage root; the
-navigator is rebuilt by ``trained_navigator``). Prints success rate, median final error and seconds per episode.
+Planners (each with its ``planning.SEARCH`` settings): the true renderer as the model (the upper bound), random
+actions in the regime (the floor), and every trained stage-2 model given with ``--models`` (a ``slicenav pretrain``
+output folder or a dynamics stage root, rebuilt by ``trained_navigator``). Prints success rate, median final error
+and seconds per episode.
 
 Run: ``python bench/planning.py [--episodes 24] [--models runs/aligned runs/shuffled runs/none]``.
 """
@@ -18,7 +19,15 @@ import time
 import torch
 
 from monai_slicenav.geometry import Pose, apply_action
-from monai_slicenav.planning import NavigatorModel, RendererModel, action_bounds, plan, pose_error, render_goal
+from monai_slicenav.planning import (
+    SEARCH,
+    NavigatorModel,
+    RendererModel,
+    action_bounds,
+    plan,
+    pose_error,
+    render_goal,
+)
 from monai_slicenav.transforms import RandSliceTrajectory, RandSynthAppearance, SynthLabelEnsemble
 
 SUCCESS_MM, SUCCESS_DEGREES = 4.0, 10.0
@@ -47,12 +56,12 @@ def main() -> None:
     args = parser.parse_args()
     heads = volumes(4, 64)
     sampler = RandSliceTrajectory(args.goal_steps, args.slice_size, start_orientation="random")
-    planners = {"true renderer (upper bound)": lambda volume: RendererModel(volume, args.slice_size)}
+    planners = {"true renderer (upper bound)": (lambda volume: RendererModel(volume, args.slice_size), "renderer")}
     for path in args.models:
         from monai_slicenav.workflows import trained_navigator
 
         navigator = trained_navigator(path)
-        planners[f"model {path}"] = lambda volume, navigator=navigator: NavigatorModel(navigator)
+        planners[f"model {path}"] = (lambda volume, navigator=navigator: NavigatorModel(navigator), "model")
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in [*planners, "random actions"]}
     for episode in range(args.episodes):
         volume = heads[episode % len(heads)]
@@ -60,10 +69,9 @@ def main() -> None:
         poses, _ = sampler(volume)
         start, goal = poses[0], poses[-1]
         image = render_goal(volume, goal, args.slice_size)
-        for name, make in planners.items():
+        for name, (make, kind) in planners.items():
             began = time.perf_counter()
-            result = plan(volume, start, image, make(volume), horizon=3, steps=10, samples=256, rounds=6,
-                          patience=3, seed=episode)  # fmt: skip
+            result = plan(volume, start, image, make(volume), steps=10, seed=episode, **SEARCH[kind])
             results[name].append((*pose_error(result.poses[-1], goal), time.perf_counter() - began))
         reached = random_walk(start, args.goal_steps, torch.Generator().manual_seed(episode))
         results["random actions"].append((*pose_error(reached, goal), 0.0))

@@ -15,7 +15,7 @@ from .data.phantom import shepp_logan_volume
 from .encoders import trained_navigator
 from .geometry import Pose
 from .io import atomic_write_bytes, atomic_write_json, load_volume, png_bytes, read_json_object
-from .planning import NavigatorModel, RendererModel, plan, pose_error, render_goal
+from .planning import SEARCH, NavigatorModel, RendererModel, plan, pose_error, render_goal
 from .transforms import RandSliceTrajectory, trajectory_from_dict, trajectory_to_dict
 from .visualize import action_caption, slice_grid
 from .volume import scale_intensity
@@ -65,8 +65,8 @@ def plan_episode(
     start = sampler.centred_pose(sampler.frame(volume), "axial", dtype=torch.float64)
     world = RendererModel(volume, size) if model == RENDERER else NavigatorModel(trained_navigator(model))
     began = time.perf_counter()
-    result = plan(volume, start, target, world, horizon=3, steps=steps, samples=256 if model == RENDERER else 64,
-                  rounds=6 if model == RENDERER else 3, patience=3, seed=seed)  # fmt: skip
+    search = SEARCH["renderer" if model == RENDERER else "model"]
+    result = plan(volume, start, target, world, steps=steps, seed=seed, **search)
     seconds = time.perf_counter() - began
     out = Path(out)
     captions = [action_caption(0, None)] + [action_caption(t + 1, a) for t, a in enumerate(result.actions)]

@@ -30,11 +30,20 @@ __all__ = [
     "RendererModel",
     "NavigatorModel",
     "PlanResult",
+    "SEARCH",
     "action_bounds",
     "plan",
     "pose_error",
     "render_goal",
 ]
+
+
+# The search each model gets (``plan`` keyword arguments): the renderer is cheap and exact, so it gets a wide search;
+# a learned model's rollouts cost a trunk pass each, so it gets a narrow one (under 2 s per re-plan, `small` preset)
+SEARCH = {
+    "renderer": {"horizon": 3, "samples": 256, "rounds": 6, "patience": 3},
+    "model": {"horizon": 3, "samples": 64, "rounds": 3, "patience": 3},
+}
 
 
 def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:
