@@ -245,3 +245,15 @@ def test_ranks_of_a_distributed_run_each_store_their_share_once(tmp_path):
         "rank0 usable 5 skipped 1",
         "rank1 usable 5 skipped 1",
     ]
+
+
+def test_entries_of_the_float32_cache_before_0_8_are_ignored_not_misread(tmp_path):
+    folder, store = scan_folder(tmp_path, 2), tmp_path / "store"
+    items = user_datalist(folder)
+    store.mkdir()
+    dataset = ScreenedVolumeDataset(items, chain(), cache_dir=store, num_workers=0)
+    stale = store / f"{dataset.entry_path(items[0]).stem}.pt"  # the old format's name for the same scan
+    torch.save({"image": torch.full((1, 4, 4, 4), 7.0)}, stale)
+    again = ScreenedVolumeDataset(items, chain(), cache_dir=store, num_workers=0)
+    assert float(again._cachecheck(again.data[0])["image"].max()) <= 1.0  # read from the .snv entry, not the .pt
+    assert stale.is_file() and len(list(store.glob("*.snv"))) == 2
