@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -51,21 +52,19 @@ def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:
     return torch.tensor([regime.max_translation] * 3 + [regime.max_rotation] * 3 + [regime.max_log_zoom])
 
 
-class WorldModel:
+class WorldModel(Protocol):
     """What the planner needs of a model: the latents of a slice, and the latents of the slice an action sequence
     would reach from the current state (the slices seen so far, their poses and the actions between them)."""
 
     def latents(self, slices: torch.Tensor) -> torch.Tensor:
         """Slices (N, C, h, w) -> latents (N, ...)."""
-        raise NotImplementedError
 
     def imagine(self, seen: torch.Tensor, poses: Pose, actions: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Latents (N, ...) of the slice each candidate (N, H, 7) reaches after the ``seen`` slices (k, C, h, w) at
         ``poses`` (batch k) with ``actions`` (k - 1, 7) between them."""
-        raise NotImplementedError
 
 
-class RendererModel(WorldModel):
+class RendererModel:
     """The true renderer as the model (the planner's upper bound): candidates are applied to the last pose and the
     volume rendered there. Latents are the slice at several scales (average-pooled by each of ``scales``, each
     scale weighted alike): the coarse scales give far goals a smooth basin, the finest places the plane exactly."""
@@ -84,7 +83,7 @@ class RendererModel(WorldModel):
         return self.latents(self.render(self.volume, pose))
 
 
-class NavigatorModel(WorldModel):
+class NavigatorModel:
     """A trained :class:`~monai_slicenav.networks.SliceNavigator`: latents are the frozen tokenizer's token grids,
     and a candidate is imagined by an open-loop rollout from the last ``context`` true slices (the volume is never
     read)."""

@@ -19,7 +19,7 @@ import torch
 from monai.data import MetaTensor, PersistentDataset
 from monai.transforms import RandomizableTrait, Transform
 
-from .store import StoreEntryError, read_entry, write_entry
+from .store import StoreEntryError, read_entry, read_header, write_entry
 
 __all__ = ["CACHE_FORMAT", "file_item_hash", "preprocessing_hash", "ScreenedVolumeDataset"]
 
@@ -166,6 +166,21 @@ class ScreenedVolumeDataset(PersistentDataset):
         write_entry(path, self._pre_transform(deepcopy(item_transformed)))
         return read_entry(path)
 
+    def _store(self, item: dict) -> None:
+        """Make sure ``item`` has a store entry (without one, just run the front to check it). An entry whose header
+        reads is trusted here, so a start-up over a large store reads headers only; a damaged array is caught and
+        rebuilt by :meth:`_cachecheck` when training reads it."""
+        path = self.entry_path(item)
+        if path is not None and path.is_file():
+            try:
+                read_header(path)
+                return
+            except StoreEntryError as err:
+                logger.warning("%s", err)
+        front = self._pre_transform(deepcopy(item))
+        if path is not None:
+            write_entry(path, front)
+
     def _pre_transform(self, item_transformed: dict) -> dict:
         """The deterministic front, without the transforms' record of what they did (pretraining never inverts a
         transform, and the store keeps volumes, their affines and file names)."""
@@ -182,7 +197,7 @@ class ScreenedVolumeDataset(PersistentDataset):
         if failed is not None and failed.is_file():
             return json.loads(failed.read_text())["reason"]
         try:
-            self._cachecheck(item)
+            self._store(item)
         except Exception as err:  # any failure of a deterministic load is this file's problem (named by the caller)
             reason = _one_line(_root_cause(err), _name(item, index))
             if failed is not None:

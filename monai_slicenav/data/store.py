@@ -165,14 +165,18 @@ def _umask() -> int:
 
 def read_header(path: str | os.PathLike) -> dict:
     """The JSON header of the entry at ``path`` (per volume: how it is stored, its cropped shape on disk, its grid,
-    affine and file name), without reading its arrays.
+    affine and file name), without reading its arrays; the file's size is checked against the arrays it lists.
 
     Raises:
         FileNotFoundError: no entry at ``path``.
-        StoreEntryError: not a store entry of this format (naming the file).
+        StoreEntryError: not a store entry of this format, or one whose arrays are cut short (naming the file).
     """
     with open(path, "rb") as handle:
-        return _parse(path, handle.read(len(MAGIC) + 4), handle)[0]
+        header = _parse(path, handle.read(len(MAGIC) + 4), handle)[0]
+        expected = handle.tell() + sum(int(v.get("nbytes", 0)) for v in header.get("volumes", {}).values())
+    if os.path.getsize(path) != expected:
+        raise StoreEntryError(f"{path}: {os.path.getsize(path)} bytes, its header lists {expected}; rebuild it.")
+    return header
 
 
 def read_entry(path: str | os.PathLike) -> dict:
