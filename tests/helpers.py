@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
+from monai.handlers import from_engine
 from scipy.spatial.transform import Rotation
 
 from monai_slicenav.experiments.pretrain import train_configs
@@ -30,6 +31,7 @@ def run_workflow(flow: ConfigWorkflow, check_properties: bool = False) -> Config
 
 
 BUNDLES = REPO / "bundles"
+LOSS = from_engine(["loss"], first=True)  # a trainer's loss from its (decollated) output
 TINY_SLICES = {
     "num_synthetic": 1,
     "num_val_synthetic": 1,
@@ -60,7 +62,7 @@ def record_losses(flow: ConfigWorkflow) -> list[float]:
     assert not flow.check_properties()
     losses: list[float] = []
     trainer = flow.parser.get_parsed_content("train#trainer")
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(LOSS(e.state.output))))
     flow.run()
     flow.finalize()
     return losses

@@ -21,7 +21,7 @@ from monai_slicenav.networks import SliceTokenizer
 from monai_slicenav.transforms import EmbeddedVolumed, RenderSlices
 from monai_slicenav.transforms.navigation import trajectory_from_dict
 
-from .helpers import SCHEMA, run_workflow
+from .helpers import LOSS, SCHEMA, run_workflow
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "slicenav_tokenizer"
 CONFIGS = {
@@ -60,7 +60,7 @@ def test_train_workflow_overfits_and_exports(tmp_path):
     trainer = workflow.parser.get_parsed_content("train#trainer")
     losses: list[float] = []
     trainer.add_event_handler(
-        Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"].item())
+        Events.ITERATION_COMPLETED, lambda engine: losses.append(float(LOSS(engine.state.output)))
     )
     workflow.run()
     workflow.finalize()
@@ -123,7 +123,7 @@ def run_recording_losses(bundle_root: Path, stop_after: int = 0, **overrides) ->
     trainer = workflow.parser.get_parsed_content("train#trainer")
     losses: list[float] = []
     trainer.add_event_handler(
-        Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output["loss"].item())
+        Events.ITERATION_COMPLETED, lambda engine: losses.append(float(LOSS(engine.state.output)))
     )
     if stop_after:  # an interrupted run: stops once the checkpoint of epoch `stop_after` is written
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda engine: engine.terminate())

@@ -1,11 +1,19 @@
-"""The dense lobe probe: one labelling on both heads, deterministic given the encoder, and context reaches it."""
+"""The dense lobe probe: one labelling on both heads, fitted both ways, deterministic given the encoder, and context
+(and its actions) reach it."""
 
 import math
 
+import pytest
 import torch
 
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder
-from monai_slicenav.experiments.dense_probe import dense_probe, dense_probe_cases
+from monai_slicenav.experiments.dense_probe import (
+    DENSE_PENALTY,
+    PENALTIES,
+    dense_probe,
+    dense_probe_cases,
+    lobe_dice,
+)
 from monai_slicenav.networks import TokenizerConfig
 
 from .packaged_data import needs_packaged_data
@@ -26,3 +34,31 @@ def test_the_probe_is_a_function_of_the_encoder_and_context_reaches_it():
     context_encoder = ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics).eval()
     alone = dense_probe(context_encoder, (fitted, scored))["dense_dice"]
     assert dense_probe(context_encoder, (fitted, scored), context="bidirectional")["dense_dice"] != alone
+    still = dense_probe(context_encoder, (fitted, scored), context="causal", actions="still")["dense_dice"]
+    assert still != dense_probe(context_encoder, (fitted, scored), context="causal")["dense_dice"]  # it reads them
+
+
+@needs_packaged_data
+def test_the_probe_is_fitted_both_ways_and_its_penalty_is_fixed_or_chosen_on_the_fitted_head():
+    cases = dense_probe_cases(6.0)
+    torch.manual_seed(0)
+    encoder = SliceEncoder(TokenizerConfig(channels=(8, 16, 16))).eval()
+    scores, swapped = dense_probe(encoder, cases), dense_probe(encoder, cases[::-1])
+    assert scores["dense_dice_ab"] == swapped["dense_dice_ba"] and scores["dense_dice_ba"] == swapped["dense_dice_ab"]
+    assert math.isclose(scores["dense_dice"], (scores["dense_dice_ab"] + scores["dense_dice_ba"]) / 2)
+    assert scores["dense_dice_ab"] != scores["dense_dice_ba"]  # two different fits
+    assert scores["dense_penalty_ab"] == scores["dense_penalty_ba"] == DENSE_PENALTY
+    chosen = dense_probe(encoder, cases, penalty=None)
+    assert {chosen["dense_penalty_ab"], chosen["dense_penalty_ba"]} <= set(PENALTIES)
+    with pytest.raises(ValueError, match="actions must be one of"):
+        dense_probe(encoder, cases, actions="shuffled")
+
+
+def test_lobe_dice_counts_each_lobe_and_averages_them():
+    truth = torch.tensor([1, 1, 2, 2, 3, 4, 5, 5])
+    predicted = torch.tensor([1, 2, 2, 2, 3, 4, 5, 1])
+    scores = lobe_dice(predicted, truth)
+    expected = {1: 2 * 1 / (2 + 2), 2: 2 * 2 / (2 + 3), 3: 1.0, 4: 1.0, 5: 2 * 1 / (2 + 1)}
+    for lobe, value in expected.items():
+        assert math.isclose(scores[f"dense_dice_{lobe}"], value, rel_tol=1e-6)
+    assert math.isclose(scores["dense_dice"], sum(expected.values()) / 5, rel_tol=1e-6)

@@ -70,6 +70,7 @@ def test_a_crop_holds_fewer_voxels_and_the_device_option_needs_poses(tmp_path):
 def test_a_bundle_trained_with_rendering_on_the_device_takes_the_same_steps(tmp_path, contrastive_weight):
     from ignite.engine import Events
 
+    from .helpers import LOSS
     from .test_bundle_tokenizer import make_workflow
 
     losses = {}
@@ -81,7 +82,7 @@ def test_a_bundle_trained_with_rendering_on_the_device_takes_the_same_steps(tmp_
         workflow.initialize()
         trainer = workflow.parser.get_parsed_content("train#trainer")
         seen = losses.setdefault(on_device, [])
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e, seen=seen: seen.append(e.state.output["loss"]))
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e, seen=seen: seen.append(LOSS(e.state.output)))
         workflow.run()
         evaluator = workflow.parser.get_parsed_content("validate#evaluator")
         seen.append(evaluator.state.metrics["val_psnr"])

@@ -42,9 +42,9 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     assert "| dynamics_aligned: in context - alone |" in (tmp_path / "results.md").read_text()
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0
-    assert f"no encoder) | {'— | ' * 10}{reference:.3f} | — |" in (tmp_path / "results.md").read_text()
+    assert f"no encoder) | {'— | ' * 11}{reference:.3f} | — |" in (tmp_path / "results.md").read_text()
     assert (
-        "| dynamics_aligned: true - shuffled actions | pose_r2_ctx - pose_r2_ctx_shuffled |"
+        "| dynamics_aligned: true - wrong actions | pose_r2_ctx - pose_r2_ctx_shuffled |"
         in (tmp_path / "results.md").read_text()
     )
 

@@ -148,7 +148,7 @@ def test_paired_differences_by_seed():
         in lines
     )
     assert (
-        "| dynamics_aligned: true - shuffled actions | pose_r2_ctx - pose_r2_ctx_shuffled | +0.020 ± 0.010 "
+        "| dynamics_aligned: true - wrong actions | pose_r2_ctx - pose_r2_ctx_shuffled | +0.020 ± 0.010 "
         "(3 seeds: within 2 sd) |" in lines
     )
     assert "| dynamics_aligned - tokenizer_only | pose_r2_last | -0.040 ± 0.010 (3 seeds: lower) |" in lines

@@ -47,7 +47,7 @@ from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encode
 from ..networks.tokenizer import TokenizerConfig
 from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
 from .cache import cached
-from .dense_probe import DENSE_PROBE_CASES
+from .dense_probe import DENSE_PENALTY, DENSE_PROBE_CASES
 from .pretrain import PRESETS, pretrain
 from .probe_cells import (
     DENSE_CONTEXT,
@@ -329,7 +329,12 @@ def evaluate(
     volumes = {
         "probe_train": PROBE_TRAIN,
         "probe_test": PROBE_TEST,
-        "dense_probe": {"fit": DENSE_PROBE_CASES[0], "score": DENSE_PROBE_CASES[1], "context": DENSE_CONTEXT},
+        "dense_probe": {
+            "cases": list(DENSE_PROBE_CASES),
+            "both_ways": True,
+            "penalty": DENSE_PENALTY,
+            "context": DENSE_CONTEXT,
+        },
         "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
         "registration": REGISTRATION_PAIR,
         "controllability": {  # held-out synthetic volumes and trajectories drawn with these seeds, and real ones

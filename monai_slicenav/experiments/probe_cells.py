@@ -31,6 +31,7 @@ from .probes import (
 __all__ = [
     "CONTEXT_PROBE",
     "DENSE_CONTEXT",
+    "DENSE_PROBE",
     "PROBE_TEST",
     "PROBE_TRAIN",
     "dense_cell",
@@ -45,7 +46,9 @@ PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
 CONTEXT_PROBE = (
     2  # version of the probe cell's contents (1: the in-context pose probe; 2: with shuffled actions); its key
 )
-DENSE_CONTEXT = "bidirectional"  # how a context encoder sees the slices in the dense probe's in-context column
+DENSE_CONTEXT = "causal"  # how a context encoder sees the slices in the dense probe's in-context column (measured:
+# causal above bidirectional for every dynamics row of the `small` comparison, README)
+DENSE_PROBE = 2  # version of the dense cell's contents (2: both ways, fixed penalty, the still-actions control)
 
 
 def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.Tensor]:
@@ -109,8 +112,9 @@ def probe_cell(encoder: Path, cell_dir: Path, weights: str, probe_cfg: Mapping, 
 
 
 def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, probe_sets: dict) -> dict:
-    """The dense lobe probe of one encoder: ``dense_dice`` (one slice at a time) and ``dense_dice_ctx`` (a context
-    encoder's slices seen with :data:`DENSE_CONTEXT`; NaN for other encoders)."""
+    """The dense lobe probe of one encoder: ``dense_dice`` (one slice at a time), ``dense_dice_ctx`` (a context
+    encoder's slices seen with :data:`DENSE_CONTEXT` and the true actions between them) and ``dense_dice_ctx_still``
+    (the same context, zero actions); NaN for encoders without context."""
 
     def compute() -> dict:
         if "dense" not in probe_sets:  # loaded once per run, shared by every encoder
@@ -118,14 +122,18 @@ def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, 
         model = load_encoder(encoder).eval()
         alone = dense_probe(model, probe_sets["dense"])["dense_dice"]
         if not hasattr(model, "context_features"):
-            return {"dense_dice": alone, "dense_dice_ctx": math.nan}
+            return {"dense_dice": alone, "dense_dice_ctx": math.nan, "dense_dice_ctx_still": math.nan}
         return {
             "dense_dice": alone,
-            "dense_dice_ctx": dense_probe(model, probe_sets["dense"], context=DENSE_CONTEXT)["dense_dice"],
+            **{
+                name: dense_probe(model, probe_sets["dense"], context=DENSE_CONTEXT, actions=actions)["dense_dice"]
+                for name, actions in (("dense_dice_ctx", "true"), ("dense_dice_ctx_still", "still"))
+            },
         }
 
-    cell = cached(cell_dir / "dense_probe.json", {"w": weights, "context": DENSE_CONTEXT, **dense_cfg}, compute)
-    return {k: cell[k] for k in ("dense_dice", "dense_dice_ctx")}
+    key = {"w": weights, "context": DENSE_CONTEXT, "dense_probe": DENSE_PROBE, **dense_cfg}
+    cell = cached(cell_dir / "dense_probe.json", key, compute)
+    return {k: cell[k] for k in ("dense_dice", "dense_dice_ctx", "dense_dice_ctx_still")}
 
 
 def pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping) -> dict:

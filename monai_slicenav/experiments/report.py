@@ -56,8 +56,9 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
 
 
 IN_CONTEXT = {"dense_dice_ctx": "dense_dice", "pose_r2_ctx": "pose_r2_last", "reg_dice_ctx": "reg_dice"}  # and alone
-TRUE_ACTIONS = {"pose_r2_ctx": "pose_r2_ctx_shuffled"}  # in context with the true actions, and with another walk's
-WITHIN_ROW = {"in context - alone": IN_CONTEXT, "true - shuffled actions": TRUE_ACTIONS}  # paired within one encoder
+# in context with the true actions, and with wrong ones: another walk's (pose probe), zero (dense probe)
+TRUE_ACTIONS = {"pose_r2_ctx": "pose_r2_ctx_shuffled", "dense_dice_ctx": "dense_dice_ctx_still"}
+WITHIN_ROW = {"in context - alone": IN_CONTEXT, "true - wrong actions": TRUE_ACTIONS}  # paired within one encoder
 PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2")
 
 
@@ -185,8 +186,10 @@ def write_results(
         "given another walk's actions, so `pose_r2_ctx - pose_r2_ctx_shuffled` is what the true actions add. "
         "`dense_dice`: the primary metric, a linear "
         "voxel classifier of the five Harvard-Oxford lobes on the frozen lifted features, fitted on MNI152 and "
-        "scored on ICBM 2009c (one labelling on both sides, deterministic given the encoder); `dense_dice_ctx` "
-        "(context encoders): the same with each slice seen with its neighbours (bidirectional context); "
+        "scored on ICBM 2009c and the other way round, averaged (one labelling on both sides, deterministic given "
+        "the encoder); `dense_dice_ctx` (context encoders): the same with each slice seen after the slices before "
+        "it and the true actions between them (causal context); `dense_dice_ctx_still`: that context with zero "
+        "actions, so `dense_dice_ctx - dense_dice_ctx_still` is what the true actions add; "
         "`reg_dice_ctx` the feature registration with that context. "
         "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
         "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "

@@ -22,6 +22,7 @@ from .distributed import is_main_process, silence_other_ranks
 from .dynamics_handlers import NavigationStripHandler, RolloutWriter, navigation_strip
 from .handlers import (
     ExportEncoderHandler,
+    HandlerGroup,
     ItemWriter,
     PruneCheckpointsHandler,
     ReseedHandler,
@@ -36,6 +37,7 @@ from .static_handlers import VolumeReconstructionWriter, masked_strip
 from .tokenizer_handlers import ReconstructionStripHandler, TokenWriter, appearance_contrast, reconstruction_strip
 
 __all__ = [
+    "HandlerGroup",
     "VoxelFeatureWriter",
     "feature_colours",
     "PrepareMaskedVolumes",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "ExportEncoderHandler",
     "StripHandler",
     "ItemWriter",
+    "HandlerGroup",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,23 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_ep
     if not candidates:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint matching {pattern!r} to resume from.")
     return str(max(candidates, key=lambda p: int("".join(ch for ch in p.stem.split("=")[-1] if ch.isdigit()) or 0)))
+
+
+class HandlerGroup:
+    """Several handlers attached as one, so that a config's handler list stays a literal list that tools can append
+    to (``--tracking mlflow`` appends its ``MLFlowHandler`` to ``validate#handlers``) while a bundle still fills in a
+    list of its own (the base config's ``validate#image_handlers``). Disabled entries (``None``) are skipped.
+
+    Args:
+        handlers: objects with ``attach(engine)``.
+    """
+
+    def __init__(self, handlers: Sequence) -> None:
+        self.handlers = [handler for handler in handlers if handler is not None]
+
+    def attach(self, engine: Engine) -> None:
+        for handler in self.handlers:
+            handler.attach(engine)
 
 
 class PruneCheckpointsHandler:

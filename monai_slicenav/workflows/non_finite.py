@@ -21,6 +21,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _loss_of(output: object) -> float:
+    """The loss of a trainer's output: a dict, a decollated list of dicts (the loss repeated in each), or the loss."""
+    output = output[0] if isinstance(output, list) and output and isinstance(output[0], dict) else output
     value = output["loss"] if isinstance(output, dict) else output
     return float(value.item() if hasattr(value, "item") else value)
 
@@ -31,7 +33,8 @@ class StopOnNonFiniteLoss:
     periodic ``checkpoint_epoch=N.pt`` files of completed epochs stay, for ``--resume``).
 
     Args:
-        output_transform: the loss from the engine's output; default ``output["loss"]``.
+        output_transform: the loss from the engine's output; default ``output["loss"]`` (of its first item when the
+            output is decollated).
         name: what the value is called in the message.
     """
 
