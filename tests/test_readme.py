@@ -1,4 +1,4 @@
-"""The README's examples must run as written."""
+"""The examples of the README and of the task pages in docs/ must run as written."""
 
 import ast
 import json
@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+PAGES = [README, *sorted((README.parent / "docs").glob("*.md"))]  # the README and the task pages
 
 
 def python_block(containing: str) -> str:
-    """The README's python block that contains ``containing``."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """The python block of the README or a task page that contains ``containing``."""
+    blocks = [b for page in PAGES for b in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
     return next(b for b in blocks if containing in b)
 
 
@@ -90,7 +91,7 @@ def test_own_scans_commands_run(tmp_path, monkeypatch, capsys):
 
     from monai_slicenav.cli import main
 
-    section = README.read_text().split("## Pretrain on your own scans")[1].split("\n## ")[0]
+    section = (README.parent / "docs" / "own_scans.md").read_text()
     commands = [shlex.split(c) for c in re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)[0].splitlines()]
     scans = tmp_path / "my_mri"
     scans.mkdir()

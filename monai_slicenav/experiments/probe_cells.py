@@ -47,7 +47,7 @@ CONTEXT_PROBE = (
     2  # version of the probe cell's contents (1: the in-context pose probe; 2: with shuffled actions); its key
 )
 DENSE_CONTEXT = "causal"  # how a context encoder sees the slices in the dense probe's in-context column (measured:
-# causal above bidirectional for every dynamics row of the `small` comparison, README)
+# causal above bidirectional for every dynamics row of the `small` comparison, docs/comparison.md)
 DENSE_PROBE = 2  # version of the dense cell's contents (2: both ways, fixed penalty, the still-actions control)
 
 

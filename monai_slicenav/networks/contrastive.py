@@ -126,11 +126,11 @@ class VoxelContrastiveLoss(nn.Module):
 
 
 class PyramidContrastiveLoss(nn.Module):
-    """:class:`VoxelContrastiveLoss` on the finest levels of an encoder pyramid, for a batch that stacks ``views``
+    r""":class:`VoxelContrastiveLoss` on the finest levels of an encoder pyramid, for a batch that stacks ``views``
     appearances of the same label maps (view-major: all volumes of view 0, then of view 1, ...).
 
     ``forward(pyramid, labels)``: ``pyramid`` the encoder's multi-scale features of the stacked batch (V * B, C_l,
-    *S_l), finest first; ``labels`` (B, 1, X, Y, Z) (or, for a 2D encoder's pyramid, (B, 1, h, w)). Each level's
+    \*S_l), finest first; ``labels`` (B, 1, X, Y, Z) (or, for a 2D encoder's pyramid, (B, 1, h, w)). Each level's
     loss uses the label map taken at the level's voxel centres (nearest); the levels' losses are averaged.
 
     Args:

@@ -51,7 +51,7 @@ class ConvEncoderNet(nn.Module):
 
 
 class ConvDecoderNet(nn.Module):
-    """(B, latent, *S / 2 ** len(channels)) -> (B, C, *S): the mirror of :class:`ConvEncoderNet`."""
+    r"""(B, latent, \*S / 2 ** len(channels)) -> (B, C, \*S): the mirror of :class:`ConvEncoderNet`."""
 
     def __init__(
         self, spatial_dims: int, out_channels: int, channels: Sequence[int], num_res_units: int, latent: int, norm: str

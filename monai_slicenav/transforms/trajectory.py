@@ -68,7 +68,7 @@ class RandSliceTrajectory(RandomizableTransform):
         zoom_range: (min, max) spacing as multiples of the base spacing.
         max_translation: largest centre displacement per step, in mm.
         max_rotation: largest rotation per step, in radians.
-        max_log_zoom: largest |delta log spacing| per step.
+        max_log_zoom: largest absolute change of the log spacing per step.
         momentum: in [0, 1): how much of the previous step's velocity is kept; higher is smoother (0: independent
             steps).
         threshold: voxels above it (in any channel) are foreground. Defaults to 0.0.
@@ -287,8 +287,9 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
 
     Args:
         keys: one key, the reference volume whose affine and foreground define the trajectory.
-        num_steps, spatial_size, mode, start_orientation, spacing, zoom_range, max_translation, max_rotation,
-            max_log_zoom, momentum, threshold, jump_probability, jump_steps: as in :class:`RandSliceTrajectory`.
+        num_steps: as in :class:`RandSliceTrajectory`, and so are ``spatial_size``, ``mode``, ``start_orientation``,
+            ``spacing``, ``zoom_range``, ``max_translation``, ``max_rotation``, ``max_log_zoom``, ``momentum``,
+            ``threshold``, ``jump_probability`` and ``jump_steps``.
         pose_key: output key of the packed poses. Defaults to ``"poses"``.
         action_key: output key of the actions. Defaults to ``"actions"``.
         num_samples: trajectories per volume. With more than one, a list of that many dicts is returned (sharing

@@ -15,7 +15,7 @@ __all__ = ["feature_colours", "VoxelFeatureWriter"]
 
 
 def feature_colours(features: torch.Tensor) -> torch.Tensor:
-    """(C, *S) features -> (3, *S) colours in [0, 1]: their first three principal components over the voxels, each
+    r"""(C, \*S) features -> (3, \*S) colours in [0, 1]: their first three principal components over the voxels, each
     scaled by its 1st-99th percentile range (a voxel's colour says which anatomy its features describe)."""
     flat = features.flatten(1).T.float()  # (N, C)
     centred = flat - flat.mean(dim=0)
