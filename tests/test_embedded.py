@@ -88,3 +88,10 @@ def test_synthetic_items_use_the_disk_cache(tmp_path):
     first = front(item)["label"]
     assert len(list(tmp_path.glob(f"synth_label_*_{item['synth_seed']}.nii.gz"))) == 1
     assert torch.equal(front(item)["label"].as_tensor(), first.as_tensor())
+
+
+def test_bad_intensity_percentiles_are_refused_when_the_loader_is_built():
+    from monai_slicenav.transforms import LoadVolumed
+
+    with pytest.raises(ValueError, match="percentiles must satisfy"):
+        LoadVolumed(percentiles=(99.5, 0.5))

@@ -25,7 +25,7 @@ from monai_slicenav.downstream.registration_run import (
     load_pair,
     run_registration,
 )
-from monai_slicenav.encoders import ContextEncoder, SliceEncoder
+from monai_slicenav.encoders import ContextEncoder, SliceEncoder, training_contract
 from monai_slicenav.export import export_encoder
 from monai_slicenav.networks import TokenizerConfig
 
@@ -236,3 +236,23 @@ def test_feature_registration_takes_the_context_option_and_records_it(tmp_path):
     assert record["config"]["context"] == "bidirectional" and record["encoder"] == str(tmp_path / "encoder")
     with pytest.raises(ValueError, match="context must be one of"):
         RegistrationConfig(context="sideways")
+
+
+def test_a_pair_is_read_by_the_encoders_contract(tmp_path):
+    """The runner reads images as the encoder that sees them was trained (its contract's intensity rule): another
+    recorded rule gives other intensities, and a rule the registration losses cannot take is refused."""
+    files = _blob_pair(tmp_path)
+    pair = file_pair(files["fixed_image"], files["moving_image"])
+    torch.manual_seed(0)
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), tmp_path / "encoder")
+    package = load_pair(pair, 2.0)
+    assert torch.equal(load_pair(pair, 2.0, contract=tmp_path / "encoder")["fixed_image"], package["fixed_image"])
+    record = {"input": {"contract": training_contract()}}
+    record["input"]["contract"]["intensity"]["percentiles"] = [0.0, 99.0]  # blobs of 1 and 1.5 over 0: 1 -> 1
+    narrower = load_pair(pair, 2.0, contract=record)["fixed_image"]
+    assert float(package["fixed_image"].max()) == float(narrower.max()) == 1.0
+    assert float((narrower - package["fixed_image"]).min()) >= 0.0  # a narrower range maps no voxel lower
+    assert float((narrower - package["fixed_image"]).max()) > 0.3  # the first blob: 1 instead of 1 / 1.5
+    record["input"]["contract"]["intensity"]["range"] = [-1.0, 1.0]
+    with pytest.raises(ValueError, match=r"registration scales images to \[0, 1\], clipped"):
+        load_pair(pair, 2.0, contract=record)

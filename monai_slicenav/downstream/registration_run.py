@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from monai.transforms import Compose, ResampleToMatchd, Spacingd, SpatialPadd
 
 from ..data.labelled import coarse_label_names, labelled_case
-from ..encoders import load_encoder
+from ..encoders import input_contract, load_encoder
 from ..io import atomic_write_files, atomic_write_json
 from ..transforms import CoarseLabelsd, DeformedCopyd, EmbeddedVolumed, RandSynthAppearance
 from .lift3d import Lift3D
@@ -144,16 +145,33 @@ def file_pair(
     }
 
 
-def load_pair(pair: dict, spacing_mm: float = 2.0, multiple: int = 8) -> dict[str, torch.Tensor | None]:
+def load_pair(
+    pair: dict,
+    spacing_mm: float = 2.0,
+    multiple: int = 8,
+    contract: str | os.PathLike | torch.nn.Module | Mapping | None = None,
+) -> dict[str, torch.Tensor | None]:
     """Fixed and moving image (and labels, when the pair has them) on the fixed grid, resampled to ``spacing_mm``
     and padded to a multiple of ``multiple``. Packaged pairs get their coarse labels; a moving copy (``copy_seed``)
     is deformed after resampling; a moving item with ``"contrast": "t2_like"`` is re-painted by :func:`t2_like`,
     one with ``"contrast": "synthetic"`` by :func:`synthetic_contrast` (seed ``"contrast_seed"``, default 3).
-    ``fixed_label``/``moving_label`` are None for a pair without labels."""
+    ``fixed_label``/``moving_label`` are None for a pair without labels.
+
+    Images are read (RAS) and scaled by the intensity rule of ``contract``: the encoder that will see them (an
+    export's folder, a loaded encoder or its record), whose preprocessing contract
+    (:func:`~monai_slicenav.encoders.input_contract`) says how it was trained; None: the package's rule.
+
+    Raises:
+        ValueError: for a contract whose intensities are not [0, 1], clipped (what the registration losses assume).
+    """
+    rule = input_contract(contract)["intensity"]
+    if [float(v) for v in rule["range"]] != [0.0, 1.0] or not rule.get("clip", True):
+        raise ValueError(f"registration scales images to [0, 1], clipped; the encoder's contract asks for {rule}.")
     labelled = "label" in pair["fixed"]
     keys = ("image", "label") if labelled else ("image",)
     modes = ("bilinear", "nearest")[: len(keys)]
-    read = EmbeddedVolumed()  # outside the Compose: a refused file keeps its own error, not MONAI's wrapper
+    # outside the Compose: a refused file keeps its own error, not MONAI's wrapper
+    read = EmbeddedVolumed(percentiles=rule["percentiles"])
     prepare = Compose(
         [
             *([CoarseLabelsd()] if "pair" in pair["fixed"] else []),
@@ -208,14 +226,15 @@ def run_registration(
     uses_encoder = similarity in FEATURE_SIMILARITIES
     if uses_encoder and not encoder_path:
         raise ValueError(f"Registration with similarity {similarity!r} needs an exported encoder (encoder_path).")
-    data = load_pair(pair, spacing_mm)
+    encoder = load_encoder(encoder_path) if uses_encoder else None
+    data = load_pair(pair, spacing_mm, contract=encoder)  # read as the encoder was trained (its contract)
     if data["fixed_label"] is not None:  # checked before the optimisation, not after it
         classes = _label_classes(pair, data["moving_label"], data["fixed_label"])
     start = time.perf_counter()
     levels = len(config.iterations)
     intensities = [intensity_levels(data[f"{role}_image"], levels) for role in ("fixed", "moving")]
     if uses_encoder:
-        lifted = Lift3D(load_encoder(encoder_path), context=config.context).eval()
+        lifted = Lift3D(encoder, context=config.context).eval()
         fixed_levels = feature_levels(lifted, data["fixed_image"], levels)
         moving_levels = feature_levels(lifted, data["moving_image"], levels)
     else:

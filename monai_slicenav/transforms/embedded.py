@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends
 
-from ..volume import as_volume, check_scan, level_boundary, scale_intensity
+from ..volume import INTENSITY_PERCENTILES, as_volume, check_scan, level_boundary, scale_intensity
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
 __all__ = [
@@ -112,9 +112,12 @@ class LoadVolumed(MapTransform):
         resample_mm: resample every loaded image (bilinear) and label map (nearest) to this isotropic voxel size
             in mm after reorienting, e.g. to bring 0.5 mm scans to 1 mm (an eighth of the memory and cache).
             None (default): keep each file's grid (slices are rendered in world millimetres either way).
+        percentiles: the intensity percentiles mapped to 0 and 1 (clipped) of loaded images; defaults to the
+            package's rule, :data:`~monai_slicenav.volume.INTENSITY_PERCENTILES` (an encoder's recorded contract may
+            name others: :func:`~monai_slicenav.export.input_contract`).
 
     Raises:
-        ValueError: for an item whose source is neither ``"packaged"`` nor ``"file"``.
+        ValueError: for an item whose source is neither ``"packaged"`` nor ``"file"``, or bad ``percentiles``.
     """
 
     sources = "'packaged' or 'file'"  # named in the error for an unknown source
@@ -125,8 +128,11 @@ class LoadVolumed(MapTransform):
         label_key: str = "label",
         foreground_label: bool = False,
         resample_mm: float | None = None,
+        percentiles: Sequence[float] = INTENSITY_PERCENTILES,
     ) -> None:
         MapTransform.__init__(self, (image_key, label_key))
+        self.percentiles = tuple(float(p) for p in percentiles)
+        scale_intensity(torch.arange(2.0), self.percentiles)  # refuses bad percentiles here, not at the first scan
         self.image_key, self.label_key = image_key, label_key
         self.foreground_label = bool(foreground_label)
         if resample_mm is not None and not float(resample_mm) > 0:
@@ -144,7 +150,7 @@ class LoadVolumed(MapTransform):
         if source == "packaged" or (source == "file" and "label" in d):
             d[self.image_key], d[self.label_key] = self._load_pair(d)
         elif source == "file":
-            d[self.image_key] = image = scale_intensity(self._read(d["image"]))
+            d[self.image_key] = image = scale_intensity(self._read(d["image"]), self.percentiles)
             if self.foreground_label:
                 threshold = level_boundary(
                     otsu_threshold(image)
@@ -183,7 +189,7 @@ class LoadVolumed(MapTransform):
         if item.get("resample"):
             label = ResampleToMatch(mode=item["resample"], padding_mode="zeros")(label, img_dst=image)
         label = label.round().to(torch.int64)
-        return scale_intensity(image), label
+        return scale_intensity(image, self.percentiles), label
 
 
 class EmbeddedVolumed(Randomizable, LoadVolumed):
@@ -198,6 +204,8 @@ class EmbeddedVolumed(Randomizable, LoadVolumed):
         appearance_options: options of :class:`~monai_slicenav.transforms.RandSynthAppearance`.
         foreground_label: as in :class:`LoadVolumed` (your own scans without label maps).
         resample_mm: as in :class:`LoadVolumed` (packaged and file items; synthetic volumes are made at 1 mm).
+        percentiles: as in :class:`LoadVolumed` (packaged and file items; synthetic volumes are painted by the
+            package's rule).
 
     Raises:
         ValueError: for an item whose source is not ``"synthetic"``, ``"packaged"`` or ``"file"``.
@@ -213,8 +221,9 @@ class EmbeddedVolumed(Randomizable, LoadVolumed):
         appearance_options: dict | None = None,
         foreground_label: bool = False,
         resample_mm: float | None = None,
+        percentiles: Sequence[float] = INTENSITY_PERCENTILES,
     ) -> None:
-        LoadVolumed.__init__(self, image_key, label_key, foreground_label, resample_mm)
+        LoadVolumed.__init__(self, image_key, label_key, foreground_label, resample_mm, percentiles)
         self.synthesise = SynthLabelEnsemble(**(synth_options or {}))
         self.paint = RandSynthAppearance(**(appearance_options or {}))
 
