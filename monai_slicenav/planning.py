@@ -25,6 +25,7 @@ from .geometry import Pose, apply_action
 from .networks.navigator import SliceNavigator, rollout
 from .transforms.regime import NAVIGATION_REGIME, NavigationRegime
 from .transforms.render import RenderSlices
+from .transforms.trajectory import RandSliceTrajectory
 
 __all__ = [
     "WorldModel",
@@ -32,10 +33,12 @@ __all__ = [
     "NavigatorModel",
     "PlanResult",
     "SEARCH",
+    "STANDARD_PLANES",
     "action_bounds",
     "plan",
     "pose_error",
     "render_goal",
+    "standard_plane",
 ]
 
 
@@ -45,6 +48,24 @@ SEARCH = {
     "renderer": {"horizon": 3, "samples": 256, "rounds": 6, "patience": 3},
     "model": {"horizon": 3, "samples": 64, "rounds": 3, "patience": 3},
 }
+
+
+STANDARD_PLANES = ("axial", "coronal", "sagittal")  # named goals: through the centre of the volume's foreground
+
+
+def standard_plane(volume: torch.Tensor, name: str, spatial_size: int, threshold: float = 0.05) -> Pose:
+    """The named plane ``name`` of :data:`STANDARD_PLANES` on ``volume`` (C, X, Y, Z, with its affine): the
+    canonical orientation through the centre of the foreground box (intensities above ``threshold``), at the base
+    spacing of ``spatial_size``-pixel slices, as the navigators start. On a template in MNI space, ``"sagittal"`` is
+    the mid-sagittal plane to within the head's asymmetry.
+
+    Raises:
+        ValueError: for an unknown name, or a volume without foreground.
+    """
+    if name not in STANDARD_PLANES:
+        raise ValueError(f"unknown plane {name!r}; the named planes are {', '.join(STANDARD_PLANES)}.")
+    sampler = RandSliceTrajectory(1, spatial_size, threshold=threshold)
+    return sampler.centred_pose(sampler.frame(volume), name, dtype=torch.float64)
 
 
 def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:

@@ -2,7 +2,8 @@
 reads back what the page drew. The true slice equals the renderer's at the pose the page reports, the predicted
 slice equals the model's decoded prediction for that context and action, true actions predict better than wrong
 ones for a model that uses its actions, and the saved trajectory renders again with `slicenav render` (bad
-requests: tests/reliability/test_security.py). Screenshots go to ``test-artifacts/``
+requests: tests/reliability/test_security.py), and "go to" plays the path the planner took to a named plane.
+Screenshots go to ``test-artifacts/``
 (or ``$SLICENAV_TEST_ARTIFACTS``)."""
 
 import json
@@ -50,6 +51,7 @@ def served(tmp_path_factory):
     path = root / "unseen.nii.gz"
     nib.save(nib.Nifti1Image(image[0].numpy(), image.affine.numpy()), str(path))
     server = make_server(open_session(path, stage))
+    server.stage = stage  # for a replica session
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, path
@@ -189,3 +191,30 @@ def test_the_saved_trajectory_renders_again_with_slicenav_render(served, browser
     scaled = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)(load_volume(path))
     run, _ = replay(scaled, saved)
     assert np.abs(shown - run.slices[-1, 0].numpy()).max() <= PIXEL + 1e-4
+
+
+def test_go_to_plays_the_planned_path_and_reports_the_planners_final_pose(served, browser):
+    """Choosing a plane and a planner and pressing Go plans on the server, plays every executed step, and leaves
+    the page at the pose the planner reaches from the same start (a separate session, the same seed). The tinted
+    plane lets the anatomy of the view it lies in show (navigate_goto.png)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    server, path = served
+    open_page(browser, server)
+    press(browser, ["t", "w"])
+    before = browser.execute_script("return Number(document.body.dataset.updates || 0)")
+    Select(browser.find_element(By.ID, "plane")).select_by_value("coronal")
+    Select(browser.find_element(By.ID, "planner")).select_by_value("renderer")
+    browser.find_element(By.ID, "goto").click()
+    WebDriverWait(browser, 120).until(lambda b: b.execute_script("return Number(document.body.dataset.gotos || 0)"))
+    answer = browser.execute_script("return window.slicenavGoto")
+    state = browser.execute_script("return window.slicenavState")
+    shown = browser.execute_script("return Number(document.body.dataset.updates)") - before
+    assert shown == len(answer["frames"]) and state["pose"] == answer["final_pose"]
+    assert "from the coronal plane" in browser.find_element(By.ID, "goto-result").text
+    screenshot(browser, "navigate_goto.png")
+    replica = open_session(path, server.stage)
+    for name in ("tilt_up", "scroll_forward"):
+        replica.act(name)
+    assert replica.goto("coronal", planner="renderer")["final_pose"] == answer["final_pose"]

@@ -82,3 +82,35 @@ def test_the_readme_command_is_one_the_cli_takes():
     (command,) = re.findall(r"```bash\n(slicenav navigate .*?)\n```", section)
     _check_options(shlex.split(command)[1:])  # raises for an option the command does not have
     assert (REPO / "bundles" / "slicenav_dynamics" / "docs" / "navigate.png").is_file()
+
+
+def test_go_to_plans_to_a_named_plane_and_executes_the_plan(stage):
+    """ "Go to" plans from the current pose to a named plane and executes the plan: each executed step is a view and
+    a step of the saved trajectory, inside the regime's bounds; the reported error is the final pose's distance to
+    the plane's pose; the same seed gives the same path; the world model plans without the renderer; bad names are
+    refused. (How often planning succeeds is bench/planning.py's question, not this test's.)"""
+    from monai_slicenav.planning import action_bounds, pose_error, standard_plane
+
+    def tilted() -> object:
+        session = open_session(None, stage)
+        for name in ("tilt_up", "scroll_forward", "move_right"):
+            session.act(name)
+        return session
+
+    session = tilted()
+    answer = session.goto("axial", planner="renderer")
+    goal = standard_plane(session.scan, "axial", session.size[0])
+    distance, angle = pose_error(session.poses[-1], goal)
+    assert answer["error"] == {"distance_mm": distance, "angle_deg": angle}
+    assert answer["final_pose"] == session.pose_record() and answer["goal_pose"]["center_mm"] == goal.center.tolist()
+    frames = answer["frames"]
+    assert 1 <= len(frames) <= 10 and frames[-1] == session.view() and frames[0]["action_text"].startswith("planned")
+    taken = torch.stack(session.actions[3:])
+    assert len(taken) == len(frames) == len(session.trajectory()["actions"]) - 3
+    assert bool((taken.abs().float() <= action_bounds() + 1e-6).all())
+    assert tilted().goto("axial", planner="renderer")["final_pose"] == answer["final_pose"]  # seeded: one path
+    assert tilted().goto("sagittal")["frames"]  # the world model plans too
+    with pytest.raises(ValueError, match="unknown plane 'oblique'"):
+        session.goto("oblique")
+    with pytest.raises(ValueError, match="unknown planner 'oracle'"):
+        session.goto("axial", planner="oracle")

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import urlsplit
 
-from .session import COMMANDS, MOVES, NavigationSession
+from ..planning import STANDARD_PLANES
+from .session import COMMANDS, MOVES, PLANNERS, NavigationSession
 
 __all__ = ["MAX_REQUEST_BYTES", "NavigatorServer", "make_server"]
 
@@ -75,7 +76,9 @@ class NavigatorRequestHandler(BaseHTTPRequestHandler):
         elif path == "/api/state":
             self._locked(self.server.session.view)
         elif path == "/api/actions":
-            self._json(HTTPStatus.OK, {"moves": {k: v[2] for k, v in MOVES.items()}, "commands": list(COMMANDS)})
+            moves = {k: v[2] for k, v in MOVES.items()}
+            named = {"planes": list(STANDARD_PLANES), "planners": list(PLANNERS)}
+            self._json(HTTPStatus.OK, {"moves": moves, "commands": list(COMMANDS), **named})
         elif path == "/api/trajectory":
             self._locked(self.server.session.trajectory, download="trajectory.json")
         else:
@@ -85,12 +88,16 @@ class NavigatorRequestHandler(BaseHTTPRequestHandler):
         path = self._checked_path()
         if path is None:
             return
-        if path != "/api/act":
+        if path == "/api/act":
+            name = self._action_name()
+            if name is not None:
+                self._locked(lambda: self.server.session.act(name))
+        elif path == "/api/goto":
+            goal = self._goto_request()
+            if goal is not None:
+                self._locked(lambda: self.server.session.goto(*goal))
+        else:
             self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
-            return
-        name = self._action_name()
-        if name is not None:
-            self._locked(lambda: self.server.session.act(name))
 
     def _refuse_method(self) -> None:
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not supported: use GET or POST")
@@ -106,6 +113,30 @@ class NavigatorRequestHandler(BaseHTTPRequestHandler):
 
     def _action_name(self) -> str | None:
         """The action of a ``POST /api/act`` body, or None after answering 4xx."""
+        body = self._body()
+        if body is None:
+            return None
+        name = body.get("action")
+        if name not in MOVES and name not in COMMANDS:
+            known = ", ".join([*MOVES, *COMMANDS])
+            self._error(HTTPStatus.BAD_REQUEST, f'expected {{"action": NAME}} with NAME one of {known}; got {body!r}')
+            return None
+        return name
+
+    def _goto_request(self) -> tuple[str, str] | None:
+        """The plane and planner of a ``POST /api/goto`` body, or None after answering 4xx."""
+        body = self._body()
+        if body is None:
+            return None
+        plane, planner = body.get("plane"), body.get("planner", PLANNERS[0])
+        if plane not in STANDARD_PLANES or planner not in PLANNERS:
+            expected = f"PLANE one of {', '.join(STANDARD_PLANES)}, PLANNER one of {', '.join(PLANNERS)}"
+            self._error(HTTPStatus.BAD_REQUEST, f'expected {{"plane": PLANE, "planner": PLANNER}} with {expected}')
+            return None
+        return plane, planner
+
+    def _body(self) -> dict | None:
+        """The JSON object of a POST's body, or None after answering 4xx."""
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
@@ -119,12 +150,10 @@ class NavigatorRequestHandler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             self._error(HTTPStatus.BAD_REQUEST, f"the body is not JSON ({err})")
             return None
-        name = body.get("action") if isinstance(body, dict) else None
-        if name not in MOVES and name not in COMMANDS:
-            known = ", ".join([*MOVES, *COMMANDS])
-            self._error(HTTPStatus.BAD_REQUEST, f'expected {{"action": NAME}} with NAME one of {known}; got {body!r}')
+        if not isinstance(body, dict):
+            self._error(HTTPStatus.BAD_REQUEST, f"the body must be a JSON object, got {body!r}")
             return None
-        return name
+        return body
 
     # ---- answers ----
     def _locked(self, produce, download: str | None = None) -> None:

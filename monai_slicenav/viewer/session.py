@@ -17,11 +17,12 @@ from ..encoders.trained import recorded_navigation, trained_navigator
 from ..geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, as_slice_size, canonical_rotation, slice_points
 from ..io import load_volume, png_bytes
 from ..networks import SliceNavigator, predict_next
+from ..planning import SEARCH, NavigatorModel, RendererModel, plan, pose_error, render_goal, standard_plane
 from ..transforms import ACTION_FIELDS, RandSliceTrajectory, render_slices, trajectory_to_dict
 from ..volume import scale_intensity
 from ..workflows.controllability import slice_psnr
 
-__all__ = ["MOVES", "COMMANDS", "NavigationSession", "open_session"]
+__all__ = ["MOVES", "COMMANDS", "PLANNERS", "NavigationSession", "open_session"]
 
 # move name -> (action component, sign, what it does); the step is a fraction of the trained regime's largest step
 MOVES: dict[str, tuple[int, float, str]] = {
@@ -41,6 +42,9 @@ MOVES: dict[str, tuple[int, float, str]] = {
     "zoom_out": (6, 1.0, "zoomed out (larger pixels)"),
 }
 COMMANDS = ("reset", "imagine", "shuffle")  # not moves: back to the start, toggle open loop, toggle wrong actions
+PLANNERS = ("model", "renderer")  # what "go to" plans with: the session's world model, or the true renderer
+GOTO_STEPS = 10  # most planned steps a "go to" executes
+RENDERER_PLAN_SIZE = 64  # pixels of the slices the true renderer plans with (at the session's pixel size)
 STEP_FRACTION = 0.5  # one key press moves half the trained regime's largest step
 MAX_RECORDED_STEPS = 4096  # the trajectory kept for saving stops growing here (bounded memory per session)
 PSNR_HISTORY = 256  # points of the live PSNR plot
@@ -82,6 +86,7 @@ class NavigationSession:
             [largest[0]] * 3 + [largest[1]] * 3 + [largest[2]], dtype=torch.float64
         )
         self.image_name = image_name
+        self.scan, self.threshold, self.seed = volume, threshold, seed  # "go to" plans and renders on it
         self.affine = torch.as_tensor(volume.affine, dtype=torch.float64)
         self.volume = torch.as_tensor(volume).float()[None].contiguous()  # (1, 1, X, Y, Z)
         sampler = RandSliceTrajectory(1, self.size, threshold=threshold)
@@ -103,7 +108,7 @@ class NavigationSession:
         self.imagine, self.shuffled = False, False
         self.prediction: torch.Tensor | None = None
         self.history: list[dict] = []
-        self.last = {"action": None, "fed": None, "psnr": None, "timing_ms": {}}
+        self.last = {"action": None, "text": "start", "psnr": None, "timing_ms": {}}
 
     def act(self, name: str) -> dict:
         """Apply a move of :data:`MOVES` or a command of :data:`COMMANDS` and return the new :meth:`view`.
@@ -131,13 +136,55 @@ class NavigationSession:
         return action
 
     def _move(self, name: str) -> None:
-        started = time.perf_counter()
-        action = self.action_of(name)
         fed_name = name
         if self.shuffled:  # another move's action, never the one taken
             others = [m for m in MOVES if m != name]
             fed_name = others[int(torch.randint(len(others), (1,), generator=self.generator))]
-        fed = self.action_of(fed_name).float()
+        words = MOVES[name][2] + ("" if fed_name == name else f" (the model was told: {MOVES[fed_name][2]})")
+        self._step(self.action_of(name), self.action_of(fed_name).float(), name, words)
+
+    def goto(self, plane: str, planner: str = "model") -> dict:
+        """Plan from the current pose to the named ``plane`` (:data:`STANDARD_PLANES`) with ``planner``
+        (:data:`PLANNERS`: the session's world model, imagining from the slices seen, or the true renderer) and
+        execute the plan, each step rendered and predicted as a key press is.
+
+        Returns:
+            ``frames`` (the :meth:`view` after each executed step), ``goal_pose``, ``final_pose`` and ``error``
+            (distance in mm between the slice centres, angle in degrees between the normals).
+
+        Raises:
+            ValueError: for an unknown plane or planner.
+        """
+        if planner not in PLANNERS:
+            raise ValueError(f"unknown planner {planner!r}; expected one of {', '.join(PLANNERS)}.")
+        goal_pose = standard_plane(self.scan, plane, self.size[0], self.threshold)
+        if planner == "model":  # the model's own slices
+            size, world = self.size[0], NavigatorModel(self.navigator, self.context)
+        else:  # the renderer sees more of the head than a small model's slices: a wider basin
+            size = max(self.size[0], RENDERER_PLAN_SIZE)
+            world = RendererModel(self.scan, size)
+        goal = render_goal(self.scan, goal_pose, size)
+        search = SEARCH["model" if planner == "model" else "renderer"]
+        result = plan(self.scan, self.poses[-1], goal, world, steps=GOTO_STEPS, seed=self.seed, **search)
+        frames = []
+        for k, action in enumerate(result.actions):
+            self._step(
+                action.double(),
+                action.float(),
+                None,
+                f"planned step {k + 1} of {len(result.actions)} to the {plane} plane",
+            )
+            frames.append(self.view())
+        distance, angle = pose_error(self.poses[-1], goal_pose)
+        goal_record = {"center_mm": goal_pose.center.tolist(), "rotation": goal_pose.rotation.tolist(),
+                       "spacing_mm": float(goal_pose.spacing)}  # fmt: skip
+        return {"frames": frames, "goal_pose": goal_record, "final_pose": self.pose_record(),
+                "error": {"distance_mm": distance, "angle_deg": angle}}  # fmt: skip
+
+    def _step(self, action: torch.Tensor, fed: torch.Tensor, name: str | None, words: str) -> None:
+        """Take ``action`` (7,) on the volume, telling the model ``fed``; ``name`` (a move, or None for a planned
+        step) and ``words`` describe it."""
+        started = time.perf_counter()
         here = self.poses[-1]
         left = None if self.imagine else self.truth[None]  # the slice the move leaves (imagined: decoded)
         pose = apply_action(here, action)
@@ -162,7 +209,7 @@ class NavigationSession:
         self.history = [*self.history[-(PSNR_HISTORY - 1) :], {"psnr": score, "imagined": self.imagine}]
         self.last = {
             "action": name,
-            "fed": fed_name,
+            "text": words,
             "psnr": score,
             "timing_ms": {
                 "render": 1000 * (rendered - started),
@@ -179,7 +226,7 @@ class NavigationSession:
 
     def orthogonal_views(self) -> dict[str, np.ndarray]:
         """Axial, coronal and sagittal views through the current slice centre (RGB, (S, S, 3)), where the current
-        slice plane cuts them drawn in red."""
+        slice plane cuts them tinted red (translucent, so that a view lying in the plane still shows its anatomy)."""
         pose = self.poses[-1]
         names = list(CANONICAL_ORIENTATIONS)
         rotation = torch.stack([canonical_rotation(n, dtype=torch.float64) for n in names])
@@ -190,7 +237,7 @@ class NavigationSession:
         half = torch.tensor([self.size[1], self.size[0]], dtype=torch.float64) * pose.spacing / 2
         cut = (along[..., 2].abs() <= 0.75 * self.ortho_spacing) & (along[..., :2].abs() <= half).all(dim=-1)
         rgb = images[..., None].repeat(1, 1, 1, 3).clamp(0.0, 1.0)
-        rgb[cut] = torch.tensor([1.0, 0.15, 0.15])
+        rgb[cut] = 0.55 * rgb[cut] + 0.45 * torch.tensor([1.0, 0.15, 0.15])  # translucent: the anatomy shows
         return {name: rgb[i].numpy() for i, name in enumerate(names)}
 
     # ---- output ----
@@ -213,9 +260,6 @@ class NavigationSession:
         images.update({name: _data_url(rgb) for name, rgb in self.orthogonal_views().items()})
         normal = pose.rotation[:, 2]
         last = self.last
-        words = "start" if last["action"] is None else MOVES[last["action"]][2]
-        if last["fed"] not in (None, last["action"]):
-            words += f" (the model was told: {MOVES[last['fed']][2]})"
         return {
             "step": len(self.history),
             "pose": self.pose_record(),
@@ -224,7 +268,7 @@ class NavigationSession:
                 f"({', '.join(f'{c:.2f}' for c in normal.tolist())}), pixel {float(pose.spacing):.2f} mm"
             ),
             "action": last["action"],
-            "action_text": words,
+            "action_text": last["text"],
             "imagine": self.imagine,
             "shuffled": self.shuffled,
             "psnr": last["psnr"],

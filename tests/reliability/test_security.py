@@ -112,7 +112,10 @@ def _request(server, method: str, path: str, body: bytes | None, headers: dict) 
     [
         ("POST", "/api/act", b'{"action": "fly"}', {}, "HTTP 400: expected"),
         ("POST", "/api/act", b"not json", {}, "HTTP 400: the body is not JSON"),
-        ("POST", "/api/act", b'["scroll_forward"]', {}, "HTTP 400: expected"),
+        ("POST", "/api/act", b'["scroll_forward"]', {}, "HTTP 400: the body must be a JSON object"),
+        ("POST", "/api/act", b"null", {}, "HTTP 400: the body must be a JSON object"),
+        ("POST", "/api/goto", b'{"plane": "oblique"}', {}, "HTTP 400: expected"),
+        ("POST", "/api/goto", b'{"plane": "axial", "planner": "oracle"}', {}, "HTTP 400: expected"),
         ("POST", "/api/act", b"x" * 5000, {}, "HTTP 413: the body must hold"),
         ("GET", "/../etc/passwd", None, {}, "HTTP 404: no such page"),
         ("GET", "/api/nothing", None, {}, "HTTP 404: no such page"),

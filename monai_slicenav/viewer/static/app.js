@@ -108,7 +108,40 @@ async function act(action) {
   }
 }
 
+const PLAY_MS = 350; // how long each planned step stays on screen
+
+// "Go to": the server plans to the named plane and executes the plan; the page plays the steps it took.
+async function goto(event) {
+  event.preventDefault();
+  if (busy) return;
+  busy = true;
+  const plane = document.getElementById("plane").value, planner = document.getElementById("planner").value;
+  const result = document.getElementById("goto-result");
+  result.textContent = "planning…";
+  try {
+    const body = JSON.stringify({ plane, planner });
+    const answer = await request("/api/goto", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    for (const frame of answer.frames) {
+      await show(frame);
+      await new Promise((resolve) => setTimeout(resolve, PLAY_MS));
+    }
+    const error = answer.error;
+    result.textContent = `${answer.frames.length} steps; ${error.distance_mm.toFixed(1)} mm and ` +
+      `${error.angle_deg.toFixed(1)}° from the ${plane} plane`;
+    window.slicenavGoto = answer;
+    document.body.dataset.gotos = String(Number(document.body.dataset.gotos || 0) + 1);
+  } catch (error) {
+    result.textContent = "–";
+    fail(String(error));
+  } finally {
+    busy = false;
+  }
+}
+
+document.getElementById("goto-form").addEventListener("submit", goto);
+
 document.addEventListener("keydown", (event) => {
+  if (event.target instanceof HTMLSelectElement) return; // keys on the plane and planner menus choose in them
   const action = KEYS[event.key] || KEYS[event.key.toLowerCase()];
   if (!action || event.ctrlKey || event.metaKey || event.altKey) return;
   event.preventDefault();
