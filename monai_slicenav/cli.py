@@ -269,12 +269,13 @@ class SliceNavCLI:
         Args:
             image: a NIfTI file; omitted: the built-in head phantom.
             model: a trained dynamics stage (bundle root or slicenav pretrain output), or "renderer" (upper bound).
-            goal: a trajectory JSON (its last pose is the goal) or a PNG slice of size x size pixels.
+            goal: a named plane (axial, coronal, sagittal: through the foreground centre), a trajectory JSON (its
+                last pose is the goal) or a PNG slice of size x size pixels.
             out: output folder.
             size, steps, seed: slice size in pixels, most actions executed, planner seed.
         """
         if goal is None:
-            raise ValueError("--goal is required: a trajectory .json (its last pose) or a .png slice.")
+            raise ValueError("--goal is required: a named plane, a trajectory .json (its last pose) or a .png slice.")
         check_output_dir(out)
         size, steps = _bounded_int(size, "--size", 8, 1024), _bounded_int(steps, "--steps", 1, 1000)
         return plan_episode(image, str(model), str(goal), out, size, steps, _bounded_int(seed, "--seed", 0, 2**31))

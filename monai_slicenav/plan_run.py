@@ -15,7 +15,16 @@ from .data.phantom import shepp_logan_volume
 from .encoders import trained_navigator
 from .geometry import Pose
 from .io import atomic_write_bytes, atomic_write_json, load_volume, png_bytes, read_json_object
-from .planning import SEARCH, NavigatorModel, RendererModel, plan, pose_error, render_goal
+from .planning import (
+    SEARCH,
+    STANDARD_PLANES,
+    NavigatorModel,
+    RendererModel,
+    plan,
+    pose_error,
+    render_goal,
+    standard_plane,
+)
 from .transforms import RandSliceTrajectory, trajectory_from_dict, trajectory_to_dict
 from .visualize import action_caption, slice_grid
 from .volume import scale_intensity
@@ -26,16 +35,20 @@ RENDERER = "renderer"  # --model value: plan with the true renderer (the upper b
 
 
 def read_goal(goal: str | os.PathLike, volume: torch.Tensor, size: int) -> tuple[torch.Tensor, Pose | None]:
-    """The goal slice (1, size, size) and, for a trajectory JSON, its pose (the record's last pose, rendered on
-    ``volume``); a PNG is the goal slice itself (grey levels / 255).
+    """The goal slice (1, size, size) and, for a named plane or a trajectory JSON, its pose: a name of
+    :data:`~monai_slicenav.planning.STANDARD_PLANES` is that plane of ``volume``; a trajectory's goal is its last
+    pose, rendered on ``volume``; a PNG is the goal slice itself (grey levels / 255).
 
     Raises:
-        FileNotFoundError: when ``goal`` does not exist.
+        FileNotFoundError: when ``goal`` is neither a named plane nor an existing file.
         ValueError: for a malformed trajectory, another file type, or an image of another size than ``size``.
     """
+    if str(goal) in STANDARD_PLANES:
+        pose = standard_plane(volume, str(goal), size)
+        return render_goal(volume, pose, size), pose
     path = Path(goal)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no goal file there.")
+        raise FileNotFoundError(f"{path}: no goal file there (nor a named plane: {', '.join(STANDARD_PLANES)}).")
     if path.suffix == ".json":
         try:
             poses, _ = trajectory_from_dict(read_json_object(path))

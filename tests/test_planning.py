@@ -79,6 +79,9 @@ def test_slicenav_plan_writes_the_trajectory_strip_and_summary(tmp_path, capsys)
     assert summary["final_error_mm"] < summary["start_error_mm"]
     record = json.loads((tmp_path / "plan" / "trajectory.json").read_text())
     assert len(record["poses"]) == summary["steps"] + 1 and (tmp_path / "plan" / "plan.png").is_file()
+    main(["plan", "--goal", "coronal", "--out", str(tmp_path / "named"), "--size", "32", "--steps", "2"])
+    named = json.loads((tmp_path / "named" / "plan.json").read_text())
+    assert named["goal"] == "coronal" and named["start_error_mm"] == 0.0  # the start is the centred axial pose
     for bad, message in ((tmp_path / "none.json", "no goal file"), (tmp_path / "walk" / "trajectory.png", "are 32")):
         with pytest.raises(SystemExit) as stopped:
             main(["plan", "--goal", str(bad), "--out", str(tmp_path / "bad"), "--size", "32"])
