@@ -71,8 +71,10 @@ def pipeline_share(parser: ConfigParser, iterations: int) -> tuple[float, float,
     trainer.add_event_handler(Events.GET_BATCH_STARTED, lambda e: marks.__setitem__("start", time.perf_counter()))
     trainer.add_event_handler(Events.GET_BATCH_COMPLETED, lambda e: waits.append(time.perf_counter() - marks["start"]))
     slices: list[int] = []
-    # the trainer's output is decollated: one item a slice
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: slices.append(len(e.state.output)))
+    # the collated batch, before the trainer decollates it: (B, T, C, h, w) slice stacks
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED, lambda e: slices.append(e.state.batch["image"].shape[:2].numel())
+    )
     start = time.perf_counter()
     trainer.run()
     wall = time.perf_counter() - start
