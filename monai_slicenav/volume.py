@@ -18,6 +18,7 @@ from .geometry import Pose
 __all__ = [
     "MIN_VOXEL_MM",
     "INTENSITY_PERCENTILES",
+    "checked_percentiles",
     "scale_intensity",
     "STORED_LEVELS",
     "level_boundary",
@@ -48,6 +49,18 @@ def level_boundary(threshold: float) -> float:
     return (float(np.floor(float(threshold) * STORED_LEVELS)) + 0.5) / STORED_LEVELS
 
 
+def checked_percentiles(percentiles: Sequence[float]) -> tuple[float, float]:
+    """``percentiles`` as (lower, upper) floats.
+
+    Raises:
+        ValueError: unless 0 <= lower < upper <= 100.
+    """
+    lower, upper = (float(p) for p in percentiles)
+    if not 0 <= lower < upper <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {tuple(percentiles)}.")
+    return lower, upper
+
+
 def scale_intensity(image: torch.Tensor, percentiles: Sequence[float] = INTENSITY_PERCENTILES) -> torch.Tensor:
     """Map the ``percentiles`` (lower, upper) of ``image`` to 0 and 1, clipped: what every volume goes through, real
     or synthetic, so a tokenizer trained on the synthetic engine sees real scans' intensity range. Returns float32;
@@ -57,9 +70,7 @@ def scale_intensity(image: torch.Tensor, percentiles: Sequence[float] = INTENSIT
     sorts the whole volume (``torch.quantile``), while two order statistics (``torch.kthvalue``) are about 5 times
     faster on a 96^3 volume, and the synthetic engine scales every appearance it draws.
     """
-    lower, upper = (float(p) for p in percentiles)
-    if not 0 <= lower < upper <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {tuple(percentiles)}.")
+    lower, upper = checked_percentiles(percentiles)
     values = torch.as_tensor(image).reshape(-1).float()
     if values.numel() == 0:
         raise ValueError("Cannot scale an empty image.")

@@ -19,9 +19,7 @@ pytest.importorskip("mlflow", reason="the tracking extra is not installed")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 TWO_EPOCHS = {"max_epochs": 2, "val_interval": 1, "epoch_length": 2}
-TINY_STATIC = {**TINY_VOXEL, "channels": [8, 16, 32]}
-for key in ("per_label", "learning_rate"):
-    TINY_STATIC.pop(key)
+TINY_STATIC = {k: v for k, v in TINY_VOXEL.items() if k not in ("per_label", "learning_rate")}  # no labels here
 
 
 def logged_metrics(root: Path) -> dict[str, list[float]]:

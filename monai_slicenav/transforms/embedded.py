@@ -21,7 +21,14 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends
 
-from ..volume import INTENSITY_PERCENTILES, as_volume, check_scan, level_boundary, scale_intensity
+from ..volume import (
+    INTENSITY_PERCENTILES,
+    as_volume,
+    check_scan,
+    checked_percentiles,
+    level_boundary,
+    scale_intensity,
+)
 from .synth import RandSynthAppearance, SynthLabelEnsemble
 
 __all__ = [
@@ -131,8 +138,7 @@ class LoadVolumed(MapTransform):
         percentiles: Sequence[float] = INTENSITY_PERCENTILES,
     ) -> None:
         MapTransform.__init__(self, (image_key, label_key))
-        self.percentiles = tuple(float(p) for p in percentiles)
-        scale_intensity(torch.arange(2.0), self.percentiles)  # refuses bad percentiles here, not at the first scan
+        self.percentiles = checked_percentiles(percentiles)  # refused here, not at the first scan
         self.image_key, self.label_key = image_key, label_key
         self.foreground_label = bool(foreground_label)
         if resample_mm is not None and not float(resample_mm) > 0:

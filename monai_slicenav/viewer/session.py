@@ -176,9 +176,7 @@ class NavigationSession:
             )
             frames.append(self.view())
         distance, angle = pose_error(self.poses[-1], goal_pose)
-        goal_record = {"center_mm": goal_pose.center.tolist(), "rotation": goal_pose.rotation.tolist(),
-                       "spacing_mm": float(goal_pose.spacing)}  # fmt: skip
-        return {"frames": frames, "goal_pose": goal_record, "final_pose": self.pose_record(),
+        return {"frames": frames, "goal_pose": self.pose_record(goal_pose), "final_pose": self.pose_record(),
                 "error": {"distance_mm": distance, "angle_deg": angle}}  # fmt: skip
 
     def _step(self, action: torch.Tensor, fed: torch.Tensor, name: str | None, words: str) -> None:
@@ -241,8 +239,9 @@ class NavigationSession:
         return {name: rgb[i].numpy() for i, name in enumerate(names)}
 
     # ---- output ----
-    def pose_record(self) -> dict:
-        pose = self.poses[-1]
+    def pose_record(self, pose: Pose | None = None) -> dict:
+        """``pose`` (default: the current one) as JSON: centre (mm), rotation, pixel spacing (mm)."""
+        pose = self.poses[-1] if pose is None else pose
         return {
             "center_mm": pose.center.tolist(),
             "rotation": pose.rotation.tolist(),
