@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from monai_slicenav.encoders import load_encoder
 from monai_slicenav.experiments.dense_probe import dense_probe, dense_probe_cases
@@ -30,7 +32,7 @@ from monai_slicenav.experiments.pretrain import pretrain
 from monai_slicenav.experiments.probe_cells import DENSE_CONTEXT, render_probe_sets
 from monai_slicenav.experiments.probes import context_scores
 from monai_slicenav.experiments.report import paired_lines
-from monai_slicenav.experiments.variants import dynamics_variants
+from monai_slicenav.experiments.variants import dynamics_variants, get_variant, register_variant
 from monai_slicenav.io import atomic_write_json
 
 
@@ -54,8 +56,24 @@ def main() -> None:
         "encoder) instead of pretraining: a new probe on the same models",
     )
     parser.add_argument("--no_dense", action="store_true", help="skip the dense lobe probe (the slowest part)")
+    parser.add_argument("--variants", nargs="+", default=list(dynamics_variants()), choices=dynamics_variants())
+    parser.add_argument(
+        "--dynamics_overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a candidate stage-2 setting: overrides of the dynamics stage only (VALUE read as YAML), e.g. "
+        "scroll_probability=0.25 scroll_step=3; the cached stage-1 tokenizers are reused",
+    )
+    parser.add_argument("--cache_dir", default=None, help="where stage runs are kept and reused (default OUT/cache)")
+    parser.add_argument("--no_controls", action="store_true", help="skip the untrained trunk and stage-1 rows")
     args = parser.parse_args()
+    extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.dynamics_overrides)}
+    for name in args.variants if extra else ():  # a candidate: the variants with more overrides of their stage 2
+        variant = get_variant(name)
+        register_variant(replace(variant, overrides={**variant.overrides, **extra}), replace=True)
     settings, out = BUDGETS[args.budget], Path(args.out)
+    cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
     probe_sets: dict = {}
     render_probe_sets(probe_sets, settings["probe"])
     train, test = probe_sets["context_train"], probe_sets["context_test"]
@@ -65,16 +83,16 @@ def main() -> None:
     for seed in args.seeds:
         encoders = {}
         source = Path(args.encoders_from) if args.encoders_from else out
-        for variant in dynamics_variants():
+        for variant in args.variants:
             folder = source / f"seed{seed}" / variant
             if not args.encoders_from:
-                pretrain(
-                    variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=out / "cache"
-                )
+                pretrain(variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=cache)
             encoders[variant] = folder / "encoder"
-        aligned = source / f"seed{seed}" / "dynamics_aligned"
-        encoders["stage1_tokenizer"] = aligned / "slice_encoder"
-        encoders["dynamics_untrained"] = untrained_trunk(aligned / "encoder", out / f"seed{seed}" / "untrained", seed)
+        if not args.no_controls:
+            method = source / f"seed{seed}" / args.variants[-1]  # the table's order: the method last
+            encoders["stage1_tokenizer"] = method / "slice_encoder"
+            untrained = out / f"seed{seed}" / "untrained"
+            encoders["dynamics_untrained"] = untrained_trunk(method / "encoder", untrained, seed)
         for name, path in encoders.items():
             model = load_encoder(path).eval()
             scores = context_scores(model, train, test)
@@ -102,7 +120,8 @@ def main() -> None:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 print(f"{name:20s} {metric}: {statistics.mean(values):.3f} ± {spread:.3f}")
     print("\n".join(["", *paired_lines(rows)]))
-    atomic_write_json(out / "context_probe.json", {"rows": rows, "pixels": pixels, "budget": args.budget})
+    record = {"rows": rows, "pixels": pixels, "budget": args.budget, "dynamics_overrides": extra}
+    atomic_write_json(out / "context_probe.json", record)
 
 
 if __name__ == "__main__":

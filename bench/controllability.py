@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from monai_slicenav.data import embedded_datalist
 from monai_slicenav.data.packaged import packaged_pairs
@@ -45,10 +46,19 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=16, help="trajectories per volume")
     parser.add_argument("--synth_size", type=int, default=None, help="default: the stage's own")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--regime",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the recorded regime (VALUE read as YAML), e.g. scroll_probability=0 to compare models trained "
+        "with scroll trajectories on the walks of the default regime",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    regime, navigator = recorded_navigation(args.stage), trained_navigator(args.stage)
+    changes = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.regime)}
+    regime, navigator = {**recorded_navigation(args.stage), **changes}, trained_navigator(args.stage)
     stage_record = stage_models(args.stage).parent / "stage.json"  # slicenav pretrain's record of the stage
     synth_size = json.loads(stage_record.read_text())["overrides"].get("synth_size") if stage_record.is_file() else None
     data = {"held-out synthetic": embedded_datalist(args.synthetic, 1000, include_packaged=False)}

@@ -18,7 +18,7 @@ from .transforms import (
 )
 from .volume import as_volume, foreground_box, voxel_slice_pose
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 __all__ = [
     "__version__",

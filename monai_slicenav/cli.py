@@ -262,23 +262,27 @@ class SliceNavCLI:
             server.server_close()
 
     def plan(self, image: str | None = None, model: str = RENDERER, goal: str | None = None, out: str = "slicenav_plan",
-             size: int = 64, steps: int = 10, seed: int = 0) -> dict:  # fmt: skip
+             size: int = 64, steps: int = 10, seed: int = 0, landmarks: str | None = None) -> dict:  # fmt: skip
         """Bring the slice plane from the volume's axial centre to a goal view by planning with a world model;
         writes trajectory.json, plan.png (the slices seen, then the goal) and plan.json (costs, time, pose error).
 
         Args:
             image: a NIfTI file; omitted: the built-in head phantom.
             model: a trained dynamics stage (bundle root or slicenav pretrain output), or "renderer" (upper bound).
-            goal: a named plane (axial, coronal, sagittal: through the foreground centre), a trajectory JSON (its
-                last pose is the goal) or a PNG slice of size x size pixels.
+            goal: a named plane (axial, coronal, sagittal: through the foreground centre; acpc-axial,
+                acpc-coronal, midsagittal: through the commissures, with --landmarks), a trajectory JSON (its last
+                pose is the goal) or a PNG slice of size x size pixels.
             out: output folder.
             size, steps, seed: slice size in pixels, most actions executed, planner seed.
+            landmarks: a JSON of the head's landmarks in world mm (RAS), {"AC": [x, y, z], "PC": [...], "IH": [...]}
+                (anterior and posterior commissure, an inter-hemispheric point high in the midline).
         """
         if goal is None:
             raise ValueError("--goal is required: a named plane, a trajectory .json (its last pose) or a .png slice.")
         check_output_dir(out)
         size, steps = _bounded_int(size, "--size", 8, 1024), _bounded_int(steps, "--steps", 1, 1000)
-        return plan_episode(image, str(model), str(goal), out, size, steps, _bounded_int(seed, "--seed", 0, 2**31))
+        seed = _bounded_int(seed, "--seed", 0, 2**31)
+        return plan_episode(image, str(model), str(goal), out, size, steps, seed, landmarks)
 
     def pack(self, bundle_dir: str, out: str = ".", version: str | None = None, description: str | None = None) -> str:
         """Write the model-zoo archive NAME.zip (NAME/configs, docs, LICENSE, models/model.pt) of a trained bundle,

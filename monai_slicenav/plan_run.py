@@ -16,10 +16,14 @@ from .encoders import trained_navigator
 from .geometry import Pose
 from .io import atomic_write_bytes, atomic_write_json, load_volume, png_bytes, read_json_object
 from .planning import (
+    LANDMARK_PLANES,
+    LANDMARKS,
     SEARCH,
     STANDARD_PLANES,
     NavigatorModel,
     RendererModel,
+    acpc_frame,
+    landmark_plane,
     plan,
     pose_error,
     render_goal,
@@ -29,26 +33,51 @@ from .transforms import RandSliceTrajectory, trajectory_from_dict, trajectory_to
 from .visualize import action_caption, slice_grid
 from .volume import scale_intensity
 
-__all__ = ["RENDERER", "read_goal", "plan_episode"]
+__all__ = ["RENDERER", "read_goal", "read_landmarks", "plan_episode"]
 
 RENDERER = "renderer"  # --model value: plan with the true renderer (the upper bound)
 
 
-def read_goal(goal: str | os.PathLike, volume: torch.Tensor, size: int) -> tuple[torch.Tensor, Pose | None]:
+def read_landmarks(path: str | os.PathLike) -> dict:
+    """The head landmarks of a JSON file: ``{"AC": [x, y, z], "PC": [...], "IH": [...]}`` in world mm (RAS).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file, for a missing file or bad landmarks.
+    """
+    landmarks = read_json_object(path)
+    try:
+        acpc_frame(landmarks)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    return landmarks
+
+
+def read_goal(
+    goal: str | os.PathLike, volume: torch.Tensor, size: int, landmarks: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, Pose | None]:
     """The goal slice (1, size, size) and, for a named plane or a trajectory JSON, its pose: a name of
-    :data:`~monai_slicenav.planning.STANDARD_PLANES` is that plane of ``volume``; a trajectory's goal is its last
-    pose, rendered on ``volume``; a PNG is the goal slice itself (grey levels / 255).
+    :data:`~monai_slicenav.planning.STANDARD_PLANES` is that plane of ``volume``, one of
+    :data:`~monai_slicenav.planning.LANDMARK_PLANES` that plane of the head whose ``landmarks`` file is given
+    (:func:`read_landmarks`); a trajectory's goal is its last pose, rendered on ``volume``; a PNG is the goal slice
+    itself (grey levels / 255).
 
     Raises:
         FileNotFoundError: when ``goal`` is neither a named plane nor an existing file.
-        ValueError: for a malformed trajectory, another file type, or an image of another size than ``size``.
+        ValueError: for a malformed trajectory or landmarks, a landmark plane without landmarks, another file type,
+            or an image of another size than ``size``.
     """
     if str(goal) in STANDARD_PLANES:
         pose = standard_plane(volume, str(goal), size)
         return render_goal(volume, pose, size), pose
+    if str(goal) in LANDMARK_PLANES:
+        if landmarks is None:
+            raise ValueError(f"--goal {goal} needs --landmarks FILE (a JSON of {', '.join(LANDMARKS)} in world mm).")
+        pose = landmark_plane(volume, str(goal), read_landmarks(landmarks), size)
+        return render_goal(volume, pose, size), pose
     path = Path(goal)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no goal file there (nor a named plane: {', '.join(STANDARD_PLANES)}).")
+        named = ", ".join([*STANDARD_PLANES, *LANDMARK_PLANES])
+        raise FileNotFoundError(f"{path}: no goal file there (nor a named plane: {named}).")
     if path.suffix == ".json":
         try:
             poses, _ = trajectory_from_dict(read_json_object(path))
@@ -67,13 +96,20 @@ def read_goal(goal: str | os.PathLike, volume: torch.Tensor, size: int) -> tuple
 
 
 def plan_episode(
-    image: str | None, model: str, goal: str, out: str | os.PathLike, size: int = 64, steps: int = 10, seed: int = 0
+    image: str | None,
+    model: str,
+    goal: str,
+    out: str | os.PathLike,
+    size: int = 64,
+    steps: int = 10,
+    seed: int = 0,
+    landmarks: str | os.PathLike | None = None,
 ) -> dict:
-    """Plan from the volume's canonical axial start towards ``goal`` with ``model`` (a trained dynamics stage, or
-    :data:`RENDERER`) and write ``trajectory.json``, ``plan.png`` and ``plan.json`` into ``out``; returns the
-    summary written to ``plan.json``."""
+    """Plan from the volume's canonical axial start towards ``goal`` (see :func:`read_goal`) with ``model`` (a
+    trained dynamics stage, or :data:`RENDERER`) and write ``trajectory.json``, ``plan.png`` and ``plan.json`` into
+    ``out``; returns the summary written to ``plan.json``."""
     volume = scale_intensity(load_volume(image, channels=1) if image else shepp_logan_volume(160))
-    target, goal_pose = read_goal(goal, volume, size)
+    target, goal_pose = read_goal(goal, volume, size, landmarks)
     sampler = RandSliceTrajectory(1, size)
     start = sampler.centred_pose(sampler.frame(volume), "axial", dtype=torch.float64)
     world = RendererModel(volume, size) if model == RENDERER else NavigatorModel(trained_navigator(model))

@@ -15,7 +15,7 @@ Seeded and deterministic on the CPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,7 +34,11 @@ __all__ = [
     "PlanResult",
     "SEARCH",
     "STANDARD_PLANES",
+    "LANDMARK_PLANES",
+    "LANDMARKS",
+    "acpc_frame",
     "action_bounds",
+    "landmark_plane",
     "plan",
     "pose_error",
     "render_goal",
@@ -66,6 +70,63 @@ def standard_plane(volume: torch.Tensor, name: str, spatial_size: int, threshold
         raise ValueError(f"unknown plane {name!r}; the named planes are {', '.join(STANDARD_PLANES)}.")
     sampler = RandSliceTrajectory(1, spatial_size, threshold=threshold)
     return sampler.centred_pose(sampler.frame(volume), name, dtype=torch.float64)
+
+
+LANDMARK_PLANES = {  # named goals through the commissures, as neuroradiology prescribes them: the plane as the
+    # canonical one of a head aligned to its own AC-PC frame (Talairach's convention: AC the origin, PC straight
+    # behind it, the inter-hemispheric point straight above)
+    "acpc-axial": "axial",  # through AC and PC, perpendicular to the mid-sagittal plane
+    "acpc-coronal": "coronal",  # through AC, perpendicular to the AC-PC line (Talairach's VCA plane)
+    "midsagittal": "sagittal",  # through AC, PC and the inter-hemispheric point
+}
+LANDMARKS = ("AC", "PC", "IH")  # anterior and posterior commissure, an inter-hemispheric point high in the midline
+
+
+def acpc_frame(landmarks: Mapping[str, Sequence[float]]) -> torch.Tensor:
+    """The head's own RAS frame (3, 3) from its landmarks (world mm, :data:`LANDMARKS`): columns right, anterior
+    (PC to AC) and superior (towards IH, perpendicular to AC-PC); the identity for a head in Talairach alignment.
+
+    Raises:
+        ValueError: for a missing or non-finite landmark, AC on PC, or IH on the AC-PC line.
+    """
+    missing = [name for name in LANDMARKS if name not in landmarks]
+    if missing:
+        raise ValueError(f"landmarks lack {', '.join(missing)}; give {', '.join(LANDMARKS)} in world mm (RAS).")
+    points = {}
+    for name in LANDMARKS:
+        point = torch.as_tensor(landmarks[name], dtype=torch.float64)
+        if point.shape != (3,) or not bool(torch.isfinite(point).all()):
+            raise ValueError(f"landmark {name} must be 3 finite world coordinates in mm, got {landmarks[name]!r}.")
+        points[name] = point
+    anterior = points["AC"] - points["PC"]
+    if float(anterior.norm()) < 1.0:
+        raise ValueError("landmarks AC and PC are less than 1 mm apart; they must be the two commissures.")
+    anterior = anterior / anterior.norm()
+    right = torch.linalg.cross(anterior, points["IH"] - points["AC"])
+    if float(right.norm()) < 1.0:  # |AC-IH| sin(angle) under 1 mm: IH (nearly) on the AC-PC line
+        raise ValueError("landmark IH lies on the AC-PC line; it must be a midline point above it.")
+    right = right / right.norm()
+    return torch.stack([right, anterior, torch.linalg.cross(right, anterior)], dim=-1)
+
+
+def landmark_plane(
+    volume: torch.Tensor,
+    name: str,
+    landmarks: Mapping[str, Sequence[float]],
+    spatial_size: int,
+    threshold: float = 0.05,
+) -> Pose:
+    """The landmark plane ``name`` of :data:`LANDMARK_PLANES` on ``volume``: the canonical plane of the head's
+    :func:`acpc_frame`, centred on the anterior commissure, at the spacing :func:`standard_plane` uses.
+
+    Raises:
+        ValueError: for an unknown name or bad landmarks (see :func:`acpc_frame`).
+    """
+    if name not in LANDMARK_PLANES:
+        raise ValueError(f"unknown landmark plane {name!r}; they are {', '.join(LANDMARK_PLANES)}.")
+    frame, canonical = acpc_frame(landmarks), standard_plane(volume, LANDMARK_PLANES[name], spatial_size, threshold)
+    centre = torch.as_tensor(landmarks["AC"], dtype=torch.float64)
+    return Pose(centre, frame @ canonical.rotation, canonical.spacing)
 
 
 def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:

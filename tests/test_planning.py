@@ -86,3 +86,67 @@ def test_slicenav_plan_writes_the_trajectory_strip_and_summary(tmp_path, capsys)
         with pytest.raises(SystemExit) as stopped:
             main(["plan", "--goal", str(bad), "--out", str(tmp_path / "bad"), "--size", "32"])
         assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def _turn(axis, angle):
+    from monai_slicenav.geometry import axis_angle_to_matrix
+
+    return axis_angle_to_matrix(torch.tensor(axis, dtype=torch.float64) * angle)
+
+
+def test_landmark_planes_follow_the_head_not_the_scanner(volume):
+    from monai_slicenav.geometry import canonical_rotation
+    from monai_slicenav.planning import LANDMARK_PLANES, acpc_frame, landmark_plane, standard_plane
+
+    ac = torch.tensor([2.0, 5.0, -3.0], dtype=torch.float64)
+    aligned = {"AC": ac, "PC": ac + torch.tensor([0.0, -24.0, 0.0]), "IH": ac + torch.tensor([0.0, -10.0, 50.0])}
+    torch.testing.assert_close(acpc_frame(aligned), torch.eye(3, dtype=torch.float64))  # Talairach alignment
+    tilt = _turn([1.0, 0.0, 0.0], 0.3) @ _turn([0.0, 0.0, 1.0], -0.2)  # a head pitched and turned in the scanner
+    tilted = {name: ac + tilt @ (torch.as_tensor(p, dtype=torch.float64) - ac) for name, p in aligned.items()}
+    torch.testing.assert_close(acpc_frame(tilted), tilt)
+    for name, canonical in LANDMARK_PLANES.items():
+        pose = landmark_plane(volume, name, tilted, 32)
+        torch.testing.assert_close(pose.rotation, tilt @ canonical_rotation(canonical, dtype=torch.float64))
+        torch.testing.assert_close(pose.center, ac)
+        assert float(pose.spacing) == float(standard_plane(volume, canonical, 32).spacing)
+    # the AC-PC axial plane holds both commissures; the mid-sagittal one all three landmarks
+    for name, names in (("acpc-axial", ("AC", "PC")), ("midsagittal", ("AC", "PC", "IH"))):
+        plane = landmark_plane(volume, name, tilted, 32)
+        normal = plane.rotation[:, 2]
+        assert all(abs(float(normal @ (tilted[n] - plane.center))) < 1e-9 for n in names)
+
+
+@pytest.mark.parametrize(
+    "landmarks, message",
+    [
+        ({"AC": [0, 0, 0], "PC": [0, -24, 0]}, "lack IH"),
+        ({"AC": [0, 0, 0], "PC": [0, 0, 0.5], "IH": [0, 0, 50]}, "less than 1 mm"),
+        ({"AC": [0, 0, 0], "PC": [0, -24, 0], "IH": [0, 30, 0]}, "IH lies on the AC-PC line"),
+        ({"AC": [0, float("nan"), 0], "PC": [0, -24, 0], "IH": [0, 0, 50]}, "AC must be 3 finite"),
+        ({"AC": [0, 0], "PC": [0, -24, 0], "IH": [0, 0, 50]}, "AC must be 3 finite"),
+    ],
+)
+def test_bad_landmarks_are_named(landmarks, message):
+    from monai_slicenav.planning import acpc_frame
+
+    with pytest.raises(ValueError, match=message):
+        acpc_frame(landmarks)
+
+
+def test_slicenav_plan_to_a_landmark_plane(tmp_path, capsys):
+    import json
+
+    from monai_slicenav.cli import main
+
+    landmarks = tmp_path / "landmarks.json"
+    landmarks.write_text(json.dumps({"AC": [0, 8, -4], "PC": [0, -16, 0], "IH": [0, -5, 45]}))
+    main(["plan", "--goal", "acpc-axial", "--landmarks", str(landmarks), "--out", str(tmp_path / "acpc"),
+          "--size", "32", "--steps", "6"])  # fmt: skip
+    summary = json.loads((tmp_path / "acpc" / "plan.json").read_text())
+    assert summary["goal"] == "acpc-axial" and summary["final_error_mm"] < summary["start_error_mm"]
+    landmarks.write_text(json.dumps({"AC": [0, 8, -4], "PC": [0, 8, -4], "IH": [0, -5, 45]}))
+    refusals = (([], "needs --landmarks"), (["--landmarks", str(landmarks)], "landmarks.json: landmarks AC"))
+    for extra, message in refusals:
+        with pytest.raises(SystemExit) as stopped:
+            main(["plan", "--goal", "midsagittal", *extra, "--out", str(tmp_path / "bad"), "--size", "32"])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err

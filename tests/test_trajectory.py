@@ -89,6 +89,33 @@ class TestGeometry:
         assert float(moves.max()) <= 5 * 0.04 + 1e-5 and int((moves > 0.04 + 1e-6).sum()) >= 5
         assert float(jumping[:, 6].abs().max()) <= 5 * 0.03 + 1e-6
 
+    @pytest.mark.parametrize("affine", [None, "oblique"])
+    def test_scroll_trajectories_move_along_the_normal_only(self, affine):
+        img = blob_volume(affine=oblique_affine() if affine else None)
+        _, plain = sample(3, img=img, start_orientation="random")
+        _, off = sample(3, img=img, start_orientation="random", scroll_probability=0.0, scroll_step=2.0)
+        torch.testing.assert_close(off, plain, atol=0, rtol=0)  # no scrolls: the same random stream
+        poses, actions = sample(3, img=img, num_steps=40, start_orientation="random", scroll_probability=1.0,
+                                scroll_step=2.0)  # fmt: skip
+        assert torch.equal(poses.rotation, poses.rotation[:1].expand_as(poses.rotation))
+        assert torch.equal(poses.spacing, poses.spacing[:1].expand_as(poses.spacing))
+        assert float(actions[:, [0, 1, 3, 4, 5, 6]].abs().max()) == 0.0
+        assert set(actions[:, 2].tolist()) <= {2.0, -2.0, 0.0} and set(actions[:, 2].tolist()) & {2.0, -2.0}
+        moves = poses.center[1:] - poses.center[:-1]
+        normal = poses.rotation[0, :, 2]
+        torch.testing.assert_close(moves, actions[:, 2:3] * normal, atol=1e-4, rtol=0)  # one slice spacing a step
+        assert int((actions[:, 2] != actions[0, 2]).sum()) > 0  # 40 steps of 2 mm cross the box: it bounces
+
+    def test_scroll_share(self):
+        sampler = RandSliceTrajectory(6, 16, scroll_probability=0.3).set_random_state(0)
+        frame = sampler.frame(blob_volume())
+        scrolls = 0
+        for _ in range(400):
+            sampler.randomize()
+            _, actions = sampler.walk(frame)
+            scrolls += bool(actions[:, 3:].abs().max() == 0)
+        assert 0.22 < scrolls / 400 < 0.38
+
     @pytest.mark.parametrize("seed", range(6))
     @pytest.mark.parametrize("affine", [None, "oblique"])
     def test_centres_stay_in_foreground_box(self, seed, affine):
@@ -166,6 +193,8 @@ class TestInvalid:
             ({"momentum": 1.0}, "momentum"),
             ({"jump_probability": 1.5}, "jump_probability"),
             ({"jump_steps": 0}, "jump_steps"),
+            ({"scroll_probability": -0.1}, "scroll_probability"),
+            ({"scroll_step": 0.0}, "scroll_step"),
         ],
     )
     def test_bad_arguments(self, kwargs, match):

@@ -76,9 +76,15 @@ class RandSliceTrajectory(RandomizableTransform):
             multiplied by ``jump_steps``, so per-step bounds scale with it), as when a reader skips through a
             stack (0: no jumps; the random stream is then the same as without the option).
         jump_steps: how many steps a jump covers, >= 1.
+        scroll_probability: in [0, 1]: chance that a whole trajectory is a scan through the volume instead: every
+            step a translation of ``scroll_step`` mm along the slice normal (one direction, bouncing at the
+            foreground box), nothing else, as the consecutive slices of a window downstream (``Lift3D``)
+            (0: none; the random stream is then the same as without the option).
+        scroll_step: mm a scroll trajectory moves per step, > 0 (the slice spacing of the scans downstream).
 
     The regime's defaults (mode, zoom_range, max_translation, max_rotation, max_log_zoom, momentum,
-    jump_probability, jump_steps) are :data:`NAVIGATION_REGIME`'s, the pretraining bundles' regime.
+    jump_probability, jump_steps, scroll_probability, scroll_step) are :data:`NAVIGATION_REGIME`'s, the pretraining
+    bundles' regime.
 
     Raises:
         ValueError: for a bad argument, or at call time for an invalid volume or an empty foreground.
@@ -101,6 +107,8 @@ class RandSliceTrajectory(RandomizableTransform):
         threshold: float = 0.0,
         jump_probability: float = NAVIGATION_REGIME.jump_probability,
         jump_steps: int = NAVIGATION_REGIME.jump_steps,
+        scroll_probability: float = NAVIGATION_REGIME.scroll_probability,
+        scroll_step: float = NAVIGATION_REGIME.scroll_step,
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         if int(num_steps) < 1:
@@ -121,6 +129,10 @@ class RandSliceTrajectory(RandomizableTransform):
             raise ValueError(
                 f"jump_probability must be in [0, 1] and jump_steps >= 1, got {jump_probability}, {jump_steps}."
             )
+        if not 0 <= scroll_probability <= 1 or not scroll_step > 0:
+            raise ValueError(
+                f"scroll_probability must be in [0, 1], scroll_step > 0 mm: {scroll_probability}, {scroll_step}."
+            )
         self.num_steps = int(num_steps)
         self.spatial_size = as_slice_size(spatial_size)
         self.mode = mode
@@ -132,8 +144,9 @@ class RandSliceTrajectory(RandomizableTransform):
         self.max_log_zoom = float(max_log_zoom)
         self.momentum = float(momentum)
         self.threshold = float(threshold)
-        self.jump_probability = float(jump_probability)
-        self.jump_steps = int(jump_steps)
+        self.jump_probability, self.jump_steps = float(jump_probability), int(jump_steps)
+        self.scroll_probability, self.scroll_step = float(scroll_probability), float(scroll_step)
+        self._scroll = 0.0  # this trajectory's scroll per step in mm along the normal (signed); 0: a random walk
         self._jumps = np.zeros(self.num_steps, dtype=bool)
         self._start_fraction = np.full(3, 0.5)
         self._orientation = "axial"
@@ -154,6 +167,9 @@ class RandSliceTrajectory(RandomizableTransform):
         self._noise = self.R.normal(size=(self.num_steps, ACTION_DIM))
         if self.jump_probability > 0:  # drawn only when asked, so seeds without jumps keep their trajectories
             self._jumps = self.R.uniform(size=self.num_steps) < self.jump_probability
+        if self.scroll_probability > 0:  # likewise
+            scroll, direction = self.R.uniform(size=2)
+            self._scroll = (1.0 if direction < 0.5 else -1.0) * self.scroll_step * (scroll < self.scroll_probability)
 
     def __call__(self, img: torch.Tensor, randomize: bool = True, name: str = "image") -> tuple[Pose, torch.Tensor]:
         """Sample a trajectory on ``img`` (C, X, Y, Z); ``name`` labels it in error messages.
@@ -235,7 +251,10 @@ class RandSliceTrajectory(RandomizableTransform):
 
     def _velocity_steps(self) -> np.ndarray:
         """Per-step actions from the drawn noise: an AR(1) velocity per component whose stationary standard
-        deviation is half the bound (so steps vary in size), then norm-clipped per group to the bound."""
+        deviation is half the bound (so steps vary in size), then norm-clipped per group to the bound; or, for a
+        scroll trajectory, the same translation along the normal at every step."""
+        if self._scroll:
+            return np.tile(np.eye(ACTION_DIM)[2] * self._scroll, (self.num_steps, 1))
         bounds = 0.5 * np.array([self.max_translation] * 3 + [self.max_rotation] * 3 + [self.max_log_zoom])
         active = np.zeros(ACTION_DIM)
         active[list(TRAJECTORY_MODES[self.mode])] = 1.0
@@ -289,7 +308,7 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         keys: one key, the reference volume whose affine and foreground define the trajectory.
         num_steps: as in :class:`RandSliceTrajectory`, and so are ``spatial_size``, ``mode``, ``start_orientation``,
             ``spacing``, ``zoom_range``, ``max_translation``, ``max_rotation``, ``max_log_zoom``, ``momentum``,
-            ``threshold``, ``jump_probability`` and ``jump_steps``.
+            ``threshold``, ``jump_probability``, ``jump_steps``, ``scroll_probability`` and ``scroll_step``.
         pose_key: output key of the packed poses. Defaults to ``"poses"``.
         action_key: output key of the actions. Defaults to ``"actions"``.
         num_samples: trajectories per volume. With more than one, a list of that many dicts is returned (sharing
@@ -318,6 +337,8 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
         threshold: float = 0.0,
         jump_probability: float = NAVIGATION_REGIME.jump_probability,
         jump_steps: int = NAVIGATION_REGIME.jump_steps,
+        scroll_probability: float = NAVIGATION_REGIME.scroll_probability,
+        scroll_step: float = NAVIGATION_REGIME.scroll_step,
         pose_key: str = "poses",
         action_key: str = "actions",
         num_samples: int = 1,
@@ -331,20 +352,9 @@ class RandSliceTrajectoryd(RandomizableTransform, MapTransform):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         self.num_samples = int(num_samples)
         self.sampler = RandSliceTrajectory(
-            num_steps,
-            spatial_size,
-            mode,
-            start_orientation,
-            spacing,
-            zoom_range,
-            max_translation,
-            max_rotation,
-            max_log_zoom,
-            momentum,
-            threshold,
-            jump_probability,
-            jump_steps,
-        )
+            num_steps, spatial_size, mode, start_orientation, spacing, zoom_range, max_translation, max_rotation,
+            max_log_zoom, momentum, threshold, jump_probability, jump_steps, scroll_probability, scroll_step,
+        )  # fmt: skip
         self.pose_key = pose_key
         self.action_key = action_key
 
