@@ -138,7 +138,7 @@ def test_train_then_evaluate_writes_dice(tmp_path):
     record = json.loads((tmp_path / "models" / "training.json").read_text())
     hyperparameters = record.pop("hyperparameters")
     assert record == {"num_classes": 6, "spacing_mm": 4.0, "roi_size": 32, "decoder_channels": [16, 8, 8],
-                      "context": "none", "encoder": "encoder"}  # fmt: skip
+                      "context": "none", "context_stride": 1, "encoder": "encoder"}  # fmt: skip
     assert hyperparameters["roi_size"] == 32 and hyperparameters["encoder_path"] == str(tmp_path / "encoder")
     assert (tmp_path / "models" / "encoder" / "encoder.pt").read_bytes() == (
         tmp_path / "encoder" / "encoder.pt"
@@ -167,7 +167,8 @@ def test_the_context_option_reaches_the_backbone(tmp_path):
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
     parser.update(
-        {"bundle_root": str(tmp_path), "encoder_path": str(tmp_path / "context_encoder"), "context": "causal"}
-    )
+        {"bundle_root": str(tmp_path), "encoder_path": str(tmp_path / "context_encoder"), "context": "causal",
+         "context_stride": 4}
+    )  # fmt: skip
     network = parser.get_parsed_content("network_def")
-    assert network.encoder.context == "causal"
+    assert (network.encoder.context, network.encoder.context_stride) == ("causal", 4)

@@ -178,10 +178,12 @@ def test_a_model_without_actions_ignores_them_and_context_needs_a_trunk():
 
 def test_context_backbones_segment_and_register(tmp_path):
     export_encoder(_context_encoder(), tmp_path / "context_encoder")
-    name = register_backbone("slicenav-context-test", tmp_path / "context_encoder", context="bidirectional")
+    name = register_backbone(
+        "slicenav-context-test", tmp_path / "context_encoder", context="bidirectional", context_stride=2
+    )
     net = FlexibleUNet(in_channels=1, out_channels=3, backbone=name, pretrained=True, spatial_dims=3,
                        decoder_channels=(16, 8, 8))  # fmt: skip
-    assert net.encoder.context == "bidirectional"
+    assert (net.encoder.context, net.encoder.context_stride) == ("bidirectional", 2)
     assert net(_oblique_volume()).shape == (1, 3, 32, 32, 16)
 
 

@@ -3,6 +3,7 @@
 import csv
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import nibabel as nib
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from monai.bundle import verify_metadata
 
+from monai_slicenav.downstream.lift3d import Lift3D
 from monai_slicenav.downstream.registration import (
     RegistrationConfig,
     _resize_ddf,
@@ -231,11 +233,18 @@ def test_feature_registration_takes_the_context_option_and_records_it(tmp_path):
     dynamics = {"latent_dim": 4, "grid_size": (4, 4), "max_steps": 8, "patch": 2, "width": 16, "depth": 1, "heads": 2}
     export_encoder(ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics), tmp_path / "encoder")
     pair = file_pair(files["fixed_image"], files["moving_image"], name="blobs")
-    config = RegistrationConfig(iterations=(1, 1, 1), context="bidirectional")
-    record = run_registration(pair, tmp_path / "out", "features", tmp_path / "encoder", 2.0, config)
-    assert record["config"]["context"] == "bidirectional" and record["encoder"] == str(tmp_path / "encoder")
+    config = RegistrationConfig(iterations=(1, 1, 1), context="bidirectional", context_stride=2)
+    seen = []
+    original = Lift3D.__init__
+    with patch.object(Lift3D, "__init__", lambda self, *a, **k: seen.append(k) or original(self, *a, **k)):
+        record = run_registration(pair, tmp_path / "out", "features", tmp_path / "encoder", 2.0, config)
+    assert seen and all(k["context"] == "bidirectional" and k["context_stride"] == 2 for k in seen)
+    assert record["config"]["context"] == "bidirectional" and record["config"]["context_stride"] == 2
+    assert record["encoder"] == str(tmp_path / "encoder")
     with pytest.raises(ValueError, match="context must be one of"):
         RegistrationConfig(context="sideways")
+    with pytest.raises(ValueError, match="context_stride >= 1"):
+        RegistrationConfig(context_stride=0)
 
 
 def test_a_pair_is_read_by_the_encoders_contract(tmp_path):

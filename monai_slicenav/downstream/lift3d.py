@@ -275,7 +275,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         pretrained: load the weights of ``encoder_path`` (else only its architecture is used, randomly
             initialised).
         encoder_path: an exported encoder folder; empty: the default tokenizer encoder architecture.
-        axis, window, frozen, context: as in :class:`Lift3D`.
+        axis, window, frozen, context, context_stride: as in :class:`Lift3D`.
 
     Raises:
         ValueError: for a channel or dimension mismatch, or ``pretrained`` without ``encoder_path``.
@@ -297,6 +297,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         window: int = 8,
         frozen: bool = False,
         context: str = "none",
+        context_stride: int = 1,
     ) -> None:
         if pretrained and not encoder_path:
             raise ValueError("pretrained=True needs an encoder_path (register_backbone(name, encoder_path)).")
@@ -317,7 +318,7 @@ class SliceNavBackbone(Lift3D, BaseEncoder):
         encoder_dims = getattr(encoder, "spatial_dims", 2)
         if spatial_dims not in (2, 3) or (spatial_dims == 2 and encoder_dims == 3):
             raise ValueError(f"spatial_dims must be 3, or 2 for a 2D encoder; got {spatial_dims} ({encoder_dims}D).")
-        super().__init__(encoder, axis=axis, window=window, frozen=frozen, context=context)
+        super().__init__(encoder, axis, window, frozen, context, context_stride)
         self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -361,10 +362,11 @@ def register_backbone(
     window: int = 8,
     frozen: bool = False,
     context: str = "none",
+    context_stride: int = 1,
 ) -> str:
     """Register an exported encoder as a ``FlexibleUNet`` backbone called ``name``; with ``pretrained=True`` the
-    U-Net starts from its weights (``axis``, ``window``, ``frozen``, ``context``: as in :class:`Lift3D`). Returns
-    ``name``.
+    U-Net starts from its weights (``axis``, ``window``, ``frozen``, ``context``, ``context_stride``: as in
+    :class:`Lift3D`). Returns ``name``.
 
     Raises:
         FileNotFoundError/ValueError: when the export cannot be read (see :func:`~monai_slicenav.export.load_encoder`).
@@ -379,6 +381,7 @@ def register_backbone(
         "window": window,
         "frozen": frozen,
         "context": context,
+        "context_stride": context_stride,
     }
     backbone: Callable = type(
         "SliceNavBackbone_" + "".join(ch if ch.isalnum() else "_" for ch in name),

@@ -62,6 +62,7 @@ class RegistrationConfig:
     integration_steps: int = 7  # DVF2DDF scaling-and-squaring steps
     intensity_weight: float = 1.0  # weight of the intensity LNCC next to the feature term (similarity "combined")
     context: str = "none"  # how a context encoder sees the slices of a volume (Lift3D's context; feature similarities)
+    context_stride: int = 1  # with a context: slices that many voxels apart form its trajectories (Lift3D's)
 
     def __post_init__(self) -> None:
         self.iterations = tuple(int(i) for i in self.iterations)
@@ -73,10 +74,11 @@ class RegistrationConfig:
             or self.learning_rate <= 0
             or self.smooth_weight < 0
             or self.intensity_weight < 0
+            or int(self.context_stride) < 1
         ):
             raise ValueError(
-                f"non-empty non-negative iterations, learning_rate > 0, smooth_weight and intensity_weight >= 0; "
-                f"got {self}."
+                f"non-empty non-negative iterations, learning_rate > 0, smooth_weight and intensity_weight >= 0, "
+                f"context_stride >= 1; got {self}."
             )
 
 

@@ -234,7 +234,7 @@ def run_registration(
     levels = len(config.iterations)
     intensities = [intensity_levels(data[f"{role}_image"], levels) for role in ("fixed", "moving")]
     if uses_encoder:
-        lifted = Lift3D(encoder, context=config.context).eval()
+        lifted = Lift3D(encoder, context=config.context, context_stride=config.context_stride).eval()
         fixed_levels = feature_levels(lifted, data["fixed_image"], levels)
         moving_levels = feature_levels(lifted, data["moving_image"], levels)
     else:
