@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from monai_slicenav.encoders import load_encoder
-from monai_slicenav.experiments.dense_probe import dense_probe, dense_probe_cases
+from monai_slicenav.experiments.dense_probe import dense_probe, dense_probe_cases, regime_stride
 from monai_slicenav.experiments.evaluate import BUDGETS, untrained_trunk
 from monai_slicenav.experiments.pretrain import pretrain
 from monai_slicenav.experiments.probe_cells import DENSE_CONTEXT, render_probe_sets
@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument(
         "--dense_contexts",
         nargs="+",
-        default=[f"{DENSE_CONTEXT}:1"],
-        help="context candidates of the dense probe as MODE:STRIDE (Lift3D context and context_stride); the first "
-        "is reported as dense_dice_ctx (and with zero actions as dense_dice_ctx_still), every one as "
+        default=[f"{DENSE_CONTEXT}:regime"],
+        help="context candidates of the dense probe as MODE:STRIDE (Lift3D context and context_stride; STRIDE "
+        "'regime': the encoder's recorded step over the voxel size, dense_probe.regime_stride); the first is "
+        "reported as dense_dice_ctx (and with zero actions as dense_dice_ctx_still), every one as "
         "dense_dice_<mode>_s<stride>",
     )
     parser.add_argument(
@@ -102,12 +103,13 @@ def main() -> None:
                 mode, stride = candidate.split(":")
                 value = float("nan")
                 if hasattr(model, "context_features"):
-                    value = dense_probe(model, cases, context=mode, context_stride=int(stride))["dense_dice"]
+                    step = regime_stride(path, settings["dense"]["spacing_mm"]) if stride == "regime" else int(stride)
+                    value = dense_probe(model, cases, context=mode, context_stride=step)["dense_dice"]
                 scores[f"dense_dice_{mode}_s{stride}"] = value
                 if rank == 0:
                     scores["dense_dice_ctx"], scores["dense_dice_ctx_still"] = value, float("nan")
                     if hasattr(model, "context_features"):
-                        still = dense_probe(model, cases, context=mode, context_stride=int(stride), actions="still")
+                        still = dense_probe(model, cases, context=mode, context_stride=step, actions="still")
                         scores["dense_dice_ctx_still"] = still["dense_dice"]
             rows.append({"variant": name, "seed": seed, **scores})
             print(f"seed {seed} {name}: {scores}", flush=True)

@@ -62,3 +62,19 @@ def test_lobe_dice_counts_each_lobe_and_averages_them():
     for lobe, value in expected.items():
         assert math.isclose(scores[f"dense_dice_{lobe}"], value, rel_tol=1e-6)
     assert math.isclose(scores["dense_dice"], sum(expected.values()) / 5, rel_tol=1e-6)
+
+
+def test_the_context_steps_at_the_regime_the_encoder_recorded(tmp_path):
+    import json
+
+    from monai_slicenav.experiments.dense_probe import regime_stride
+    from monai_slicenav.export import export_encoder
+
+    export_encoder(SliceEncoder(TokenizerConfig(channels=(8, 16))), tmp_path / "plain")
+    assert regime_stride(tmp_path / "plain", 3.0) == 1  # no regime recorded: neighbouring slices
+    record_path = tmp_path / "plain" / "encoder.json"
+    record = json.loads(record_path.read_text())
+    for max_translation, spacing, stride in ((12.0, 3.0, 4), (12.0, 1.0, 12), (12.0, 6.0, 2), (2.0, 6.0, 1)):
+        record["navigation"] = {"max_translation": max_translation}
+        record_path.write_text(json.dumps(record))
+        assert regime_stride(tmp_path / "plain", spacing) == stride

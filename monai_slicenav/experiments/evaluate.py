@@ -334,6 +334,7 @@ def evaluate(
             "both_ways": True,
             "penalty": DENSE_PENALTY,
             "context": DENSE_CONTEXT,
+            "context_stride": "the regime's step: recorded max_translation / spacing_mm (dense_probe.regime_stride)",
         },
         "segmentation": "train colin27_brain_aal (+ deformed copies), test mni152_harvard_oxford",
         "registration": REGISTRATION_PAIR,

@@ -17,7 +17,7 @@ from ..data import packaged_pairs
 from ..encoders import load_encoder
 from ..transforms import EmbeddedVolumed
 from .cache import cached
-from .dense_probe import dense_probe, dense_probe_cases
+from .dense_probe import dense_probe, dense_probe_cases, regime_stride
 from .probes import (
     context_scores,
     encode,
@@ -48,7 +48,8 @@ CONTEXT_PROBE = (
 )
 DENSE_CONTEXT = "causal"  # how a context encoder sees the slices in the dense probe's in-context column (measured:
 # causal above bidirectional for every dynamics row of the `small` comparison, docs/comparison.md)
-DENSE_PROBE = 2  # version of the dense cell's contents (2: both ways, fixed penalty, the still-actions control)
+DENSE_PROBE = 3  # version of the dense cell's contents (2: both ways, fixed penalty, the still-actions control;
+# 3: in context at the regime's step, dense_probe.regime_stride)
 
 
 def _probe_volumes(pair_names: Sequence[str], spacing_mm: float) -> list[torch.Tensor]:
@@ -113,8 +114,9 @@ def probe_cell(encoder: Path, cell_dir: Path, weights: str, probe_cfg: Mapping, 
 
 def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, probe_sets: dict) -> dict:
     """The dense lobe probe of one encoder: ``dense_dice`` (one slice at a time), ``dense_dice_ctx`` (a context
-    encoder's slices seen with :data:`DENSE_CONTEXT` and the true actions between them) and ``dense_dice_ctx_still``
-    (the same context, zero actions); NaN for encoders without context."""
+    encoder's slices seen with :data:`DENSE_CONTEXT`, steps of its regime's size (:func:`regime_stride`), and the
+    true actions between them) and ``dense_dice_ctx_still`` (the same context, zero actions); NaN for encoders
+    without context."""
 
     def compute() -> dict:
         if "dense" not in probe_sets:  # loaded once per run, shared by every encoder
@@ -126,12 +128,15 @@ def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, 
         return {
             "dense_dice": alone,
             **{
-                name: dense_probe(model, probe_sets["dense"], context=DENSE_CONTEXT, actions=actions)["dense_dice"]
+                name: dense_probe(
+                    model, probe_sets["dense"], context=DENSE_CONTEXT, context_stride=stride, actions=actions
+                )["dense_dice"]  # fmt: skip
                 for name, actions in (("dense_dice_ctx", "true"), ("dense_dice_ctx_still", "still"))
             },
         }
 
-    key = {"w": weights, "context": DENSE_CONTEXT, "dense_probe": DENSE_PROBE, **dense_cfg}
+    stride = regime_stride(encoder, dense_cfg["spacing_mm"])
+    key = {"w": weights, "context": DENSE_CONTEXT, "stride": stride, "dense_probe": DENSE_PROBE, **dense_cfg}
     cell = cached(cell_dir / "dense_probe.json", key, compute)
     return {k: cell[k] for k in ("dense_dice", "dense_dice_ctx", "dense_dice_ctx_still")}
 
