@@ -78,3 +78,25 @@ def test_the_context_steps_at_the_regime_the_encoder_recorded(tmp_path):
         record["navigation"] = {"max_translation": max_translation}
         record_path.write_text(json.dumps(record))
         assert regime_stride(tmp_path / "plain", spacing) == stride
+
+
+def test_the_untrained_control_keeps_the_trained_record(tmp_path):
+    import json
+
+    from monai_slicenav.encoders import load_encoder
+    from monai_slicenav.experiments.dense_probe import regime_stride
+    from monai_slicenav.experiments.evaluate import untrained_trunk
+    from monai_slicenav.export import export_encoder
+
+    torch.manual_seed(0)
+    dynamics = {"latent_dim": 4, "grid_size": (2, 2), "max_steps": 8, "patch": 2, "width": 16, "depth": 1, "heads": 2}
+    trained = ContextEncoder(TokenizerConfig(channels=(8, 16, 16)), dynamics)
+    regime = {"num_steps": 7, "spatial_size": 64, "max_translation": 12.0}
+    export_encoder(trained, tmp_path / "trained", {"slice_size": [64, 64]}, {"bundle": "x"}, regime)
+    control = load_encoder(untrained_trunk(tmp_path / "trained", tmp_path / "control", seed=3))
+    record = json.loads((tmp_path / "control" / "encoder.json").read_text())
+    assert record["navigation"] == regime and record["input"] == {"slice_size": [64, 64]}
+    assert regime_stride(tmp_path / "control", 3.0) == regime_stride(tmp_path / "trained", 3.0) == 4
+    tokenizer, trunk = control.encoder.state_dict(), control.dynamics.state_dict()
+    assert all(torch.equal(v, trained.encoder.state_dict()[k]) for k, v in tokenizer.items())  # stage 1 kept
+    assert not all(torch.equal(v, trained.dynamics.state_dict()[k]) for k, v in trunk.items())  # trunk redrawn

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from ..data import describe_data, embedded_datalist, sha256_of
 from ..downstream.registration import RegistrationConfig
 from ..downstream.registration_run import default_pairs, run_registration
-from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encoder
+from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encoder, read_record
 from ..networks.tokenizer import TokenizerConfig
 from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
 from .cache import cached
@@ -140,12 +140,14 @@ def _random_encoder(out: Path, preset: str, seed: int) -> Path:
 
 
 def untrained_trunk(trained: Path, out: Path, seed: int) -> Path:
-    """The control encoder: ``trained`` context encoder's tokenizer weights under a freshly initialised trunk."""
-    model = load_encoder(trained)
+    """The control encoder: ``trained`` context encoder's tokenizer weights under a freshly initialised trunk, with
+    its record's input contract and navigation regime (so context read-outs step as for the trained one)."""
+    model, record = load_encoder(trained), read_record(trained)
     torch.manual_seed(seed)
     control = ContextEncoder(**model.arguments())
     control.encoder.load_state_dict(model.encoder.state_dict())
-    export_encoder(control, out, provenance={"variant": "dynamics_untrained", "tokenizer_from": str(trained)})
+    provenance = {"variant": "dynamics_untrained", "tokenizer_from": str(trained)}
+    export_encoder(control, out, record.get("input"), provenance, record.get("navigation"))
     return out
 
 
