@@ -15,6 +15,7 @@ Seeded and deterministic on the CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -94,7 +95,10 @@ def acpc_frame(landmarks: Mapping[str, Sequence[float]]) -> torch.Tensor:
         raise ValueError(f"landmarks lack {', '.join(missing)}; give {', '.join(LANDMARKS)} in world mm (RAS).")
     points = {}
     for name in LANDMARKS:
-        point = torch.as_tensor(landmarks[name], dtype=torch.float64)
+        try:
+            point = torch.as_tensor(landmarks[name], dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):  # text, nested or ragged values
+            point = torch.full((0,), math.nan)
         if point.shape != (3,) or not bool(torch.isfinite(point).all()):
             raise ValueError(f"landmark {name} must be 3 finite world coordinates in mm, got {landmarks[name]!r}.")
         points[name] = point

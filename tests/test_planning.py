@@ -124,6 +124,8 @@ def test_landmark_planes_follow_the_head_not_the_scanner(volume):
         ({"AC": [0, 0, 0], "PC": [0, -24, 0], "IH": [0, 30, 0]}, "IH lies on the AC-PC line"),
         ({"AC": [0, float("nan"), 0], "PC": [0, -24, 0], "IH": [0, 0, 50]}, "AC must be 3 finite"),
         ({"AC": [0, 0], "PC": [0, -24, 0], "IH": [0, 0, 50]}, "AC must be 3 finite"),
+        ({"AC": [0, 0, 0], "PC": "behind", "IH": [0, 0, 50]}, "PC must be 3 finite"),
+        ({"AC": [0, 0, 0], "PC": [0, -24, 0], "IH": [[0], [0, 50]]}, "IH must be 3 finite"),
     ],
 )
 def test_bad_landmarks_are_named(landmarks, message):
