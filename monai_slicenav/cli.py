@@ -234,7 +234,12 @@ class SliceNavCLI:
         return str(Path(out) / "results.md")
 
     def navigate(
-        self, image: str | None = None, model: str | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        image: str | None = None,
+        model: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        landmarks: str | None = None,
     ) -> None:
         """Steer through a volume in the browser and watch, beside the true slice, the slice a trained dynamics
         model predicts from the last slices and the action just taken (keys are listed on the page). Serves until
@@ -246,13 +251,15 @@ class SliceNavCLI:
                 of a dynamics variant.
             host: the address to listen on (default 127.0.0.1: this machine only).
             port: the port (0: a free one, printed).
+            landmarks: a JSON of the head's landmarks in world mm (RAS), {"AC": [x, y, z], "PC": [...], "IH": [...]}:
+                "go to" then also offers acpc-axial, acpc-coronal and midsagittal.
         """
         from .viewer import make_server, open_session
 
         if model is None:
             raise ValueError("--model is required: a trained dynamics stage (bundle root or slicenav pretrain output).")
         port = _bounded_int(port, "--port", 0, 65535)
-        server = make_server(open_session(image, model), str(host), port)
+        server = make_server(open_session(image, model, landmarks=landmarks), str(host), port)
         print(f"slicenav navigate: serving {server.url} (Ctrl+C stops)", flush=True)
         try:
             server.serve_forever()

@@ -22,10 +22,10 @@ from .planning import (
     STANDARD_PLANES,
     NavigatorModel,
     RendererModel,
-    acpc_frame,
     landmark_plane,
     plan,
     pose_error,
+    read_landmarks,
     render_goal,
     standard_plane,
 )
@@ -33,23 +33,9 @@ from .transforms import RandSliceTrajectory, trajectory_from_dict, trajectory_to
 from .visualize import action_caption, slice_grid
 from .volume import scale_intensity
 
-__all__ = ["RENDERER", "read_goal", "read_landmarks", "plan_episode"]
+__all__ = ["RENDERER", "read_goal", "plan_episode"]
 
 RENDERER = "renderer"  # --model value: plan with the true renderer (the upper bound)
-
-
-def read_landmarks(path: str | os.PathLike) -> dict:
-    """The head landmarks of a JSON file: ``{"AC": [x, y, z], "PC": [...], "IH": [...]}`` in world mm (RAS).
-
-    Raises:
-        FileNotFoundError, ValueError: naming the file, for a missing file or bad landmarks.
-    """
-    landmarks = read_json_object(path)
-    try:
-        acpc_frame(landmarks)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-    return landmarks
 
 
 def read_goal(
@@ -58,8 +44,8 @@ def read_goal(
     """The goal slice (1, size, size) and, for a named plane or a trajectory JSON, its pose: a name of
     :data:`~monai_slicenav.planning.STANDARD_PLANES` is that plane of ``volume``, one of
     :data:`~monai_slicenav.planning.LANDMARK_PLANES` that plane of the head whose ``landmarks`` file is given
-    (:func:`read_landmarks`); a trajectory's goal is its last pose, rendered on ``volume``; a PNG is the goal slice
-    itself (grey levels / 255).
+    (:func:`~monai_slicenav.planning.read_landmarks`); a trajectory's goal is its last pose, rendered on ``volume``;
+    a PNG is the goal slice itself (grey levels / 255).
 
     Raises:
         FileNotFoundError: when ``goal`` is neither a named plane nor an existing file.

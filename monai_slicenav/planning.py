@@ -16,6 +16,7 @@ Seeded and deterministic on the CPU.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +24,7 @@ from typing import Protocol
 import torch
 
 from .geometry import Pose, apply_action
+from .io import read_json_object
 from .networks.navigator import SliceNavigator, rollout
 from .transforms.regime import NAVIGATION_REGIME, NavigationRegime
 from .transforms.render import RenderSlices
@@ -40,6 +42,7 @@ __all__ = [
     "acpc_frame",
     "action_bounds",
     "landmark_plane",
+    "read_landmarks",
     "plan",
     "pose_error",
     "render_goal",
@@ -111,6 +114,20 @@ def acpc_frame(landmarks: Mapping[str, Sequence[float]]) -> torch.Tensor:
         raise ValueError("landmark IH lies on the AC-PC line; it must be a midline point above it.")
     right = right / right.norm()
     return torch.stack([right, anterior, torch.linalg.cross(right, anterior)], dim=-1)
+
+
+def read_landmarks(path: str | os.PathLike) -> dict:
+    """The head landmarks of a JSON file: ``{"AC": [x, y, z], "PC": [...], "IH": [...]}`` in world mm (RAS).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file, for a missing file or bad landmarks.
+    """
+    landmarks = read_json_object(path)
+    try:
+        acpc_frame(landmarks)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    return landmarks
 
 
 def landmark_plane(

@@ -50,7 +50,11 @@ def served(tmp_path_factory):
     image = EmbeddedVolumed(synth_options={"spatial_size": SYNTH_SIZE}).set_random_state(7)(item)["image"]
     path = root / "unseen.nii.gz"
     nib.save(nib.Nifti1Image(image[0].numpy(), image.affine.numpy()), str(path))
-    server = make_server(open_session(path, stage))
+    centre = open_session(path, stage).start.center.tolist()  # landmarks near the head's centre: "go to" offers more
+    landmarks = root / "landmarks.json"
+    landmarks.write_text(json.dumps({"AC": centre, "PC": [centre[0], centre[1] - 20, centre[2]],
+                                     "IH": [centre[0], centre[1] - 8, centre[2] + 30]}))  # fmt: skip
+    server = make_server(open_session(path, stage, landmarks=landmarks))
     server.stage = stage  # for a replica session
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -204,7 +208,10 @@ def test_go_to_plays_the_planned_path_and_reports_the_planners_final_pose(served
     open_page(browser, server)
     press(browser, ["t", "w"])
     before = browser.execute_script("return Number(document.body.dataset.updates || 0)")
-    Select(browser.find_element(By.ID, "plane")).select_by_value("coronal")
+    planes = Select(browser.find_element(By.ID, "plane"))
+    assert [o.get_attribute("value") for o in planes.options] == list(server.session.planes)  # the landmark planes too
+    assert "acpc-axial" in server.session.planes
+    planes.select_by_value("coronal")
     Select(browser.find_element(By.ID, "planner")).select_by_value("renderer")
     browser.find_element(By.ID, "goto").click()
     WebDriverWait(browser, 120).until(lambda b: b.execute_script("return Number(document.body.dataset.gotos || 0)"))

@@ -114,3 +114,31 @@ def test_go_to_plans_to_a_named_plane_and_executes_the_plan(stage):
         session.goto("oblique")
     with pytest.raises(ValueError, match="unknown planner 'oracle'"):
         session.goto("axial", planner="oracle")
+
+
+def test_go_to_a_plane_through_the_commissures_needs_the_heads_landmarks(stage, tmp_path):
+    """Given the head's landmarks, "go to" also offers the planes through the commissures and plans to them; without
+    them those planes are refused, and bad landmarks fail when the session opens, naming the file."""
+    import json
+
+    from monai_slicenav.planning import LANDMARK_PLANES, STANDARD_PLANES, landmark_plane, pose_error
+
+    centre = open_session(None, stage).start.center.tolist()
+    marks = {"AC": [centre[0], centre[1] + 10, centre[2]], "PC": [centre[0], centre[1] - 14, centre[2] + 3],
+             "IH": [centre[0] + 1, centre[1] - 5, centre[2] + 40]}  # fmt: skip
+    path = tmp_path / "landmarks.json"
+    path.write_text(json.dumps(marks))
+    session = open_session(None, stage, landmarks=path)
+    assert session.planes == (*STANDARD_PLANES, *LANDMARK_PLANES) and session.view()["planes"] == list(session.planes)
+    goal = landmark_plane(session.scan, "acpc-axial", marks, session.size[0])
+    answer = session.goto("acpc-axial", planner="renderer")
+    assert answer["goal_pose"] == session.pose_record(goal) and answer["frames"]  # planned to it, and moved
+    distance, angle = pose_error(session.poses[-1], goal)
+    assert answer["error"] == {"distance_mm": distance, "angle_deg": angle}
+    plain = open_session(None, stage)
+    assert "midsagittal" not in plain.planes
+    with pytest.raises(ValueError, match="need landmarks"):
+        plain.goto("midsagittal")
+    path.write_text(json.dumps({**marks, "IH": marks["AC"]}))
+    with pytest.raises(ValueError, match="landmarks.json: landmark IH lies on the AC-PC line"):
+        open_session(None, stage, landmarks=path)

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import urlsplit
 
-from ..planning import STANDARD_PLANES
 from .session import COMMANDS, MOVES, PLANNERS, NavigationSession
 
 __all__ = ["MAX_REQUEST_BYTES", "NavigatorServer", "make_server"]
@@ -77,7 +76,7 @@ class NavigatorRequestHandler(BaseHTTPRequestHandler):
             self._locked(self.server.session.view)
         elif path == "/api/actions":
             moves = {k: v[2] for k, v in MOVES.items()}
-            named = {"planes": list(STANDARD_PLANES), "planners": list(PLANNERS)}
+            named = {"planes": list(self.server.session.planes), "planners": list(PLANNERS)}
             self._json(HTTPStatus.OK, {"moves": moves, "commands": list(COMMANDS), **named})
         elif path == "/api/trajectory":
             self._locked(self.server.session.trajectory, download="trajectory.json")
@@ -129,8 +128,9 @@ class NavigatorRequestHandler(BaseHTTPRequestHandler):
         if body is None:
             return None
         plane, planner = body.get("plane"), body.get("planner", PLANNERS[0])
-        if plane not in STANDARD_PLANES or planner not in PLANNERS:
-            expected = f"PLANE one of {', '.join(STANDARD_PLANES)}, PLANNER one of {', '.join(PLANNERS)}"
+        planes = self.server.session.planes
+        if plane not in planes or planner not in PLANNERS:
+            expected = f"PLANE one of {', '.join(planes)}, PLANNER one of {', '.join(PLANNERS)}"
             self._error(HTTPStatus.BAD_REQUEST, f'expected {{"plane": PLANE, "planner": PLANNER}} with {expected}')
             return None
         return plane, planner

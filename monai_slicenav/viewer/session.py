@@ -17,7 +17,20 @@ from ..encoders.trained import recorded_navigation, trained_navigator
 from ..geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, as_slice_size, canonical_rotation, slice_points
 from ..io import load_volume, png_bytes
 from ..networks import SliceNavigator, predict_next
-from ..planning import SEARCH, NavigatorModel, RendererModel, plan, pose_error, render_goal, standard_plane
+from ..planning import (
+    LANDMARK_PLANES,
+    SEARCH,
+    STANDARD_PLANES,
+    NavigatorModel,
+    RendererModel,
+    acpc_frame,
+    landmark_plane,
+    plan,
+    pose_error,
+    read_landmarks,
+    render_goal,
+    standard_plane,
+)
 from ..transforms import ACTION_FIELDS, RandSliceTrajectory, render_slices, trajectory_to_dict
 from ..volume import scale_intensity
 from ..workflows.controllability import slice_psnr
@@ -67,6 +80,8 @@ class NavigationSession:
         image_name: what the saved trajectory names as its image.
         threshold: foreground threshold that places the start pose (the centre of the foreground box).
         seed: seeds the wrong actions of the shuffled mode.
+        landmarks: the head's landmarks (``planning.LANDMARKS`` in world mm): "go to" then also offers the planes
+            through the commissures (``planning.LANDMARK_PLANES``).
     """
 
     def __init__(
@@ -77,7 +92,12 @@ class NavigationSession:
         image_name: str,
         threshold: float = 0.05,
         seed: int = 0,
+        landmarks: Mapping | None = None,
     ) -> None:
+        if landmarks is not None:
+            acpc_frame(landmarks)  # bad landmarks fail here, not at the first "go to"
+        self.landmarks = landmarks
+        self.planes = (*STANDARD_PLANES, *(LANDMARK_PLANES if landmarks is not None else ()))  # "go to" goals
         self.navigator = navigator.eval()
         self.size = as_slice_size(navigation["spatial_size"])
         self.context = max(1, min(int(navigation["num_steps"]), navigator.dynamics.config.max_steps - 1))
@@ -144,7 +164,7 @@ class NavigationSession:
         self._step(self.action_of(name), self.action_of(fed_name).float(), name, words)
 
     def goto(self, plane: str, planner: str = "model") -> dict:
-        """Plan from the current pose to the named ``plane`` (:data:`STANDARD_PLANES`) with ``planner``
+        """Plan from the current pose to the named ``plane`` (one of :attr:`planes`) with ``planner``
         (:data:`PLANNERS`: the session's world model, imagining from the slices seen, or the true renderer) and
         execute the plan, each step rendered and predicted as a key press is.
 
@@ -157,7 +177,13 @@ class NavigationSession:
         """
         if planner not in PLANNERS:
             raise ValueError(f"unknown planner {planner!r}; expected one of {', '.join(PLANNERS)}.")
-        goal_pose = standard_plane(self.scan, plane, self.size[0], self.threshold)
+        if plane not in self.planes:
+            hint = " (the planes through the commissures need landmarks)" if plane in LANDMARK_PLANES else ""
+            raise ValueError(f"unknown plane {plane!r}{hint}; this session has {', '.join(self.planes)}.")
+        if plane in LANDMARK_PLANES:
+            goal_pose = landmark_plane(self.scan, plane, self.landmarks, self.size[0], self.threshold)
+        else:
+            goal_pose = standard_plane(self.scan, plane, self.size[0], self.threshold)
         if planner == "model":  # the model's own slices
             size, world = self.size[0], NavigatorModel(self.navigator, self.context)
         else:  # the renderer sees more of the head than a small model's slices: a wider basin
@@ -274,6 +300,7 @@ class NavigationSession:
             "psnr_history": self.history,
             "timing_ms": last["timing_ms"],
             "slice_size": list(self.size),
+            "planes": list(self.planes),
             "images": images,
         }
 
@@ -298,16 +325,23 @@ class NavigationSession:
 
 
 def open_session(
-    image: str | os.PathLike | None, model: str | os.PathLike, threshold: float = 0.05, seed: int = 0
+    image: str | os.PathLike | None,
+    model: str | os.PathLike,
+    threshold: float = 0.05,
+    seed: int = 0,
+    landmarks: str | os.PathLike | None = None,
 ) -> NavigationSession:
     """A session on ``image`` (any NIfTI; None: the built-in head phantom), loaded and scaled as ``slicenav render``
-    does, with the trained dynamics stage ``model`` (a dynamics bundle root or a ``slicenav pretrain`` output).
+    does, with the trained dynamics stage ``model`` (a dynamics bundle root or a ``slicenav pretrain`` output) and,
+    optionally, the head's ``landmarks`` file (``planning.read_landmarks``).
 
     Raises:
-        FileNotFoundError: for a missing image or a folder that is not a trained dynamics stage.
-        ValueError: for an image that is not one 3D volume, or a stage without its recorded regime.
+        FileNotFoundError: for a missing image, landmarks file or a folder that is not a trained dynamics stage.
+        ValueError: for an image that is not one 3D volume, bad landmarks, or a stage without its recorded regime.
     """
+    marks = read_landmarks(landmarks) if landmarks is not None else None
     volume = load_volume(image, channels=1) if image else shepp_logan_volume(160)
     scaled = scale_intensity(volume)
     name = str(image) if image else "builtin:shepp_logan"
-    return NavigationSession(scaled, trained_navigator(model), recorded_navigation(model), name, threshold, seed)
+    navigator = trained_navigator(model)
+    return NavigationSession(scaled, navigator, recorded_navigation(model), name, threshold, seed, marks)

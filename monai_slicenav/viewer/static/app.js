@@ -63,7 +63,16 @@ function drawPlot(history) {
   }
 }
 
+// "Go to" offers the session's planes: the three canonical ones, and those through the commissures when the
+// session was given the head's landmarks (slicenav navigate --landmarks).
+function offerPlanes(planes) {
+  const select = document.getElementById("plane");
+  const offered = Array.from(select.options, (option) => option.value);
+  for (const plane of planes) if (!offered.includes(plane)) select.add(new Option(plane, plane));
+}
+
 async function show(state) {
+  offerPlanes(state.planes);
   await drawImages(state.images);
   drawPlot(state.psnr_history);
   document.getElementById("pose").textContent = state.pose_text;
