@@ -22,12 +22,11 @@ from .planning import (
     STANDARD_PLANES,
     NavigatorModel,
     RendererModel,
-    landmark_plane,
+    named_plane,
     plan,
     pose_error,
     read_landmarks,
     render_goal,
-    standard_plane,
 )
 from .transforms import RandSliceTrajectory, trajectory_from_dict, trajectory_to_dict
 from .visualize import action_caption, slice_grid
@@ -52,13 +51,10 @@ def read_goal(
         ValueError: for a malformed trajectory or landmarks, a landmark plane without landmarks, another file type,
             or an image of another size than ``size``.
     """
-    if str(goal) in STANDARD_PLANES:
-        pose = standard_plane(volume, str(goal), size)
-        return render_goal(volume, pose, size), pose
-    if str(goal) in LANDMARK_PLANES:
-        if landmarks is None:
-            raise ValueError(f"--goal {goal} needs --landmarks FILE (a JSON of {', '.join(LANDMARKS)} in world mm).")
-        pose = landmark_plane(volume, str(goal), read_landmarks(landmarks), size)
+    if str(goal) in LANDMARK_PLANES and landmarks is None:
+        raise ValueError(f"--goal {goal} needs --landmarks FILE (a JSON of {', '.join(LANDMARKS)} in world mm).")
+    if str(goal) in (*STANDARD_PLANES, *LANDMARK_PLANES):
+        pose = named_plane(volume, str(goal), size, None if landmarks is None else read_landmarks(landmarks))
         return render_goal(volume, pose, size), pose
     path = Path(goal)
     if not path.is_file():

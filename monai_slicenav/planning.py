@@ -42,6 +42,7 @@ __all__ = [
     "acpc_frame",
     "action_bounds",
     "landmark_plane",
+    "named_plane",
     "read_landmarks",
     "plan",
     "pose_error",
@@ -148,6 +149,28 @@ def landmark_plane(
     frame, canonical = acpc_frame(landmarks), standard_plane(volume, LANDMARK_PLANES[name], spatial_size, threshold)
     centre = torch.as_tensor(landmarks["AC"], dtype=torch.float64)
     return Pose(centre, frame @ canonical.rotation, canonical.spacing)
+
+
+def named_plane(
+    volume: torch.Tensor,
+    name: str,
+    spatial_size: int,
+    landmarks: Mapping[str, Sequence[float]] | None = None,
+    threshold: float = 0.05,
+) -> Pose:
+    """The pose of a named plane on ``volume``: one of :data:`STANDARD_PLANES` (:func:`standard_plane`) or, given
+    the head's ``landmarks``, one of :data:`LANDMARK_PLANES` (:func:`landmark_plane`).
+
+    Raises:
+        ValueError: for an unknown name, a landmark plane without landmarks, or bad landmarks.
+    """
+    if name in LANDMARK_PLANES and landmarks is not None:
+        return landmark_plane(volume, name, landmarks, spatial_size, threshold)
+    if name in STANDARD_PLANES:
+        return standard_plane(volume, name, spatial_size, threshold)
+    hint = " (the planes through the commissures need the head's landmarks)" if name in LANDMARK_PLANES else ""
+    named = (*STANDARD_PLANES, *(LANDMARK_PLANES if landmarks is not None else ()))
+    raise ValueError(f"unknown plane {name!r}{hint}; the named planes are {', '.join(named)}.")
 
 
 def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:

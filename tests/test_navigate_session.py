@@ -137,7 +137,7 @@ def test_go_to_a_plane_through_the_commissures_needs_the_heads_landmarks(stage, 
     assert answer["error"] == {"distance_mm": distance, "angle_deg": angle}
     plain = open_session(None, stage)
     assert "midsagittal" not in plain.planes
-    with pytest.raises(ValueError, match="need landmarks"):
+    with pytest.raises(ValueError, match="need the head's landmarks"):
         plain.goto("midsagittal")
     path.write_text(json.dumps({**marks, "IH": marks["AC"]}))
     with pytest.raises(ValueError, match="landmarks.json: landmark IH lies on the AC-PC line"):

@@ -24,12 +24,11 @@ from ..planning import (
     NavigatorModel,
     RendererModel,
     acpc_frame,
-    landmark_plane,
+    named_plane,
     plan,
     pose_error,
     read_landmarks,
     render_goal,
-    standard_plane,
 )
 from ..transforms import ACTION_FIELDS, RandSliceTrajectory, render_slices, trajectory_to_dict
 from ..volume import scale_intensity
@@ -177,13 +176,7 @@ class NavigationSession:
         """
         if planner not in PLANNERS:
             raise ValueError(f"unknown planner {planner!r}; expected one of {', '.join(PLANNERS)}.")
-        if plane not in self.planes:
-            hint = " (the planes through the commissures need landmarks)" if plane in LANDMARK_PLANES else ""
-            raise ValueError(f"unknown plane {plane!r}{hint}; this session has {', '.join(self.planes)}.")
-        if plane in LANDMARK_PLANES:
-            goal_pose = landmark_plane(self.scan, plane, self.landmarks, self.size[0], self.threshold)
-        else:
-            goal_pose = standard_plane(self.scan, plane, self.size[0], self.threshold)
+        goal_pose = named_plane(self.scan, plane, self.size[0], self.landmarks, self.threshold)
         if planner == "model":  # the model's own slices
             size, world = self.size[0], NavigatorModel(self.navigator, self.context)
         else:  # the renderer sees more of the head than a small model's slices: a wider basin
