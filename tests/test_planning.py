@@ -152,3 +152,17 @@ def test_slicenav_plan_to_a_landmark_plane(tmp_path, capsys):
         with pytest.raises(SystemExit) as stopped:
             main(["plan", "--goal", "midsagittal", *extra, "--out", str(tmp_path / "bad"), "--size", "32"])
         assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_named_plane_resolves_standard_and_landmark_planes(volume):
+    from monai_slicenav.planning import landmark_plane, named_plane, standard_plane
+
+    marks = {"AC": [1.0, 4.0, -2.0], "PC": [1.0, -20.0, 0.0], "IH": [2.0, -8.0, 45.0]}
+    for name, expected in (("coronal", standard_plane(volume, "coronal", 32)),
+                           ("midsagittal", landmark_plane(volume, "midsagittal", marks, 32))):  # fmt: skip
+        got = named_plane(volume, name, 32, marks)
+        assert torch.equal(got.as_tensor(), expected.as_tensor())
+    with pytest.raises(ValueError, match=r"landmarks\); the named planes are axial, coronal, sagittal\."):
+        named_plane(volume, "acpc-axial", 32)
+    with pytest.raises(ValueError, match="unknown plane 'oblique'; the named planes are .*midsagittal"):
+        named_plane(volume, "oblique", 32, marks)
