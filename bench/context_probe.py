@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
+from overrides import override
 
 from monai_slicenav.encoders import load_encoder
 from monai_slicenav.experiments.dense_probe import dense_probe, dense_probe_cases, regime_stride
@@ -62,6 +62,7 @@ def main() -> None:
         "--dynamics_overrides",
         nargs="*",
         default=[],
+        type=override,
         metavar="KEY=VALUE",
         help="a candidate stage-2 setting: overrides of the dynamics stage only (VALUE read as YAML), e.g. "
         "scroll_probability=0.25 scroll_step=3; the cached stage-1 tokenizers are reused",
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--cache_dir", default=None, help="where stage runs are kept and reused (default OUT/cache)")
     parser.add_argument("--no_controls", action="store_true", help="skip the untrained trunk and stage-1 rows")
     args = parser.parse_args()
-    extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.dynamics_overrides)}
+    extra = dict(args.dynamics_overrides)
     for name in args.variants if extra else ():  # a candidate: the variants with more overrides of their stage 2
         variant = get_variant(name)
         register_variant(replace(variant, overrides={**variant.overrides, **extra}), replace=True)

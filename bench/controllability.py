@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
+from overrides import override
 
 from monai_slicenav.data import embedded_datalist
 from monai_slicenav.data.packaged import packaged_pairs
@@ -50,6 +50,7 @@ def main() -> None:
         "--regime",
         nargs="*",
         default=[],
+        type=override,
         metavar="KEY=VALUE",
         help="change the recorded regime (VALUE read as YAML), e.g. scroll_probability=0 to compare models trained "
         "with scroll trajectories on the walks of the default regime",
@@ -57,8 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    changes = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.regime)}
-    regime, navigator = {**recorded_navigation(args.stage), **changes}, trained_navigator(args.stage)
+    regime, navigator = {**recorded_navigation(args.stage), **dict(args.regime)}, trained_navigator(args.stage)
     stage_record = stage_models(args.stage).parent / "stage.json"  # slicenav pretrain's record of the stage
     synth_size = json.loads(stage_record.read_text())["overrides"].get("synth_size") if stage_record.is_file() else None
     data = {"held-out synthetic": embedded_datalist(args.synthetic, 1000, include_packaged=False)}

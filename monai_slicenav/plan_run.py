@@ -19,11 +19,11 @@ from .planning import (
     LANDMARK_PLANES,
     LANDMARKS,
     SEARCH,
-    STANDARD_PLANES,
     NavigatorModel,
     RendererModel,
     named_plane,
     plan,
+    plane_names,
     pose_error,
     read_landmarks,
     render_goal,
@@ -53,12 +53,12 @@ def read_goal(
     """
     if str(goal) in LANDMARK_PLANES and landmarks is None:
         raise ValueError(f"--goal {goal} needs --landmarks FILE (a JSON of {', '.join(LANDMARKS)} in world mm).")
-    if str(goal) in (*STANDARD_PLANES, *LANDMARK_PLANES):
+    if str(goal) in plane_names(True):
         pose = named_plane(volume, str(goal), size, None if landmarks is None else read_landmarks(landmarks))
         return render_goal(volume, pose, size), pose
     path = Path(goal)
     if not path.is_file():
-        named = ", ".join([*STANDARD_PLANES, *LANDMARK_PLANES])
+        named = ", ".join(plane_names(True))
         raise FileNotFoundError(f"{path}: no goal file there (nor a named plane: {named}).")
     if path.suffix == ".json":
         try:

@@ -43,6 +43,7 @@ __all__ = [
     "action_bounds",
     "landmark_plane",
     "named_plane",
+    "plane_names",
     "read_landmarks",
     "plan",
     "pose_error",
@@ -169,8 +170,13 @@ def named_plane(
     if name in STANDARD_PLANES:
         return standard_plane(volume, name, spatial_size, threshold)
     hint = " (the planes through the commissures need the head's landmarks)" if name in LANDMARK_PLANES else ""
-    named = (*STANDARD_PLANES, *(LANDMARK_PLANES if landmarks is not None else ()))
-    raise ValueError(f"unknown plane {name!r}{hint}; the named planes are {', '.join(named)}.")
+    named = ", ".join(plane_names(landmarks is not None))
+    raise ValueError(f"unknown plane {name!r}{hint}; the named planes are {named}.")
+
+
+def plane_names(with_landmarks: bool = False) -> tuple[str, ...]:
+    """The named planes a goal may be: :data:`STANDARD_PLANES`, and :data:`LANDMARK_PLANES` given landmarks."""
+    return (*STANDARD_PLANES, *(LANDMARK_PLANES if with_landmarks else ()))
 
 
 def action_bounds(regime: NavigationRegime = NAVIGATION_REGIME) -> torch.Tensor:

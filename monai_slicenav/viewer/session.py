@@ -18,14 +18,13 @@ from ..geometry import CANONICAL_ORIENTATIONS, Pose, apply_action, as_slice_size
 from ..io import load_volume, png_bytes
 from ..networks import SliceNavigator, predict_next
 from ..planning import (
-    LANDMARK_PLANES,
     SEARCH,
-    STANDARD_PLANES,
     NavigatorModel,
     RendererModel,
     acpc_frame,
     named_plane,
     plan,
+    plane_names,
     pose_error,
     read_landmarks,
     render_goal,
@@ -96,7 +95,7 @@ class NavigationSession:
         if landmarks is not None:
             acpc_frame(landmarks)  # bad landmarks fail here, not at the first "go to"
         self.landmarks = landmarks
-        self.planes = (*STANDARD_PLANES, *(LANDMARK_PLANES if landmarks is not None else ()))  # "go to" goals
+        self.planes = plane_names(landmarks is not None)  # "go to" goals
         self.navigator = navigator.eval()
         self.size = as_slice_size(navigation["spatial_size"])
         self.context = max(1, min(int(navigation["num_steps"]), navigator.dynamics.config.max_steps - 1))
