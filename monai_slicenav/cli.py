@@ -204,7 +204,7 @@ class SliceNavCLI:
     def evaluate(
         self,
         variants: str | tuple = "all",
-        seeds: int = 3,
+        seeds: int | tuple = 3,
         budget: str = "small",
         out: str = DEFAULT_OUT,
         data: str | None = None,
@@ -217,7 +217,8 @@ class SliceNavCLI:
         Args:
             variants: all (with --data: all but those that need label maps), or a comma-separated subset of
                 {rows}
-            seeds: seeds per variant.
+            seeds: seeds per variant (0 .. SEEDS - 1), or a comma-separated list of seeds (e.g. 6,7,8: add seeds to a
+                run, or reuse the stage runs of those seeds).
             budget: micro (smoke test, about a minute) | small (3 seeds in about 1.5 hours on 2 CPU cores) | paper
                 (GPU-scale, documented).
             out: output folder.

@@ -3,12 +3,14 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from monai_slicenav.cli import main
-from monai_slicenav.experiments.evaluate import BUDGETS, evaluate
+from monai_slicenav.experiments.dense_probe import regime_stride
+from monai_slicenav.experiments.evaluate import BUDGETS, evaluate, seed_list
 from monai_slicenav.experiments.variants import CONTROLS, VARIANT_TABLE, dynamics_variants, evaluated_variants
 
 from .packaged_data import needs_packaged_data
@@ -33,6 +35,10 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         assert math.isfinite(float(row["pose_r2_ctx"])) == in_context and math.isfinite(float(row["pose_r2_last"]))
         assert math.isfinite(float(row["dense_dice_ctx"])) == in_context and 0 < float(row["dense_dice"]) < 1
         assert math.isfinite(float(row["reg_dice_ctx"])) == in_context
+    aligned = tmp_path / "pretrain" / "seed0" / "dynamics_aligned" / "encoder"
+    registered = json.loads((tmp_path / "cells" / "dynamics_aligned-seed0" / "registration_ctx.json").read_text())
+    stride = regime_stride(aligned, BUDGETS["micro"]["registration"]["spacing_mm"])
+    assert registered["config"]["context_stride"] == stride > 1  # context steps at the regime's size, as trained
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]
@@ -93,6 +99,24 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown"):
         evaluate(["dynamics_sideways"], budget="micro")
     assert set(BUDGETS) == {"micro", "small", "paper"}
+    for bad in (0, (), (1, 1), (-1,)):
+        with pytest.raises(ValueError, match="seeds"):
+            evaluate("random", seeds=bad, budget="micro")
+
+
+def test_seeds_are_a_count_or_a_list_and_the_command_line_takes_both(tmp_path, monkeypatch):
+    assert seed_list(3) == [0, 1, 2] and seed_list((6, 8)) == [6, 8] and seed_list([5]) == [5]
+    asked = []
+
+    def run(*args, **kwargs):
+        asked.append(seed_list(kwargs["seeds"]))
+        Path(kwargs["out"]).mkdir()
+        (Path(kwargs["out"]) / "results.md").write_text("table")
+
+    monkeypatch.setattr("monai_slicenav.cli.run_evaluation", run)
+    for given, seeds in (("6,7,8", [6, 7, 8]), ("2", [0, 1])):
+        main(["evaluate", "--seeds", given, "--out", str(tmp_path / given)])
+        assert asked.pop() == seeds
 
 
 @needs_packaged_data

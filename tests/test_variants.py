@@ -61,10 +61,10 @@ def test_rows_help_and_registration():
 
 
 def test_without_labels_all_leaves_out_what_needs_them_and_naming_one_fails_first(tmp_path, caplog):
-    chosen = chosen_variants("all", 1, labelled=False)
+    chosen = chosen_variants("all", labelled=False)
     assert "voxel_contrastive" not in chosen and "dynamics_aligned" in chosen
     assert "need label maps" in caplog.text
-    assert "voxel_contrastive" in chosen_variants("all", 1)
+    assert "voxel_contrastive" in chosen_variants("all")
     with pytest.raises(ValueError, match="learn from label maps"):
         evaluate(["tokenizer_only", "voxel_contrastive"], seeds=1, budget="micro", out=tmp_path / "o", data=tmp_path)
     assert not (tmp_path / "o").exists()

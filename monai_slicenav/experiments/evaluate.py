@@ -47,7 +47,7 @@ from ..encoders import ContextEncoder, SliceEncoder, export_encoder, load_encode
 from ..networks.tokenizer import TokenizerConfig
 from ..workflows import held_out_controllability, recorded_navigation, stage_models, trained_navigator
 from .cache import cached
-from .dense_probe import DENSE_PENALTY, DENSE_PROBE_CASES
+from .dense_probe import DENSE_PENALTY, DENSE_PROBE_CASES, regime_stride
 from .pretrain import PRESETS, pretrain
 from .probe_cells import (
     DENSE_CONTEXT,
@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_OUT",
     "chosen_variants",
     "evaluate",
+    "seed_list",
     "segmentation_dice",
     "untrained_trunk",
 ]
@@ -205,19 +206,22 @@ def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_se
 def _registration(
     cell_dir: Path, settings: Mapping, encoder: Path | None = None, weights: str = "", context: str = "none"
 ) -> dict:
-    """The registration cell of the deformed-copy pair: encoder features (seen with ``context``), or intensities
-    (LNCC) without an encoder."""
+    """The registration cell of the deformed-copy pair: encoder features (seen with ``context``, stepping at the
+    encoder's regime as the dense probe does: :func:`~.dense_probe.regime_stride`), or intensities (LNCC) without an
+    encoder."""
     suffix = "" if context == "none" else "_ctx"
 
+    stride = regime_stride(encoder, settings["spacing_mm"]) if suffix else 1
+
     def compute() -> dict:
-        config = RegistrationConfig(iterations=settings["iterations"], context=context)
+        config = RegistrationConfig(iterations=settings["iterations"], context=context, context_stride=stride)
         similarity = "features" if encoder is not None else "intensity"
         pair = next(p for p in default_pairs() if p["name"] == REGISTRATION_PAIR)
         return run_registration(
             pair, cell_dir / f"registration{suffix}", similarity, encoder or "", settings["spacing_mm"], config
         )
 
-    key = {"w": weights, **settings, **({"context": context} if suffix else {})}
+    key = {"w": weights, **settings, **({"context": context, "stride": stride} if suffix else {})}
     return cached(cell_dir / f"registration{suffix}.json", key, compute)
 
 
@@ -248,21 +252,38 @@ def _controllability(record: Mapping, cell_dir: Path, settings: Mapping) -> dict
     return {"val_latent_mse": record["stages"][-1]["val_metrics"]["val_latent_mse"], **figures}
 
 
-def chosen_variants(variants: str | Sequence[str], seeds: int, labelled: bool = True) -> list[str]:
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """The pretraining seeds: ``n`` means seeds ``0 .. n - 1``; a sequence names them (e.g. ``(6, 7, 8)``, to add
+    seeds to a run or reuse stage runs of those seeds).
+
+    Raises:
+        ValueError: for a count below 1, an empty sequence, a negative or repeated seed.
+    """
+    if isinstance(seeds, (int, str)):
+        if int(seeds) < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds}.")
+        return list(range(int(seeds)))
+    chosen = [int(s) for s in seeds]
+    if not chosen or min(chosen) < 0 or len(set(chosen)) != len(chosen):
+        raise ValueError(f"seeds must be distinct seeds >= 0, got {list(seeds)}.")
+    return chosen
+
+
+def chosen_variants(variants: str | Sequence[str], labelled: bool = True) -> list[str]:
     """The rows to evaluate: ``"all"`` or the named subset of
     :func:`~.variants.evaluated_variants`, checked before anything trains. Without label maps (``labelled`` false:
     pretraining on your own scans), ``"all"`` leaves out the variants that need them, and naming one is refused.
 
     Raises:
-        ValueError: for an empty or unknown choice, a variant that needs labels when there are none, or seeds < 1.
+        ValueError: for an empty or unknown choice, or a variant that needs labels when there are none.
     """
     rows = evaluated_variants()
     chosen = list(rows) if variants == "all" else ([variants] if isinstance(variants, str) else list(variants))
     if not chosen:
         raise ValueError(f"variants is empty: give 'all' or a comma-separated subset of {rows}.")
     unknown = [v for v in chosen if v not in rows]
-    if unknown or int(seeds) < 1:
-        raise ValueError(f"variants must be 'all' or among {rows} (unknown: {unknown}); seeds >= 1, got {seeds}.")
+    if unknown:
+        raise ValueError(f"variants must be 'all' or among {rows} (unknown: {unknown}).")
     labelled_only = [v for v in chosen if v in VARIANT_TABLE and VARIANT_TABLE[v].needs_labels]
     if labelled_only and not labelled:
         if variants != "all":
@@ -277,24 +298,24 @@ def chosen_variants(variants: str | Sequence[str], seeds: int, labelled: bool = 
 
 def evaluate(
     variants: str | Sequence[str] = "all",
-    seeds: int = 3,
+    seeds: int | Sequence[int] = 3,
     budget: str = "small",
     out: str | os.PathLike = DEFAULT_OUT,
     data: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """Pretrain and score every variant over ``seeds`` seeds; write ``results.csv``, ``results.md``, ``results.png``
+    """Pretrain and score every variant over ``seeds`` (a count, or the seeds: :func:`seed_list`); write ``results.csv``, ``results.md``, ``results.png``
     and ``run.json`` (budget, volumes used, package versions) under ``out``. With ``data`` (and ``data_root`` for
     a manifest), every variant pretrains on your own scans (see :func:`~.pretrain.pretrain`); the
     evaluation volumes stay the packaged templates.
 
     Raises:
-        ValueError: for an unknown budget or variant, or seeds < 1 (see :func:`chosen_variants`).
+        ValueError: for an unknown budget or variant, or bad seeds (see :func:`chosen_variants`, :func:`seed_list`).
         FileNotFoundError: when the packaged evaluation volumes are missing (checked before any pretraining).
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}.")
-    chosen = chosen_variants(variants, seeds, labelled=data is None)
+    chosen, seeds = chosen_variants(variants, labelled=data is None), seed_list(seeds)
     installed(PROBE_TRAIN + PROBE_TEST)  # every task's volumes are among these: fail now, not after pretraining
     pretraining_data = "embedded synthetic volumes only (include_packaged false)"
     if data is not None:
@@ -306,7 +327,7 @@ def evaluate(
     start = time.perf_counter()
     probe_sets = {}
     rows = []
-    cells = [(v, s) for s in range(int(seeds)) for v in chosen]
+    cells = [(v, s) for s in seeds for v in chosen]
     for variant, seed in tqdm(cells, desc="slicenav evaluate", unit="cell"):
         folder = out / "pretrain" / f"seed{seed}"
         if variant == "random":
