@@ -5,14 +5,17 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from monai_slicenav.encoders import ContextEncoder, SliceEncoder
 from monai_slicenav.experiments.dense_probe import (
     DENSE_PENALTY,
     PENALTIES,
+    PIXEL_KERNELS,
     dense_probe,
     dense_probe_cases,
     lobe_dice,
+    pixel_features,
 )
 from monai_slicenav.networks import TokenizerConfig
 
@@ -100,3 +103,19 @@ def test_the_untrained_control_keeps_the_trained_record(tmp_path):
     tokenizer, trunk = control.encoder.state_dict(), control.dynamics.state_dict()
     assert all(torch.equal(v, trained.encoder.state_dict()[k]) for k, v in tokenizer.items())  # stage 1 kept
     assert not all(torch.equal(v, trained.dynamics.state_dict()[k]) for k, v in trunk.items())  # trunk redrawn
+
+
+def test_pixel_features_are_the_slices_intensities_at_several_widths():
+    image = torch.rand(1, 20, 22, 5)
+    features = pixel_features(image)
+    assert features.shape == (9 * len(PIXEL_KERNELS), 20, 22, 5)
+    assert torch.equal(features[4], image[0])  # width 1, the voxel itself
+    assert torch.equal(features[1][1:], image[0][:-1]) and not features[1][0].any()  # the neighbour a row before
+    planes = image[0].permute(2, 0, 1)[:, None]  # width 3 at the voxel: the in-plane 3 x 3 mean
+    mean = nn.functional.avg_pool2d(planes, 3, 1, 1, count_include_pad=False)[:, 0].permute(1, 2, 0)
+    assert torch.allclose(features[9 + 4], mean)
+    across_first = pixel_features(image.permute(0, 3, 2, 1), axis=0)  # the same planes, cut across the first axis
+    for width in range(len(PIXEL_KERNELS)):
+        assert torch.allclose(across_first[9 * width + 4], features[9 * width + 4].permute(2, 1, 0))
+    with pytest.raises(ValueError, match="odd widths"):
+        pixel_features(image, kernels=(2,))

@@ -45,6 +45,11 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     held_out = record["evaluation_volumes"]["controllability"]  # the same test data for every seed
     assert held_out["seeds"] == {"volumes": 1000, "trajectories": 0} and len(held_out["real"]) == 4
     assert -1 < record["pixel_probe_reference"]["pose_r2_last"] <= 1  # the pixel baseline of the same slices
+    assert 0 < record["pixel_probe_reference"]["dense_dice"] < 1  # and of the dense probe
+    assert (
+        "| dynamics_aligned - pixels (reference) | dense_dice_ctx - pixels' dense_dice |"
+        in (tmp_path / "results.md").read_text()
+    )
     assert "| dynamics_aligned: in context - alone |" in (tmp_path / "results.md").read_text()
     reference = record["intensity_registration_reference"]["mean_dice_after"]
     assert 0.0 < reference <= 1.0

@@ -154,3 +154,10 @@ def test_paired_differences_by_seed():
     assert "| dynamics_aligned - tokenizer_only | pose_r2_last | -0.040 ± 0.010 (3 seeds: lower) |" in lines
     assert "| dynamics_aligned - tokenizer_only | pose_r2 | -0.020 ± 0.050 (3 seeds: within 2 sd) |" in lines
     assert "tokenizer_only | pose_r2_ctx" not in lines  # no seed has it on both sides
+    with_pixels = "\n".join(paired_lines(rows, pixels={"pose_r2_last": 0.25, "dense_dice": 0.5}))
+    assert (
+        "| dynamics_aligned - pixels (reference) | pose_r2_ctx - pixels' pose_r2_last | +0.060 ± 0.010 "
+        "(3 seeds: higher) |" in with_pixels
+    )
+    assert "| pose_r2_last - pixels' pose_r2_last | -0.050 ± 0.000 (3 seeds: lower) |" in with_pixels
+    assert "pixels' dense_dice" not in with_pixels  # no row has the dense probe

@@ -34,11 +34,13 @@ __all__ = [
     "DENSE_PENALTY",
     "DENSE_PROBE_CASES",
     "PENALTIES",
+    "PIXEL_KERNELS",
     "PROBE_ACTIONS",
     "dense_probe_cases",
     "lifted_features",
     "lobe_dice",
     "dense_probe",
+    "pixel_features",
     "probe_features",
     "regime_stride",
 ]
@@ -75,6 +77,26 @@ def lifted_features(lift: Lift3D, image: torch.Tensor) -> torch.Tensor:
     size = image.shape[1:]
     upsampled = [nn.functional.interpolate(level, size=size, mode="trilinear", align_corners=False) for level in levels]
     return torch.cat(upsampled, dim=1)[0]
+
+
+PIXEL_KERNELS = (1, 3, 7, 15)  # in-plane averaging widths (voxels) of the pixel reference's features
+
+
+def pixel_features(image: torch.Tensor, kernels: Sequence[int] = PIXEL_KERNELS, axis: int = 2) -> torch.Tensor:
+    """The dense probe's pixel reference: raw-intensity features of a volume (1, X, Y, Z), seen as slices cut
+    across ``axis`` as :class:`Lift3D` cuts them. For each odd width k of ``kernels``, the intensity averaged over
+    k x k pixels in the slice, at the voxel and at its 8 in-plane neighbours k pixels away (zero outside): a
+    multi-scale patch of the same slices, (9 * len(kernels), X, Y, Z)."""
+    if any(k < 1 or k % 2 == 0 for k in kernels):
+        raise ValueError(f"kernels must be odd widths >= 1, got {tuple(kernels)}.")
+    planes = image.float().movedim(1 + axis, -1)[None]  # (1, 1, rows, cols, depth)
+    rows, cols = planes.shape[2:4]
+    maps = []
+    for k in kernels:
+        mean = nn.functional.avg_pool3d(planes, (k, k, 1), 1, (k // 2, k // 2, 0), count_include_pad=False)
+        padded = nn.functional.pad(mean, (0, 0, k, k, k, k))
+        maps += [padded[..., k + a : k + a + rows, k + b : k + b + cols, :] for a in (-k, 0, k) for b in (-k, 0, k)]
+    return torch.cat(maps, dim=1)[0].movedim(-1, 1 + axis)
 
 
 def _voxels(

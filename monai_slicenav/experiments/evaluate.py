@@ -304,10 +304,10 @@ def evaluate(
     data: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """Pretrain and score every variant over ``seeds`` (a count, or the seeds: :func:`seed_list`); write ``results.csv``, ``results.md``, ``results.png``
-    and ``run.json`` (budget, volumes used, package versions) under ``out``. With ``data`` (and ``data_root`` for
-    a manifest), every variant pretrains on your own scans (see :func:`~.pretrain.pretrain`); the
-    evaluation volumes stay the packaged templates.
+    """Pretrain and score every variant over ``seeds`` (a count, or the seeds themselves: :func:`seed_list`); write
+    ``results.csv``, ``results.md``, ``results.png`` and ``run.json`` (budget, volumes used, package versions) under
+    ``out``. With ``data`` (and ``data_root`` for a manifest), every variant pretrains on your own scans (see
+    :func:`~.pretrain.pretrain`); the evaluation volumes stay the packaged templates.
 
     Raises:
         ValueError: for an unknown budget or variant, or bad seeds (see :func:`chosen_variants`, :func:`seed_list`).
@@ -348,7 +348,7 @@ def evaluate(
         row.update(_controllability(record, cell_dir, settings) if controlled else _NOT_APPLICABLE)
         rows.append(row)
     reference = _registration(out / "cells" / "intensity_reference", settings["registration"])
-    reference["pixels"] = pixel_reference(out, probe_sets, settings["probe"])
+    reference["pixels"] = pixel_reference(out, probe_sets, settings["probe"], settings["dense"])
     volumes = {
         "probe_train": PROBE_TRAIN,
         "probe_test": PROBE_TEST,

@@ -17,7 +17,7 @@ from ..data import packaged_pairs
 from ..encoders import load_encoder
 from ..transforms import EmbeddedVolumed
 from .cache import cached
-from .dense_probe import dense_probe, dense_probe_cases, regime_stride
+from .dense_probe import PIXEL_KERNELS, dense_probe, dense_probe_cases, pixel_features, probe_features, regime_stride
 from .probes import (
     context_scores,
     encode,
@@ -112,6 +112,13 @@ def probe_cell(encoder: Path, cell_dir: Path, weights: str, probe_cfg: Mapping, 
     return {k: scores[k] for k in names}
 
 
+def _dense_cases(probe_sets: dict, dense_cfg: Mapping) -> list[dict]:
+    """The dense probe's two labelled heads, loaded once per run and shared by every encoder."""
+    if "dense" not in probe_sets:
+        probe_sets["dense"] = dense_probe_cases(dense_cfg["spacing_mm"])
+    return probe_sets["dense"]
+
+
 def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, probe_sets: dict) -> dict:
     """The dense lobe probe of one encoder: ``dense_dice`` (one slice at a time), ``dense_dice_ctx`` (a context
     encoder's slices seen with :data:`DENSE_CONTEXT`, steps of its regime's size (:func:`regime_stride`), and the
@@ -119,18 +126,17 @@ def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, 
     without context."""
 
     def compute() -> dict:
-        if "dense" not in probe_sets:  # loaded once per run, shared by every encoder
-            probe_sets["dense"] = dense_probe_cases(dense_cfg["spacing_mm"])
+        cases = _dense_cases(probe_sets, dense_cfg)
         model = load_encoder(encoder).eval()
-        alone = dense_probe(model, probe_sets["dense"])["dense_dice"]
+        alone = dense_probe(model, cases)["dense_dice"]
         if not hasattr(model, "context_features"):
             return {"dense_dice": alone, "dense_dice_ctx": math.nan, "dense_dice_ctx_still": math.nan}
         return {
             "dense_dice": alone,
             **{
-                name: dense_probe(
-                    model, probe_sets["dense"], context=DENSE_CONTEXT, context_stride=stride, actions=actions
-                )["dense_dice"]  # fmt: skip
+                name: dense_probe(model, cases, context=DENSE_CONTEXT, context_stride=stride, actions=actions)[
+                    "dense_dice"
+                ]  # fmt: skip
                 for name, actions in (("dense_dice_ctx", "true"), ("dense_dice_ctx_still", "still"))
             },
         }
@@ -141,13 +147,20 @@ def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, 
     return {k: cell[k] for k in ("dense_dice", "dense_dice_ctx", "dense_dice_ctx_still")}
 
 
-def pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping) -> dict:
-    """The in-context probe's pixel baseline: the same last slices as 8 x 8 average-pooled intensities."""
+def pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping, dense_cfg: Mapping) -> dict:
+    """The pixel baselines, with no encoder: the in-context pose probe of the same last slices as 8 x 8
+    average-pooled intensities (``pose_r2_last``), and the dense probe of multi-scale in-plane intensity patches
+    (``dense_dice``, :func:`~.dense_probe.pixel_features`)."""
 
-    def compute() -> dict:
+    def pose() -> dict:
         render_probe_sets(probe_sets, probe_cfg)
         return context_scores(nn.Identity(), probe_sets["context_train"], probe_sets["context_test"], grid=8)
 
-    return cached(
-        out / "cells" / "pixel_reference" / "probe.json", {"context_probe": CONTEXT_PROBE, **probe_cfg}, compute
-    )
+    def dense() -> dict:
+        cases = _dense_cases(probe_sets, dense_cfg)
+        return probe_features([pixel_features(case["image"]) for case in cases], cases)
+
+    folder = out / "cells" / "pixel_reference"
+    figures = cached(folder / "probe.json", {"context_probe": CONTEXT_PROBE, **probe_cfg}, pose)
+    dense_key = {"dense_probe": DENSE_PROBE, "kernels": PIXEL_KERNELS, **dense_cfg}
+    return {**figures, **cached(folder / "dense_probe.json", dense_key, dense)}

@@ -15,7 +15,15 @@ import torch
 from .. import __version__
 from ..io import atomic_write_files, json_bytes
 
-__all__ = ["IN_CONTEXT", "PAIRED_METRICS", "paired_lines", "results_figure", "summary", "write_results"]
+__all__ = [
+    "IN_CONTEXT",
+    "PAIRED_METRICS",
+    "PIXEL_REFERENCE",
+    "paired_lines",
+    "results_figure",
+    "summary",
+    "write_results",
+]
 
 
 def _metrics(rows: Sequence[Mapping]) -> list[str]:
@@ -62,11 +70,16 @@ WITHIN_ROW = {"in context - alone": IN_CONTEXT, "true - wrong actions": TRUE_ACT
 PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2")
 
 
-def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> list[str]:
+PIXEL_REFERENCE = {"pose_r2_last": "the same last slices, 8 x 8 mean intensities",
+                   "dense_dice": "multi-scale in-plane intensity patches"}  # fmt: skip
+
+
+def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned", pixels: Mapping | None = None) -> list[str]:
     """Paired differences by seed (mean ± sd of the per-seed difference, and whether it exceeds 2 sd): within each
     context encoder what the context adds (:data:`IN_CONTEXT` columns minus their alone twins) and what the true
-    actions add to it (:data:`TRUE_ACTIONS`), and ``method`` minus every other row on each of
-    :data:`PAIRED_METRICS` both have."""
+    actions add to it (:data:`TRUE_ACTIONS`), ``method`` minus every other row on each of :data:`PAIRED_METRICS`
+    both have, and ``method`` minus the ``pixels`` reference (no encoder, the same on every seed) on each
+    :data:`PIXEL_REFERENCE` metric, alone and in context."""
     lines = ["## Paired differences by seed", "", "| comparison | metric | difference |", "|---|---|---|"]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     for variant in variants:
@@ -80,6 +93,13 @@ def paired_lines(rows: Sequence[Mapping], method: str = "dynamics_aligned") -> l
             found = _paired(_per_seed(rows, method, metric), _per_seed(rows, other, metric))
             if found:
                 lines.append(f"| {method} - {other} | {metric} | {found} |")
+    for metric in PAIRED_METRICS:
+        base = IN_CONTEXT.get(metric, metric)
+        if pixels and base in PIXEL_REFERENCE and base in pixels:
+            mine = _per_seed(rows, method, metric)
+            found = _paired(mine, dict.fromkeys(mine, float(pixels[base])))
+            if found:
+                lines.append(f"| {method} - pixels (reference) | {metric} - pixels' {base} | {found} |")
     return lines if len(lines) > 4 else []
 
 
@@ -170,10 +190,10 @@ def write_results(
         + " | ".join(f"{reference['mean_dice_after']:.3f}" if m == "reg_dice" else "—" for m in metrics)
         + " |"
     )
-    pixels = reference["pixels"]["pose_r2_last"]
+    pixels = {m: float(reference["pixels"][m]) for m in PIXEL_REFERENCE if m in reference["pixels"]}
     lines.append(
-        "| reference: pixels (the same last slices, 8 x 8 mean intensities) | "
-        + " | ".join(f"{pixels:.3f}" if m == "pose_r2_last" else "—" for m in metrics)
+        f"| reference: pixels ({'; '.join(f'{m}: {PIXEL_REFERENCE[m]}' for m in pixels)}) | "
+        + " | ".join(f"{pixels[m]:.3f}" if m in pixels else "—" for m in metrics)
         + " |"
     )
     lines += [
@@ -200,7 +220,7 @@ def write_results(
         f"Registration Dice before registering: {reference['mean_dice_before']:.3f}. "
         "dynamics_untrained is a control (stage-1 tokenizer, untrained dynamics trunk).",
     ]
-    paired = paired_lines(rows)
+    paired = paired_lines(rows, pixels=pixels)
     lines += ["", *paired] if paired else []
     picture = results_figure(rows)
     record = {
