@@ -4,10 +4,11 @@ Episodes from random start poses to goals ``--goal_steps`` steps of the pretrain
 volumes (seeded); success = the final slice centre within 4 mm of the goal's and its normal within 10 degrees.
 Planners (each with its ``planning.SEARCH`` settings): the true renderer as the model (the upper bound), random
 actions in the regime (the floor), and every trained stage-2 model given with ``--models`` (a ``slicenav pretrain``
-output folder or a dynamics stage root, rebuilt by ``trained_navigator``). Prints success rate, median final error
-and seconds per episode.
+output folder or a dynamics stage root, rebuilt by ``trained_navigator``). With ``--diagnose``, each model also
+gets the true renderer planning in that model's latent space (its cost, exact imagination), which tells a cost that
+cannot guide from imagination that cannot. Prints success rate, median final error and seconds per episode.
 
-Run: ``python bench/planning.py [--episodes 24] [--models runs/aligned runs/shuffled runs/none]``.
+Run: ``python bench/planning.py [--episodes 24] [--models runs/aligned runs/shuffled runs/none] [--diagnose]``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def volumes(count: int, size: int) -> list[torch.Tensor]:
     return [paint(SynthLabelEnsemble(spatial_size=size)(1000 + k)) for k in range(count)]
 
 
+class RendererInLatents(RendererModel):
+    """The diagnostic planner: imagines exactly (renders) but compares slices in a trained model's latent space."""
+
+    def __init__(self, volume: torch.Tensor, spatial_size: int, model: NavigatorModel) -> None:
+        super().__init__(volume, spatial_size)
+        self.model = model
+
+    def latents(self, slices: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.latents(slices.float()).flatten(1)
+
+
 def random_walk(start: Pose, steps: int, generator: torch.Generator) -> Pose:
     """The floor: ``steps`` uniform random actions inside the regime's bounds."""
     pose, bounds = start.to(dtype=torch.float64), action_bounds()
@@ -53,6 +66,7 @@ def main() -> None:
     parser.add_argument("--goal_steps", type=int, default=3)
     parser.add_argument("--slice_size", type=int, default=32)
     parser.add_argument("--models", nargs="*", default=[], help="trained stage-2 runs to plan with")
+    parser.add_argument("--diagnose", action="store_true", help="also plan with the renderer in each model's latents")
     args = parser.parse_args()
     heads = volumes(4, 64)
     sampler = RandSliceTrajectory(args.goal_steps, args.slice_size, start_orientation="random")
@@ -61,7 +75,11 @@ def main() -> None:
         from monai_slicenav.workflows import trained_navigator
 
         navigator = trained_navigator(path)
-        planners[f"model {path}"] = (lambda volume, navigator=navigator: NavigatorModel(navigator), "model")
+        model = NavigatorModel(navigator)
+        planners[f"model {path}"] = (lambda volume, model=model: model, "model")
+        if args.diagnose:
+            diagnostic = (lambda volume, model=model: RendererInLatents(volume, args.slice_size, model), "renderer")
+            planners[f"true renderer, latents of {path}"] = diagnostic
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in [*planners, "random actions"]}
     for episode in range(args.episodes):
         volume = heads[episode % len(heads)]
