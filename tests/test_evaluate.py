@@ -35,10 +35,13 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         assert math.isfinite(float(row["pose_r2_ctx"])) == in_context and math.isfinite(float(row["pose_r2_last"]))
         assert math.isfinite(float(row["dense_dice_ctx"])) == in_context and 0 < float(row["dense_dice"]) < 1
         assert math.isfinite(float(row["reg_dice_ctx"])) == in_context
+        assert math.isfinite(float(row["seg_dice_n1_ctx"])) == in_context
     aligned = tmp_path / "pretrain" / "seed0" / "dynamics_aligned" / "encoder"
     registered = json.loads((tmp_path / "cells" / "dynamics_aligned-seed0" / "registration_ctx.json").read_text())
     stride = regime_stride(aligned, BUDGETS["micro"]["registration"]["spacing_mm"])
     assert registered["config"]["context_stride"] == stride > 1  # context steps at the regime's size, as trained
+    segmented = json.loads((tmp_path / "cells/dynamics_aligned-seed0/seg_n1_ctx/models/training.json").read_text())
+    assert (segmented["context"], segmented["context_stride"]) == ("causal", stride)
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["pretraining_data"].startswith("embedded synthetic") and record["budget"] == "micro"
     assert "mni152_harvard_oxford" in record["evaluation_volumes"]["probe_test"]

@@ -180,24 +180,29 @@ def segmentation_dice(encoder: str | os.PathLike, root: Path, shots: int, settin
 
 
 def _score(encoder: Path, cell_dir: Path, seed: int, settings: Mapping, probe_sets: dict) -> dict:
-    """Every task's cell for one encoder (computed, or reused when finished with the same settings and weights)."""
+    """Every task's cell for one encoder (computed, or reused when finished with the same settings and weights); a
+    context encoder's segmentation and registration also with :data:`DENSE_CONTEXT` at its regime's step."""
     probe_cfg, seg_cfg, reg_cfg = settings["probe"], settings["segmentation"], settings["registration"]
     weights = sha256_of(encoder / "encoder.pt")
-
-    def segmentation(shots: int) -> dict:
-        return {"dice": segmentation_dice(encoder, cell_dir / f"seg_n{shots}", shots, seg_cfg, seed)}
-
     row = probe_cell(encoder, cell_dir, weights, probe_cfg, probe_sets)
     row.update(dense_cell(encoder, cell_dir, weights, settings["dense"], probe_sets))
-    for shots in seg_cfg["shots"]:
-        cell = cached(
-            cell_dir / f"segmentation_n{shots}.json",
-            {"w": weights, "n": shots, **seg_cfg},
-            lambda n=shots: segmentation(n),
-        )
-        row[f"seg_dice_n{shots}"] = cell["dice"]
+    in_context = math.isfinite(row["dense_dice_ctx"])  # a context encoder
+    stride = regime_stride(encoder, seg_cfg["spacing_mm"]) if in_context else 1
+    for suffix, context in (("", {}), ("_ctx", {"context": DENSE_CONTEXT, "context_stride": stride})):
+        for shots in seg_cfg["shots"]:
+            if suffix and not in_context:
+                row[f"seg_dice_n{shots}{suffix}"] = math.nan
+                continue
+            overrides = {**seg_cfg, **context}
+            cell = cached(
+                cell_dir / f"segmentation_n{shots}{suffix}.json",
+                {"w": weights, "n": shots, **overrides},
+                lambda n=shots, o=overrides, s=suffix: {
+                    "dice": segmentation_dice(encoder, cell_dir / f"seg_n{n}{s}", n, o, seed)
+                },
+            )
+            row[f"seg_dice_n{shots}{suffix}"] = cell["dice"]
     row["reg_dice"] = _registration(cell_dir, reg_cfg, encoder, weights)["mean_dice_after"]
-    in_context = math.isfinite(row["dense_dice_ctx"])  # a context encoder: the registration with context too
     reg_ctx = _registration(cell_dir, reg_cfg, encoder, weights, DENSE_CONTEXT) if in_context else None
     row["reg_dice_ctx"] = reg_ctx["mean_dice_after"] if reg_ctx else math.nan
     return row

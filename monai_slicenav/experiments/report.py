@@ -63,7 +63,12 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
     return f"{mean:+.3f} ± {sd:.3f} ({len(seeds)} seeds: {verdict})"
 
 
-IN_CONTEXT = {"dense_dice_ctx": "dense_dice", "pose_r2_ctx": "pose_r2_last", "reg_dice_ctx": "reg_dice"}  # and alone
+IN_CONTEXT = {  # a context encoder's read-out in context, and its twin alone
+    "dense_dice_ctx": "dense_dice",
+    "pose_r2_ctx": "pose_r2_last",
+    "reg_dice_ctx": "reg_dice",
+    **{f"seg_dice_n{n}_ctx": f"seg_dice_n{n}" for n in (1, 2, 5)},  # the shots of every budget
+}
 # in context with the true actions, and with wrong ones: another walk's (pose probe), zero (dense probe)
 TRUE_ACTIONS = {"pose_r2_ctx": "pose_r2_ctx_shuffled", "dense_dice_ctx": "dense_dice_ctx_still"}
 WITHIN_ROW = {"in context - alone": IN_CONTEXT, "true - wrong actions": TRUE_ACTIONS}  # paired within one encoder
@@ -210,7 +215,8 @@ def write_results(
         "the encoder); `dense_dice_ctx` (context encoders): the same with each slice seen after the slices before "
         "it and the true actions between them (causal context); `dense_dice_ctx_still`: that context with zero "
         "actions, so `dense_dice_ctx - dense_dice_ctx_still` is what the true actions add; "
-        "`reg_dice_ctx` the feature registration with that context. "
+        "`reg_dice_ctx` the feature registration and `seg_dice_n*_ctx` the few-shot segmentation with that context "
+        "at the regime's step. "
         "Controllability (dynamics variants; `_syn` held-out synthetic, `_real` the four real templates): "
         "`ctrl_true_copy` next-step latent error with the true actions over the copy baseline and "
         "`ctrl_true_shuffled` over shuffled actions (lower is better, 1: no use of the actions), `ctrl_true_warp` "
