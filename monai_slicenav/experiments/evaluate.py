@@ -215,7 +215,6 @@ def _registration(
     encoder's regime as the dense probe does: :func:`~.dense_probe.regime_stride`), or intensities (LNCC) without an
     encoder."""
     suffix = "" if context == "none" else "_ctx"
-
     stride = regime_stride(encoder, settings["spacing_mm"]) if suffix else 1
 
     def compute() -> dict:
