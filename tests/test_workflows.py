@@ -75,3 +75,20 @@ def test_reseed_per_epoch_draws_new_data_each_epoch_and_the_same_on_a_rerun():
     again.state.epoch = 0
     again.run(range(2), max_epochs=2)
     assert drawn[12] == drawn[2]
+
+
+def test_pruning_keeps_this_runs_checkpoint_not_a_longer_earlier_runs(tmp_path):
+    """A fresh run into a folder that holds a longer run's checkpoints keeps its own file (it used to keep the
+    highest epoch in the folder, deleting the file its own saver then failed to rotate)."""
+    from monai_slicenav.workflows import PruneCheckpointsHandler, latest_checkpoint
+
+    for epoch in (2, 3):  # what an interrupted earlier run left
+        (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"old")
+    engine = Engine(lambda engine, batch: None)
+    engine.state.epoch = 1
+    PruneCheckpointsHandler(tmp_path)(engine)  # epoch 1 wrote no file (yet): nothing is removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+    (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"new")
+    PruneCheckpointsHandler(tmp_path)(engine)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_epoch=1.pt"]
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_epoch=1.pt")  # a later resume starts from this run

@@ -63,14 +63,16 @@ class HandlerGroup:
 
 
 class PruneCheckpointsHandler:
-    """Keep only the newest training checkpoint: after every epoch (attach it after the ``CheckpointSaver``, whose
-    handler must have written that epoch's file first), remove the older ``checkpoint_epoch=N.pt`` files, such as
-    the one a resumed run started from (each run's saver keeps ``n_saved`` of its own files and knows nothing of
-    earlier runs'). Only rank 0 removes anything.
+    """Keep only this run's newest training checkpoint: after every epoch (attach it after the ``CheckpointSaver``,
+    whose handler must have written that epoch's file first), remove every other ``checkpoint_epoch=N.pt`` file, such
+    as the one a resumed run started from, or those of an earlier run in the same folder (each run's saver keeps
+    ``n_saved`` of its own files and knows nothing of earlier runs'). The file kept is the one named for the epoch
+    that just ended, not the highest epoch in the folder: a fresh run into a folder holding a longer run's
+    checkpoints keeps its own. Nothing is removed when that file is missing, and only rank 0 removes anything.
 
     Args:
         ckpt_dir: the folder the checkpoints are saved in.
-        pattern: the checkpoint file names.
+        pattern: the checkpoint file names, ``*`` standing for the epoch.
     """
 
     def __init__(self, ckpt_dir: str | os.PathLike, pattern: str = "checkpoint_epoch=*.pt") -> None:
@@ -80,11 +82,11 @@ class PruneCheckpointsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if not is_main_process() or not any(self.ckpt_dir.glob(self.pattern)):
+        current = self.ckpt_dir / self.pattern.replace("*", str(engine.state.epoch))
+        if not is_main_process() or not current.is_file():
             return
-        newest = Path(latest_checkpoint(self.ckpt_dir, self.pattern))
         for path in self.ckpt_dir.glob(self.pattern):
-            if path != newest:
+            if path != current:
                 path.unlink(missing_ok=True)
 
 
