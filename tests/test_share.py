@@ -147,24 +147,41 @@ def test_a_packed_trained_bundle_says_what_it_was_trained_on_and_with(tokenizer_
     "bundle",
     ["slicenav_tokenizer", "slicenav_dynamics", "static_volume_baseline", "slicenav_segmentation", "voxel_contrastive"],
 )
-def test_every_hyper_parameter_is_recorded_for_the_packed_config(bundle):
-    """A hyper-parameter added to a training config but not to its recorded ``hyperparameters`` would be missing
-    from configs/trained.yaml, and the shared bundle would silently train with its default."""
+def test_every_hyper_parameter_is_recorded_from_the_parsed_config(bundle):
+    """No bundle keeps a list of its hyper-parameters: the record is read from the parsed config, so a key added to
+    a config or set on the command line is in configs/trained.yaml without anyone remembering to list it, the
+    regime's defaults are pinned as the values they had, and derived keys and wires are left out."""
     from monai.bundle import ConfigParser
 
     from monai_slicenav.experiments.pretrain import train_configs
+    from monai_slicenav.transforms import NAVIGATION_REGIME
+    from monai_slicenav.workflows import bundle_hyperparameters
 
     parser = ConfigParser(ConfigParser.load_config_files(train_configs(bundle)))
     handlers = [h for h in parser.get("train#handlers") if "TrainingRecordHandler" in str(h.get("_target_"))]
-    recorded = parser.get("hyperparameters") if "hyperparameters" in parser.get() else handlers[0]["hyperparameters"]
-    if handlers and "hyperparameters" in parser.get():
-        assert handlers[0]["hyperparameters"] == "@hyperparameters"
-    plain = {
-        key
-        for key, value in parser.get().items()
-        if key not in ("bundle_root", "rank", "resume", "imports", "setup", "export_navigation")  # wiring
-        and not (isinstance(value, str) and value.startswith(("$", "@", "%")))
-        and not isinstance(value, dict)
-        and not (isinstance(value, list) and any(isinstance(v, (dict, str)) for v in value))
-    }
-    assert plain <= set(recorded) and all(value == f"@{key}" for key, value in recorded.items())
+    assert handlers[0]["hyperparameters"] == "$monai_slicenav.workflows.bundle_hyperparameters()"
+    assert "hyperparameters" not in parser.get()  # no hand-kept list left
+    parser.update({"a_new_knob": 3, "learning_rate": 0.5, "bundle_root": "/somewhere"})
+    recorded = bundle_hyperparameters(parser)
+    assert recorded["a_new_knob"] == 3 and recorded["learning_rate"] == 0.5 and recorded["seed"] == parser["seed"]
+    assert "bundle_root" not in recorded and "is_main_rank" not in recorded and "device" not in recorded
+    if bundle != "slicenav_segmentation":  # the pretraining bundles draw in the navigation regime
+        assert recorded["max_translation"] == NAVIGATION_REGIME.max_translation
+        assert recorded["zoom_range"] == list(NAVIGATION_REGIME.zoom_range)
+
+
+def test_the_hyper_parameters_are_read_from_the_parser_evaluating_the_expression():
+    """Called from a config's expression, the record finds the parser on the call stack and reads the config as
+    overridden; keys computed from others and the recording key itself are left out; anywhere else: one error."""
+    from monai.bundle import ConfigParser
+
+    from monai_slicenav.workflows import bundle_hyperparameters
+
+    config = {"lr": 0.1, "twice": "$@lr * 2",
+              "pi": "$round(3.14159, 2)", "record": {"all": "$monai_slicenav.workflows.bundle_hyperparameters()"},
+              "again": "$monai_slicenav.workflows.bundle_hyperparameters()"}  # fmt: skip
+    parser = ConfigParser(config, globals={"monai_slicenav": "monai_slicenav"})
+    parser["lr"] = 0.3  # an override, as `monai.bundle run --lr 0.3` applies it
+    assert parser.get_parsed_content("record#all") == {"lr": 0.3, "pi": 3.14}
+    with pytest.raises(RuntimeError, match="bundle config"):
+        bundle_hyperparameters()

@@ -3,8 +3,9 @@
 Modules: :mod:`.batches` (``prepare_batch`` callables), :mod:`.handlers` (shared by every stage),
 :mod:`.tokenizer_handlers`, :mod:`.dynamics_handlers`, :mod:`.static_handlers`, :mod:`.contrastive_handlers` (the
 handlers and writers each bundle adds), :mod:`.controllability` (the stage-2 figures and their ignite metric),
-:mod:`.stages` (the frozen tokenizer, training records), :mod:`.non_finite`, :mod:`.distributed`; trained
-networks are rebuilt by :mod:`monai_slicenav.encoders.trained` and re-exported here for the bundle configs.
+:mod:`.stages` (the frozen tokenizer, training records), :mod:`.run_config` (the run's hyper-parameters, read from
+its parsed config), :mod:`.non_finite`, :mod:`.distributed`; trained networks are rebuilt by
+:mod:`monai_slicenav.encoders.trained` and re-exported here for the bundle configs.
 """
 
 from ..encoders.trained import recorded_navigation, stage_models, trained_navigator, trained_network
@@ -32,11 +33,13 @@ from .handlers import (
     unwrap_network,
 )
 from .non_finite import NonFiniteLossError, StopOnNonFiniteLoss
+from .run_config import bundle_hyperparameters
 from .stages import load_tokenizer_weights, training_record
 from .static_handlers import VolumeReconstructionWriter, masked_strip
 from .tokenizer_handlers import ReconstructionStripHandler, TokenWriter, appearance_contrast, reconstruction_strip
 
 __all__ = [
+    "bundle_hyperparameters",
     "HandlerGroup",
     "VoxelFeatureWriter",
     "feature_colours",
