@@ -8,7 +8,8 @@ tokenizer under a seeded untrained trunk) and the stage-1 tokenizer's own slice 
 pose probe of `slicenav evaluate` (the last slice of walks in the pretraining regime on the four real templates,
 fitted on two and scored on the other two): ``pose_r2_last`` from the slice's features alone, ``pose_r2_ctx`` in the
 context of the slices and actions before it and ``pose_r2_ctx_shuffled`` in that context with each walk given
-another walk's actions; the pixel baseline of the same slices beside them; and by the dense lobe
+another walk's actions (``gap_r2_*``: the same for the relative pose of each walk's last pair); the pixel baseline of
+the same slices beside them; and by the dense lobe
 probe (``dense_dice``; ``dense_dice_ctx`` with causal context and the true actions, ``dense_dice_ctx_still`` with
 zero actions, and ``dense_dice_<mode>_s<stride>`` for every ``--dense_contexts`` candidate). Prints mean ± sd over
 seeds and the paired differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
@@ -79,7 +80,7 @@ def main() -> None:
     probe_sets: dict = {}
     render_probe_sets(probe_sets, settings["probe"])
     train, test = probe_sets["context_train"], probe_sets["context_test"]
-    pixels = context_scores(torch.nn.Identity(), train, test, grid=8)["pose_r2_last"]
+    pixels = context_scores(torch.nn.Identity(), train, test, grid=8)
     cases = None if args.no_dense else dense_probe_cases(settings["dense"]["spacing_mm"])
     rows = []
     for seed in args.seeds:
@@ -114,7 +115,10 @@ def main() -> None:
                         scores["dense_dice_ctx_still"] = still["dense_dice"]
             rows.append({"variant": name, "seed": seed, **scores})
             print(f"seed {seed} {name}: {scores}", flush=True)
-    print(f"\npixel baseline (8 x 8 mean intensities of the same last slices): pose_r2_last {pixels:.3f}")
+    print(
+        "\npixel baseline (8 x 8 mean intensities of the same slices): "
+        f"pose_r2_last {pixels['pose_r2_last']:.3f}, gap_r2_last {pixels['gap_r2_last']:.3f}"
+    )
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
         for metric in [k for k in mine[0] if k not in ("variant", "seed")]:
@@ -122,7 +126,7 @@ def main() -> None:
             if all(v == v for v in values):
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 print(f"{name:20s} {metric}: {statistics.mean(values):.3f} ± {spread:.3f}")
-    print("\n".join(["", *paired_lines(rows)]))
+    print("\n".join(["", *paired_lines(rows, pixels=pixels)]))
     record = {"rows": rows, "pixels": pixels, "budget": args.budget, "dynamics_overrides": extra}
     atomic_write_json(out / "context_probe.json", record)
 

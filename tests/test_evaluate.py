@@ -33,6 +33,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
         assert all(math.isfinite(float(row[c])) == trained for c in stage2), row["variant"]
         in_context = trained or row["variant"] == "dynamics_untrained"  # every context encoder, the control too
         assert math.isfinite(float(row["pose_r2_ctx"])) == in_context and math.isfinite(float(row["pose_r2_last"]))
+        assert math.isfinite(float(row["gap_r2_ctx"])) == in_context and math.isfinite(float(row["gap_r2_last"]))
         assert math.isfinite(float(row["dense_dice_ctx"])) == in_context and 0 < float(row["dense_dice"]) < 1
         assert math.isfinite(float(row["reg_dice_ctx"])) == in_context
         assert math.isfinite(float(row["seg_dice_n1_ctx"])) == in_context
@@ -48,6 +49,7 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     held_out = record["evaluation_volumes"]["controllability"]  # the same test data for every seed
     assert held_out["seeds"] == {"volumes": 1000, "trajectories": 0} and len(held_out["real"]) == 4
     assert -1 < record["pixel_probe_reference"]["pose_r2_last"] <= 1  # the pixel baseline of the same slices
+    assert -1 < record["pixel_probe_reference"]["gap_r2_last"] <= 1
     assert 0 < record["pixel_probe_reference"]["dense_dice"] < 1  # and of the dense probe
     assert (
         "| dynamics_aligned - pixels (reference) | dense_dice_ctx - pixels' dense_dice |"
@@ -61,10 +63,11 @@ def test_micro_budget_end_to_end_and_resume(tmp_path, capsys):
     reference_line = next(line for line in report if "no encoder) |" in line).strip("| ").split(" | ")
     assert reference_line[header.index("reg_dice")] == f"{reference:.3f}"  # in its column, and only there
     assert [cell for cell in reference_line[1:] if cell != "—"] == [f"{reference:.3f}"]
-    assert (
-        "| dynamics_aligned: true - wrong actions | pose_r2_ctx - pose_r2_ctx_shuffled |"
-        in (tmp_path / "results.md").read_text()
-    )
+    for probe in ("pose", "gap"):
+        assert (
+            f"| dynamics_aligned: true - wrong actions | {probe}_r2_ctx - {probe}_r2_ctx_shuffled |"
+            in (tmp_path / "results.md").read_text()
+        )
 
     # the control keeps the aligned variant's tokenizer weights under an untrained trunk
     weights = {

@@ -14,6 +14,7 @@ from monai_slicenav.experiments.probes import (
     encode,
     encode_in_context,
     encoder_features,
+    gap_start,
     narrow_features,
     pose_features,
     pose_target,
@@ -23,6 +24,7 @@ from monai_slicenav.experiments.probes import (
     sample_context_set,
     sample_probe_set,
 )
+from monai_slicenav.geometry import relative
 from monai_slicenav.networks import TokenizerConfig
 from monai_slicenav.transforms import RandSliceTrajectory, RenderSlices
 from monai_slicenav.volume import as_volume
@@ -95,6 +97,9 @@ def test_context_walks_end_where_their_targets_say_and_context_changes_the_featu
     torch.testing.assert_close(walks.walk[0], RenderSlices(32)(volume, trajectory))
     torch.testing.assert_close(walks.actions[0], actions.float())
     torch.testing.assert_close(walks.pose[0], pose_target(trajectory[-1], as_volume(volume)[1], volume.shape[1:]))
+    gap = relative(trajectory[0], trajectory[-1])  # 3 steps: the pair starts at the first slice
+    torch.testing.assert_close(walks.gap[0], torch.cat([gap[:3] / 32.0, gap[3:]]))
+    assert gap_start(4) == 0 and gap_start(8) == 3  # CONTEXT_GAP_STEPS = 4 before the last, where the walk has them
 
     torch.manual_seed(0)
     dynamics = {"latent_dim": 4, "grid_size": (2, 2), "max_steps": 4, "patch": 2, "width": 16, "depth": 1, "heads": 2}
@@ -103,11 +108,17 @@ def test_context_walks_end_where_their_targets_say_and_context_changes_the_featu
     with torch.no_grad():
         expected = torch.nn.functional.adaptive_avg_pool2d(encoder(walks.walk, walks.actions)[:, -1], 2).flatten(1)
     torch.testing.assert_close(in_context, expected)
+    pair = encode_in_context(encoder, walks.walk, walks.actions, positions=(-3, -1))
+    with torch.no_grad():  # slice 1 in the context of the slice and action before it, and nothing after it
+        earlier = encoder(walks.walk[:, :2], walks.actions[:, :1])[:, -1]
+    earlier = torch.nn.functional.adaptive_avg_pool2d(earlier, 2).flatten(1)
+    torch.testing.assert_close(pair, torch.cat([earlier, expected], dim=1))
     alone = encode(encoder, walks.walk[:, -1])
     assert not torch.allclose(in_context, alone)  # the slices and actions before it reach the last slice
     scores = context_scores(SliceEncoder(TokenizerConfig(channels=(8, 16, 16))), [walks], [walks])
     assert math.isnan(scores["pose_r2_ctx"]) and 0 < scores["pose_r2_last"] <= 1  # fitted and scored on one set
-    assert math.isnan(scores["pose_r2_ctx_shuffled"])
+    assert math.isnan(scores["pose_r2_ctx_shuffled"]) and math.isnan(scores["gap_r2_ctx"])
+    assert 0 < scores["gap_r2_last"] <= 1
 
 
 class _ActionsOnly(torch.nn.Module):
@@ -121,6 +132,8 @@ class _ActionsOnly(torch.nn.Module):
     def forward(self, walks, actions=None):
         if actions is None:
             return walks.mean(1, keepdim=True)
+        if actions.shape[1] == 0:  # a walk of one slice: no action to show
+            return torch.zeros(walks.shape[0], walks.shape[1], 7, 2, 2)
         last = actions[:, -1, :, None, None].expand(-1, -1, 2, 2)  # (N, 7, 2, 2)
         return last[:, None].expand(-1, walks.shape[1], -1, -1, -1)
 
@@ -130,7 +143,7 @@ def test_the_shuffled_actions_probe_gives_each_walk_another_walks_actions():
     walks = sample_context_set(volume, 24, slice_size=16, steps=3, seed=1)
     scores = context_scores(_ActionsOnly(), [walks], [walks], grid=1)
     assert scores["pose_r2_ctx"] != scores["pose_r2_ctx_shuffled"]
-    shifted = ContextSet(walks.walk, walks.actions.roll(-1, dims=0), walks.pose)
+    shifted = ContextSet(walks.walk, walks.actions.roll(-1, dims=0), walks.pose, walks.gap)
     again = context_scores(_ActionsOnly(), [shifted], [shifted], grid=1)
     assert again["pose_r2_ctx_shuffled"] == pytest.approx(scores["pose_r2_ctx"], abs=1e-6)  # the roll undone
 

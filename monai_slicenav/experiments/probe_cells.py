@@ -43,9 +43,9 @@ __all__ = [
 
 PROBE_TRAIN = ("colin27_brain_aal", "icbm2009c_hcpex")
 PROBE_TEST = ("mni152_harvard_oxford", "icbm152_2009a_tissue")
-CONTEXT_PROBE = (
-    2  # version of the probe cell's contents (1: the in-context pose probe; 2: with shuffled actions); its key
-)
+# version of the probe cell's contents, in its key (1: the in-context pose probe; 2: with shuffled actions; 3: the
+# in-context relative-pose probe)
+CONTEXT_PROBE = 3
 DENSE_CONTEXT = "causal"  # how a context encoder sees the slices in the dense probe's in-context column (measured:
 # causal above bidirectional for every dynamics row of the `small` comparison, docs/comparison.md)
 DENSE_PROBE = 3  # version of the dense cell's contents (2: both ways, fixed penalty, the still-actions control;
@@ -90,8 +90,9 @@ def render_probe_sets(probe_sets: dict, probe_cfg: Mapping) -> None:
 
 
 def probe_cell(encoder: Path, cell_dir: Path, weights: str, probe_cfg: Mapping, probe_sets: dict) -> dict:
-    """The spatial probes of one encoder: ``pose_r2``, ``gap_r2``, their ``_w<width>`` narrowed forms,
-    ``pose_r2_last`` and ``pose_r2_ctx`` (NaN for an encoder without context)."""
+    """The spatial probes of one encoder: ``pose_r2``, ``gap_r2``, their ``_w<width>`` narrowed forms, and the
+    in-context probes of :func:`~.probes.context_scores` (``pose_r2_last``, ``gap_r2_last``; ``pose_r2_ctx``,
+    ``gap_r2_ctx`` and their ``_shuffled`` forms, NaN for an encoder without context)."""
 
     def compute() -> dict:
         render_probe_sets(probe_sets, probe_cfg)
@@ -108,7 +109,7 @@ def probe_cell(encoder: Path, cell_dir: Path, weights: str, probe_cfg: Mapping, 
     scores = cached(cell_dir / "probe.json", {"w": weights, "context_probe": CONTEXT_PROBE, **probe_cfg}, compute)
     width = probe_cfg["equal_width"]
     names = ("pose_r2", "gap_r2", f"pose_r2_w{width}", f"gap_r2_w{width}", "pose_r2_last", "pose_r2_ctx",
-             "pose_r2_ctx_shuffled")  # fmt: skip
+             "pose_r2_ctx_shuffled", "gap_r2_last", "gap_r2_ctx", "gap_r2_ctx_shuffled")  # fmt: skip
     return {k: scores[k] for k in names}
 
 
@@ -148,9 +149,9 @@ def dense_cell(encoder: Path, cell_dir: Path, weights: str, dense_cfg: Mapping, 
 
 
 def pixel_reference(out: Path, probe_sets: dict, probe_cfg: Mapping, dense_cfg: Mapping) -> dict:
-    """The pixel baselines, with no encoder: the in-context pose probe of the same last slices as 8 x 8
-    average-pooled intensities (``pose_r2_last``), and the dense probe of multi-scale in-plane intensity patches
-    (``dense_dice``, :func:`~.dense_probe.pixel_features`)."""
+    """The pixel baselines, with no encoder: the in-context probes of the same walks as 8 x 8 average-pooled
+    intensities (``pose_r2_last`` of the last slices, ``gap_r2_last`` of the last pairs), and the dense probe of
+    multi-scale in-plane intensity patches (``dense_dice``, :func:`~.dense_probe.pixel_features`)."""
 
     def pose() -> dict:
         render_probe_sets(probe_sets, probe_cfg)

@@ -6,7 +6,9 @@
 * relative pose: from the features of two slices of one trajectory, regress the action between them (7, with
   translations in units of ``scale_mm``);
 * in-context pose: the absolute pose of the last slice of a walk in the pretraining regime, from its features alone
-  and, for a context encoder, from its features in the context of the slices and actions before it.
+  and, for a context encoder, from its features in the context of the slices and actions before it; the same for
+  the relative pose between the slice :data:`CONTEXT_GAP_STEPS` steps before the last and the last, from the two
+  slices' features alone and in context.
 
 Slices are rendered from real volumes at random poses (:class:`~monai_slicenav.transforms.RandSliceTrajectory`,
 random start orientation); probes are ridge regressions fitted on some subjects and scored (R^2, averaged over
@@ -28,12 +30,14 @@ from ..transforms import RandSliceTrajectory, RenderSlices
 from ..volume import as_volume
 
 __all__ = [
+    "CONTEXT_GAP_STEPS",
     "PROBE_WALK",
     "ContextSet",
     "ProbeSet",
     "context_scores",
     "encode",
     "encode_in_context",
+    "gap_start",
     "pose_target",
     "sample_context_set",
     "sample_probe_set",
@@ -49,6 +53,9 @@ __all__ = [
 # How the probe sets' pairs are walked: small smooth steps (pairs a few mm apart), fixed for every encoder and
 # independent of the pretraining regime (NAVIGATION_REGIME), so probe scores stay comparable across releases.
 PROBE_WALK = {"max_translation": 2.0, "max_rotation": 0.05, "max_log_zoom": 0.03, "momentum": 0.8}
+# The in-context relative-pose probe's pair: the last slice of a walk and the slice this many steps before it (as
+# many steps as the probe pairs' ``steps_apart``; the first slice of shorter walks)
+CONTEXT_GAP_STEPS = 4
 
 
 @dataclass
@@ -107,47 +114,71 @@ def pose_target(pose: Pose, affine: torch.Tensor, spatial_shape: Sequence[int]) 
 
 @dataclass
 class ContextSet:
-    """Walks of one subject for the in-context pose probe: ``walk`` (N, T, C, h, w) rendered slices of N
-    trajectories, ``actions`` (N, T - 1, 7) between them, ``pose`` (N, 9) the target of each walk's last slice."""
+    """Walks of one subject for the in-context probes: ``walk`` (N, T, C, h, w) rendered slices of N trajectories,
+    ``actions`` (N, T - 1, 7) between them, ``pose`` (N, 9) the target of each walk's last slice, ``gap`` (N, 7) the
+    relative pose from slice :func:`gap_start` to the last (translations in units of ``scale_mm``)."""
 
     walk: torch.Tensor
     actions: torch.Tensor
     pose: torch.Tensor
+    gap: torch.Tensor
+
+
+def gap_start(length: int) -> int:
+    """The index of the first slice of the in-context relative-pose pair in a walk of ``length`` slices."""
+    return max(0, length - 1 - CONTEXT_GAP_STEPS)
 
 
 def sample_context_set(
-    volume: torch.Tensor, num_walks: int, slice_size: int = 64, steps: int = 7, seed: int = 0, threshold: float = 0.05
+    volume: torch.Tensor,
+    num_walks: int,
+    slice_size: int = 64,
+    steps: int = 7,
+    seed: int = 0,
+    threshold: float = 0.05,
+    scale_mm: float = 32.0,
 ) -> ContextSet:
     """Render ``num_walks`` trajectories of ``steps`` actions (random start orientation) in the pretraining regime
     (:data:`~monai_slicenav.transforms.NAVIGATION_REGIME`, the sampler's defaults: what the dynamics trunks learned
-    from) on a volume (C, X, Y, Z) in [0, 1], with the pose target of each walk's last slice."""
+    from) on a volume (C, X, Y, Z) in [0, 1], with the pose target of each walk's last slice and the relative pose
+    of its last pair (:func:`gap_start`)."""
     _, affine = as_volume(volume)
     sampler = RandSliceTrajectory(steps, slice_size, start_orientation="random", threshold=threshold)
     sampler.set_random_state(seed)
     render, frame = RenderSlices(slice_size), sampler.frame(volume)
-    walks, actions, poses = [], [], []
+    walks, actions, poses, gaps = [], [], [], []
     for _ in range(num_walks):
         sampler.randomize()
         trajectory, moves = sampler.walk(frame)
         walks.append(render(volume, trajectory))
         actions.append(moves.float())
         poses.append(pose_target(trajectory[-1], affine, volume.shape[1:]))
-    return ContextSet(torch.stack(walks), torch.stack(actions), torch.stack(poses))
+        gap = relative(trajectory[gap_start(steps + 1)], trajectory[-1])
+        gaps.append(torch.cat([gap[:3] / scale_mm, gap[3:]]))
+    return ContextSet(torch.stack(walks), torch.stack(actions), torch.stack(poses), torch.stack(gaps))
 
 
 @torch.no_grad()
 def encode_in_context(
-    encoder: nn.Module, walks: torch.Tensor, actions: torch.Tensor, grid: int = 2, batch: int = 16
+    encoder: nn.Module,
+    walks: torch.Tensor,
+    actions: torch.Tensor,
+    grid: int = 2,
+    batch: int = 16,
+    positions: Sequence[int] = (-1,),
 ) -> torch.Tensor:
-    """Frozen features of each walk's last slice (N, F) seen by a context encoder (``encoder(walks, actions)``:
-    (N, T, c, h', w')) in the context of the slices and actions before it (the last ``encoder.max_context`` of
-    them, the longest trajectory its trunk takes), pooled as :func:`encode` pools."""
-    length = min(walks.shape[1], int(getattr(encoder, "max_context", walks.shape[1])))
-    walks, actions = walks[:, -length:], actions[:, actions.shape[1] - (length - 1) :]
+    """Frozen features of the slices at ``positions`` (counted from the end; default: the last) of each walk,
+    (N, len(positions) * F) concatenated in that order, each seen by a context encoder (``encoder(walks, actions)``:
+    (N, T, c, h', w')) in the context of the slices and actions before it (at most ``encoder.max_context`` slices
+    ending with it, the longest trajectory its trunk takes), pooled as :func:`encode` pools."""
+    steps = walks.shape[1]
+    length = min(steps, int(getattr(encoder, "max_context", steps)))
+    windows = [(max(0, steps + p + 1 - length), steps + p + 1) for p in positions]  # each one's context
     features = []
     for start in range(0, len(walks), batch):
-        out = encoder(walks[start : start + batch], actions[start : start + batch])[:, -1]
-        features.append(nn.functional.adaptive_avg_pool2d(out.float(), grid).flatten(1))
+        walk, action = walks[start : start + batch], actions[start : start + batch]
+        out = torch.cat([encoder(walk[:, a:b], action[:, a : b - 1])[:, -1:] for a, b in windows], dim=1)
+        features.append(nn.functional.adaptive_avg_pool2d(out.flatten(0, 1).float(), grid).reshape(len(out), -1))
     return torch.cat(features)
 
 
@@ -158,33 +189,48 @@ def context_scores(
     alpha: float = 100.0,
     grid: int = 2,
 ) -> dict[str, float]:
-    """The pose probe of each walk's last slice (R^2 on the test sets after fitting on the training sets), from
-    its features alone (``pose_r2_last``) and, for a context encoder, in the context of the walk (``pose_r2_ctx``)
-    and in the same context with each walk given another walk's actions (``pose_r2_ctx_shuffled``; both NaN for
-    other encoders): ``pose_r2_ctx - pose_r2_last`` is what the context adds, ``pose_r2_ctx -
-    pose_r2_ctx_shuffled`` what the true actions add to it (paired within one encoder: no pretraining spread).
+    """The pose probe of each walk's last slice and the relative-pose probe of its last pair (:func:`gap_start`)
+    (R^2 on the test sets after fitting on the training sets), from the slices' features alone (``pose_r2_last``,
+    ``gap_r2_last``) and, for a context encoder, in the context of the walk (``pose_r2_ctx``, ``gap_r2_ctx``) and
+    in the same context with each walk given another walk's actions (``*_ctx_shuffled``; NaN for other encoders):
+    ``*_ctx - *_last`` is what the context adds, ``*_ctx - *_ctx_shuffled`` what the true actions add to it (paired
+    within one encoder: no pretraining spread). With the true actions in its context the pair's relative pose is in
+    the encoder's input, so ``gap_r2_ctx - gap_r2_ctx_shuffled`` also says how much of it the features read out.
     Features are pooled to a ``grid x grid`` layout (``nn.Identity()`` with ``grid=8``: the pixel baseline)."""
+    length = train_sets[0].walk.shape[1]
+    first = gap_start(length)
 
     def joined(sets: Sequence[ContextSet], field: str) -> torch.Tensor:
         return torch.cat([getattr(s, field) for s in sets])
 
-    def score(featurise: Callable[[Sequence[ContextSet]], torch.Tensor]) -> float:
-        fit = ridge_fit(featurise(train_sets), joined(train_sets, "pose"), alpha)
-        return r2_score(fit(featurise(test_sets)), joined(test_sets, "pose"))
+    def scores(featurise: Callable[[Sequence[ContextSet]], torch.Tensor], suffix: str) -> dict[str, float]:
+        train, test = featurise(train_sets), featurise(test_sets)  # (N, 2F): the pair's first slice, the last
+        last = train.shape[1] // 2
+        return {
+            f"{target}_r2_{suffix}": r2_score(
+                ridge_fit(train[:, columns], joined(train_sets, target), alpha)(test[:, columns]),
+                joined(test_sets, target),
+            )
+            for target, columns in (("pose", slice(last, None)), ("gap", slice(None)))
+        }
 
-    def in_context(actions: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        if not hasattr(encoder, "context_features"):
-            return float("nan")
-        return score(
-            lambda sets: encode_in_context(encoder, joined(sets, "walk"), actions(joined(sets, "actions")), grid)
+    def alone(sets: Sequence[ContextSet]) -> torch.Tensor:
+        walks = joined(sets, "walk")
+        return torch.cat([encode(encoder, walks[:, first], grid), encode(encoder, walks[:, -1], grid)], dim=1)
+
+    def in_context(actions: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Sequence[ContextSet]], torch.Tensor]:
+        return lambda sets: encode_in_context(
+            encoder, joined(sets, "walk"), actions(joined(sets, "actions")), grid, positions=(first - length, -1)
         )
 
-    return {
-        "pose_r2_last": score(lambda sets: encode(encoder, joined(sets, "walk")[:, -1], grid)),
-        "pose_r2_ctx": in_context(lambda actions: actions),
-        # every walk given the actions of another walk (same regime, wrong alignment), at fitting and scoring
-        "pose_r2_ctx_shuffled": in_context(lambda actions: actions.roll(1, dims=0)),
-    }
+    figures = scores(alone, "last")
+    contexts = {"ctx": lambda actions: actions, "ctx_shuffled": lambda actions: actions.roll(1, dims=0)}
+    for suffix, actions in contexts.items():  # shuffled: every walk given the actions of another walk
+        if hasattr(encoder, "context_features"):
+            figures.update(scores(in_context(actions), suffix))
+        else:
+            figures.update({f"{target}_r2_{suffix}": float("nan") for target in ("pose", "gap")})
+    return figures
 
 
 @torch.no_grad()

@@ -66,16 +66,20 @@ def _paired(first: Mapping[int, float], second: Mapping[int, float]) -> str | No
 IN_CONTEXT = {  # a context encoder's read-out in context, and its twin alone
     "dense_dice_ctx": "dense_dice",
     "pose_r2_ctx": "pose_r2_last",
+    "gap_r2_ctx": "gap_r2_last",
     "reg_dice_ctx": "reg_dice",
     **{f"seg_dice_n{n}_ctx": f"seg_dice_n{n}" for n in (1, 2, 5)},  # the shots of every budget
 }
 # in context with the true actions, and with wrong ones: another walk's (pose probe), zero (dense probe)
-TRUE_ACTIONS = {"pose_r2_ctx": "pose_r2_ctx_shuffled", "dense_dice_ctx": "dense_dice_ctx_still"}
+TRUE_ACTIONS = {"pose_r2_ctx": "pose_r2_ctx_shuffled", "gap_r2_ctx": "gap_r2_ctx_shuffled",
+                "dense_dice_ctx": "dense_dice_ctx_still"}  # fmt: skip
 WITHIN_ROW = {"in context - alone": IN_CONTEXT, "true - wrong actions": TRUE_ACTIONS}  # paired within one encoder
-PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "pose_r2", "gap_r2")
+PAIRED_METRICS = ("dense_dice_ctx", "dense_dice", "pose_r2_ctx", "pose_r2_last", "gap_r2_ctx", "gap_r2_last",
+                  "pose_r2", "gap_r2")  # fmt: skip
 
 
 PIXEL_REFERENCE = {"pose_r2_last": "the same last slices, 8 x 8 mean intensities",
+                   "gap_r2_last": "the same pairs, 8 x 8 mean intensities",
                    "dense_dice": "multi-scale in-plane intensity patches"}  # fmt: skip
 
 
@@ -209,6 +213,9 @@ def write_results(
         "alone; `pose_r2_ctx` (context encoders): the same slice's features in the context of the 7 slices and "
         "actions before it; their difference is what the context adds; `pose_r2_ctx_shuffled`: the same with each walk "
         "given another walk's actions, so `pose_r2_ctx - pose_r2_ctx_shuffled` is what the true actions add. "
+        "`gap_r2_last`, `gap_r2_ctx`, `gap_r2_ctx_shuffled`: the same for the relative pose between the slice 4 "
+        "steps before the last and the last, from the two slices' features (in context, the true actions carry "
+        "that relative pose: the shuffled twin says how much of it the features read out). "
         "`dense_dice`: the primary metric, a linear "
         "voxel classifier of the five Harvard-Oxford lobes on the frozen lifted features, fitted on MNI152 and "
         "scored on ICBM 2009c and the other way round, averaged (one labelling on both sides, deterministic given "
