@@ -219,7 +219,7 @@ class SliceNavCLI:
                 {rows}
             seeds: seeds per variant (0 .. SEEDS - 1), or a comma-separated list of seeds (e.g. 6,7,8: add seeds to a
                 run, or reuse the stage runs of those seeds).
-            budget: micro (smoke test, about a minute) | small (3 seeds in about 1.5 hours on 2 CPU cores) | paper
+            budget: micro (smoke test, about a minute) | small (3 seeds in about 2 hours on 2 CPU cores) | paper
                 (GPU-scale, documented).
             out: output folder.
             data: pretrain on your own scans (as `slicenav pretrain --data`); evaluation stays on the templates.

@@ -92,7 +92,7 @@ BUDGETS: dict[str, dict] = {
         "dense": {"spacing_mm": 6.0},
         "controllability": {"synthetic": 1, "trajectories": 4},
     },  # fmt: skip
-    "small": {  # 3 seeds in about 85 minutes on a 2-core CPU
+    "small": {  # 3 seeds in about 2 hours on a 2-core CPU (35-45 minutes a seed)
         "preset": "small",
         "steps": 600,
         "probe": {"pairs": 128, "slice_size": 64, "spacing_mm": 2.0, "equal_width": 16},
