@@ -38,6 +38,7 @@ __all__ = [
     "encode",
     "encode_in_context",
     "gap_start",
+    "gap_target",
     "pose_target",
     "sample_context_set",
     "sample_probe_set",
@@ -98,8 +99,7 @@ def sample_probe_set(
         pair = Pose.from_tensor(trajectory.as_tensor()[[0, -1]])
         slices.append(render(volume, pair))
         poses.append(pose_target(pair[0], affine, volume.shape[1:]))
-        gap = relative(pair[0], pair[1])
-        gaps.append(torch.cat([gap[:3] / scale_mm, gap[3:]]))
+        gaps.append(gap_target(pair[0], pair[1], scale_mm))
     return ProbeSet(torch.stack(slices), torch.stack(poses), torch.stack(gaps))
 
 
@@ -110,6 +110,13 @@ def pose_target(pose: Pose, affine: torch.Tensor, spatial_shape: Sequence[int]) 
     normal = vector[6:9]
     outer = normal[:, None] * normal[None, :]
     return torch.cat([vector[:3], outer[tuple(torch.triu_indices(3, 3))]])
+
+
+def gap_target(first: Pose, second: Pose, scale_mm: float) -> torch.Tensor:
+    """The relative-pose probe's target of a pair (7): the action from ``first`` to ``second``, translations in
+    units of ``scale_mm``."""
+    gap = relative(first, second)
+    return torch.cat([gap[:3] / scale_mm, gap[3:]])
 
 
 @dataclass
@@ -153,8 +160,7 @@ def sample_context_set(
         walks.append(render(volume, trajectory))
         actions.append(moves.float())
         poses.append(pose_target(trajectory[-1], affine, volume.shape[1:]))
-        gap = relative(trajectory[gap_start(steps + 1)], trajectory[-1])
-        gaps.append(torch.cat([gap[:3] / scale_mm, gap[3:]]))
+        gaps.append(gap_target(trajectory[gap_start(steps + 1)], trajectory[-1], scale_mm))
     return ContextSet(torch.stack(walks), torch.stack(actions), torch.stack(poses), torch.stack(gaps))
 
 

@@ -11,7 +11,6 @@ keeps a hand-written list of them: ``models/training.json`` records them and ``s
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 from monai.bundle import ConfigParser
@@ -46,25 +45,23 @@ def _running_parser() -> ConfigParser:
     )
 
 
-def bundle_hyperparameters(parser: ConfigParser | None = None, exclude: Iterable[str] = ()) -> dict[str, Any]:
+def bundle_hyperparameters(parser: ConfigParser | None = None) -> dict[str, Any]:
     """Every hyper-parameter of a bundle run as it is used, overrides included: the top-level keys of the parsed
     config whose value is plain data, and those set by a ``$`` expression that references nothing else in the
     config (``$monai_slicenav.transforms.NAVIGATION_REGIME.max_translation``) and evaluates to plain data. Keys that
     reference other keys (``'$@rank == 0'``) are derived and recomputed from the recorded ones; components
-    (mappings), :data:`WIRING_KEYS` and ``exclude`` are left out.
+    (mappings) and :data:`WIRING_KEYS` are left out.
 
     Args:
         parser: the run's parser; None: the one evaluating the ``$`` expression that calls this function.
-        exclude: further top-level keys to leave out.
 
     Raises:
         RuntimeError: without ``parser``, when not called while a bundle config is being parsed.
     """
     parser = parser if parser is not None else _running_parser()
-    left_out = WIRING_KEYS | set(exclude)
     recorded: dict[str, Any] = {}
     for key, raw in parser.get().items():
-        if key in left_out or (isinstance(raw, str) and bundle_hyperparameters.__name__ in raw):
+        if key in WIRING_KEYS or (isinstance(raw, str) and bundle_hyperparameters.__name__ in raw):
             continue  # (a key that records the hyper-parameters is not one)
         if is_plain(raw):
             recorded[key] = raw
