@@ -8,7 +8,9 @@ step budget is spent. Two models share one interface (:class:`WorldModel`):
 
 * :class:`NavigatorModel`: a trained stage-2 :class:`~monai_slicenav.networks.SliceNavigator`, imagining from the
   slices seen so far alone (what the world-model literature's planning success measures);
-* :class:`RendererModel`: the true renderer (it imagines by rendering the volume): the upper bound.
+* :class:`RendererModel`: the true renderer (it imagines by rendering the volume): the upper bound;
+* :class:`WarpModel`: the last slice warped by the in-plane part of each action (no learning): what a model that
+  learned nothing of out-of-plane motion would plan.
 
 Seeded and deterministic on the CPU.
 """
@@ -23,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from .geometry import Pose, apply_action
+from .geometry import Pose, apply_action, inplane_warp
 from .io import read_json_object
 from .networks.navigator import SliceNavigator, rollout
 from .transforms.regime import NAVIGATION_REGIME, NavigationRegime
@@ -34,6 +36,7 @@ __all__ = [
     "WorldModel",
     "RendererModel",
     "NavigatorModel",
+    "WarpModel",
     "PlanResult",
     "SEARCH",
     "STANDARD_PLANES",
@@ -235,6 +238,23 @@ class NavigatorModel:
         spacing = poses.spacing[-k:].float()[None].expand(count, -1)
         imagined = rollout(self.navigator, context, torch.cat([before, candidates.float()], dim=1), spacing)
         return imagined[:, -1]
+
+
+class WarpModel(NavigatorModel):
+    """The in-plane warp as the model (no learning), compared in a trained navigator's latent space: a candidate is
+    imagined by warping the last slice seen by the in-plane part of each of its actions in turn (shift, rotation
+    about the normal, zoom; zeros outside), as the controllability figures' ``warp`` reference does one step ahead.
+    It cannot see through the plane, so it tells what a world model adds to the geometry built into it."""
+
+    @torch.no_grad()
+    def imagine(self, seen: torch.Tensor, poses: Pose, actions: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        count = candidates.shape[0]
+        image = seen[-1:].float().expand(count, -1, -1, -1)
+        spacing = poses.spacing[-1:].float().expand(count)
+        for step in candidates.float().unbind(1):
+            image = inplane_warp(image, step, spacing)
+            spacing = spacing * torch.exp(step[:, 6])  # the warped slice's pixel size, as a rollout follows it
+        return self.latents(image)
 
 
 @dataclass

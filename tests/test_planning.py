@@ -5,8 +5,17 @@ a bad goal is refused, and a stage-2 model plans from its imagined rollouts alon
 import pytest
 import torch
 
+from monai_slicenav.geometry import Pose, apply_action
 from monai_slicenav.networks import SliceNavigator, SliceTokenizer
-from monai_slicenav.planning import NavigatorModel, RendererModel, action_bounds, plan, pose_error, render_goal
+from monai_slicenav.planning import (
+    NavigatorModel,
+    RendererModel,
+    WarpModel,
+    action_bounds,
+    plan,
+    pose_error,
+    render_goal,
+)
 from monai_slicenav.transforms import RandSliceTrajectory, RandSynthAppearance, SynthLabelEnsemble
 
 
@@ -64,6 +73,33 @@ def test_a_stage_two_model_plans_from_its_imagination_alone(volume, monkeypatch)
     result = plan(volume, start, image, model, horizon=2, steps=3, samples=16, rounds=2, patience=5, seed=0)
     assert len(result.actions) == 3 and not renders and all(c == c for c in result.costs)
     assert bool((result.actions.abs() <= action_bounds() + 1e-6).all())
+
+
+class PixelNavigator:
+    """A stand-in navigator whose latents are the slices themselves."""
+
+    def eval(self):
+        return self
+
+    def tokens(self, slices):
+        return slices
+
+
+def test_the_warp_model_imagines_in_plane_moves_and_is_blind_through_the_plane(volume):
+    start, _, _ = episode(volume, seed=4)
+    poses = Pose(start.center[None], start.rotation[None], start.spacing[None]).to(dtype=torch.float64)
+    seen = render_goal(volume, start, 32)[None]
+    in_plane = torch.tensor([[[4.0, -5.0, 0.0, 0.0, 0.0, 0.2, 0.05]] * 2])  # shift, rotation about the normal, zoom
+    through = torch.tensor([[[0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 0.0]] * 2])  # two scrolls along the normal
+    imagined = WarpModel(PixelNavigator()).imagine(seen, poses, torch.zeros(0, 7), torch.cat([in_plane, through]))
+    reached = start.to(dtype=torch.float64)
+    for action in in_plane[0].double():
+        reached = apply_action(reached, action)
+    truth = render_goal(volume, reached, 32)
+    inner = (slice(None), slice(8, 24), slice(8, 24))  # away from the border the warp fills with zeros
+    warp_error, copy_error = ((image[inner] - truth[inner]).abs().max() for image in (imagined[0], seen[0]))
+    assert warp_error < copy_error / 3  # two in-plane moves: what rendering gives, not the slice it started from
+    assert torch.equal(imagined[1], seen[0])  # moves through the plane: the slice it started from
 
 
 def test_slicenav_plan_writes_the_trajectory_strip_and_summary(tmp_path, capsys):
