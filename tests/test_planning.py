@@ -34,7 +34,17 @@ def episode(volume, seed=2):
     return poses[0], poses[-1], render_goal(volume, poses[-1], 32)
 
 
-def test_the_true_renderer_reaches_a_goal_three_steps_away(volume):
+@pytest.fixture(scope="module")
+def phantom():
+    from monai_slicenav.data.phantom import shepp_logan_volume
+    from monai_slicenav.volume import scale_intensity
+
+    return scale_intensity(shepp_logan_volume(64))  # the built-in phantom `slicenav plan` uses without a volume
+
+
+@pytest.mark.parametrize("head", ["volume", "phantom"])
+def test_the_true_renderer_reaches_a_goal_three_steps_away(head, request):
+    volume = request.getfixturevalue(head)
     start, goal, image = episode(volume)
     assert pose_error(start, goal)[0] > 15  # the goal is far: 17.9 mm and 7.3 degrees away
     result = plan(volume, start, image, RendererModel(volume, 32), horizon=3, steps=10, samples=256, rounds=6,
