@@ -56,6 +56,7 @@ SUCCESS_MM, SUCCESS_DEGREES = 4.0, 10.0
 RENDERER, RANDOM = "true renderer (upper bound)", "random actions"
 WARP = "in-plane warp (no learning)"  # planned in the latents of each seed's first model, with the models' search
 STEPS = 10  # most actions an episode executes
+FLOOR_SEED = 10_000  # the random floor's actions: a stream apart from the named-plane episodes' starts (seeds 0..)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ class RendererInLatents(RendererModel):
 
 
 def find_runs(root: Path, variants: Sequence[str] | None) -> dict[str, Path]:
-    """``{"<variant> seed<k>": folder}`` of every ``seed<k>/dynamics_*`` pretraining folder under ``root``."""
+    """``{"<variant>=<folder>": folder}`` of every ``seed<k>/dynamics_<variant>`` pretraining folder under ``root``
+    (``variants``: only these)."""
     found = {}
     for record in sorted(root.glob("**/seed*/dynamics_*/pretrain.json")):
         folder = record.parent
@@ -170,7 +172,7 @@ def _play(task: tuple[str, int, Episode]) -> dict:
     row = {"planner": planner, "episode": index, "goal": episode.goal_name, "seconds": 0.0, "replans": 0,
            "model_calls": 0}  # fmt: skip
     if planner == RANDOM:
-        reached = random_walk(episode.start, _STATE["goal_steps"], torch.Generator().manual_seed(index))
+        reached = random_walk(episode.start, _STATE["goal_steps"], torch.Generator().manual_seed(FLOOR_SEED + index))
         return {**row, **_errors(reached, episode.goal)}
     if planner == RENDERER:
         model, kind = RendererModel(image, size), "renderer"
