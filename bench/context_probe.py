@@ -43,8 +43,8 @@ _LOADED: dict = {}
 
 
 def _load(args: argparse.Namespace) -> dict:
-    """What every seed is scored on, once per process: the budget, the probe sets and the dense probe's cases; and
-    a candidate's stage-2 overrides registered on its variants."""
+    """What every seed is scored on, once per process: the budget and the probe sets; and a candidate's stage-2
+    overrides registered on its variants."""
     if _LOADED:
         return _LOADED
     extra = dict(args.dynamics_overrides)
@@ -53,14 +53,15 @@ def _load(args: argparse.Namespace) -> dict:
         register_variant(replace(variant, overrides={**variant.overrides, **extra}), replace=True)
     settings, probe_sets = BUDGETS[args.budget], {}
     render_probe_sets(probe_sets, settings["probe"])
-    cases = None if args.no_dense else dense_probe_cases(settings["dense"]["spacing_mm"])
-    _LOADED.update(settings=settings, probe_sets=probe_sets, cases=cases)
+    _LOADED.update(settings=settings, probe_sets=probe_sets)
     return _LOADED
 
 
 def score_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     """One seed's rows: its encoders pretrained (or found under ``--encoders_from``) and scored."""
     loaded = _load(args)
+    if "cases" not in loaded:  # the dense probe's volumes: loaded where seeds are scored, not in a pool's parent
+        loaded["cases"] = None if args.no_dense else dense_probe_cases(loaded["settings"]["dense"]["spacing_mm"])
     settings, cases, out = loaded["settings"], loaded["cases"], Path(args.out)
     train, test = loaded["probe_sets"]["context_train"], loaded["probe_sets"]["context_test"]
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
